@@ -1,0 +1,69 @@
+"""lightning_unfold: deep unfolding for PyTorch Lightning, with a theory-check toolkit.
+
+>>> from lightning_unfold import SparseRecovery, UnfoldedModule, SyntheticDataModule
+>>> problem = SparseRecovery(m=50, n=100, seed=0)
+>>> module = UnfoldedModule(problem, paradigm="objective", variant="alista", depth=10)
+"""
+
+from lightning_unfold.algorithms import (
+    ALGORITHMS,
+    ALISTA,
+    FISTA,
+    ISTA,
+    LISTA,
+    LISTACP,
+    LISTACPSS,
+    ADMMLasso,
+    SparseRecovery,
+    make_algorithm,
+    register_algorithm,
+)
+from lightning_unfold.core import (
+    PARADIGMS,
+    Algorithm,
+    BlackBoxModel,
+    ClassicalSolver,
+    Constraint,
+    ParamSpec,
+    ProblemSpec,
+    Role,
+    Trajectory,
+    UnfoldedModel,
+)
+from lightning_unfold.training import (
+    BASELINES,
+    SyntheticDataModule,
+    UnfoldedModule,
+    build_model,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALGORITHMS",
+    "ALISTA",
+    "BASELINES",
+    "FISTA",
+    "ISTA",
+    "LISTA",
+    "LISTACP",
+    "LISTACPSS",
+    "PARADIGMS",
+    "ADMMLasso",
+    "Algorithm",
+    "BlackBoxModel",
+    "ClassicalSolver",
+    "Constraint",
+    "ParamSpec",
+    "ProblemSpec",
+    "Role",
+    "SparseRecovery",
+    "SyntheticDataModule",
+    "Trajectory",
+    "UnfoldedModel",
+    "UnfoldedModule",
+    "__version__",
+    "build_model",
+    "make_algorithm",
+    "register_algorithm",
+]

@@ -1,0 +1,60 @@
+"""Classical solvers declared for unfolding, and the registry that names them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning_unfold.algorithms.admm import ADMMLasso, ADMMState
+from lightning_unfold.algorithms.sparse import (
+    ALISTA,
+    FISTA,
+    ISTA,
+    LISTA,
+    LISTACP,
+    LISTACPSS,
+    FISTAState,
+    SparseRecovery,
+    lasso_objective,
+    soft_threshold,
+    soft_threshold_support_selection,
+)
+from lightning_unfold.core.algorithm import Algorithm
+
+ALGORITHMS: dict[str, type[Algorithm[Any]]] = {
+    cls.name: cls for cls in (ISTA, FISTA, LISTA, LISTACP, LISTACPSS, ALISTA, ADMMLasso)
+}
+
+
+def register_algorithm(cls: type[Algorithm[Any]]) -> type[Algorithm[Any]]:
+    """Class decorator adding an algorithm to :data:`ALGORITHMS` under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a non-empty class attribute `name`.")
+    ALGORITHMS[cls.name] = cls
+    return cls
+
+
+def make_algorithm(name: str, **options: Any) -> Algorithm[Any]:
+    """Instantiate a registered algorithm by name; unknown names list the valid ones."""
+    if name not in ALGORITHMS:
+        raise ValueError(f"Unknown algorithm {name!r}; valid: {sorted(ALGORITHMS)}.")
+    return ALGORITHMS[name](**options)
+
+
+__all__ = [
+    "ALGORITHMS",
+    "ALISTA",
+    "FISTA",
+    "ISTA",
+    "LISTA",
+    "LISTACP",
+    "LISTACPSS",
+    "ADMMLasso",
+    "ADMMState",
+    "FISTAState",
+    "SparseRecovery",
+    "lasso_objective",
+    "make_algorithm",
+    "register_algorithm",
+    "soft_threshold",
+    "soft_threshold_support_selection",
+]

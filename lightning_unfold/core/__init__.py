@@ -1,0 +1,43 @@
+"""The unfolding abstraction: algorithm declarations, iterates, trajectories, paradigms."""
+
+from lightning_unfold.core.algorithm import (
+    Algorithm,
+    Constraint,
+    ParamSpec,
+    ProblemSpec,
+    Role,
+    problem_from_config,
+)
+from lightning_unfold.core.iterate import (
+    iterate_blocks,
+    iterate_flatten,
+    iterate_map,
+    iterate_unflatten,
+)
+from lightning_unfold.core.trajectory import Trajectory
+from lightning_unfold.core.unfolded import (
+    PARADIGMS,
+    BlackBoxModel,
+    ClassicalSolver,
+    SolveResult,
+    UnfoldedModel,
+)
+
+__all__ = [
+    "PARADIGMS",
+    "Algorithm",
+    "BlackBoxModel",
+    "ClassicalSolver",
+    "Constraint",
+    "ParamSpec",
+    "ProblemSpec",
+    "Role",
+    "SolveResult",
+    "Trajectory",
+    "UnfoldedModel",
+    "iterate_blocks",
+    "iterate_flatten",
+    "iterate_map",
+    "iterate_unflatten",
+    "problem_from_config",
+]

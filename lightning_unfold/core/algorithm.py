@@ -1,0 +1,209 @@
+r"""Declaring a classical solver once: its iteration, objective and parameters.
+
+An :class:`Algorithm` states
+
+* ``init(x, p)``: the initial iterate :math:`s^{(0)}`;
+* ``step(s, x, p, k)``: one classical iteration :math:`s^{(k)} = T(s^{(k-1)}; x, \theta_k)`, a pure
+  function of the iterate, the observation and the named parameters ``p``;
+* ``objective(s, x, c)``: the solver's objective :math:`\mathcal L_{\theta_o}(s; x)` per sample;
+* ``param_specs(problem)``: which parameters are *objective* parameters :math:`\theta_o`, which are
+  *hyperparameters* :math:`\theta_h`, which are fixed constants, with their constraints;
+* ``classical_params(problem)``: the classical values, validated (step-size conditions).
+
+A *paradigm* (see :mod:`lightning_unfold.core.unfolded`) turns that declaration into K trainable
+layers. A :class:`ProblemSpec` generates seeded data ``(x, target)`` and holds the problem's
+constants (dictionary, regulariser weight, ...).
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from lightning_unfold.core.iterate import iterate_flatten
+
+S = TypeVar("S")
+
+__all__ = [
+    "Algorithm",
+    "Constraint",
+    "ParamSpec",
+    "ProblemSpec",
+    "Role",
+    "problem_from_config",
+]
+
+
+class Role(enum.Enum):
+    """What a parameter is to the classical solver."""
+
+    OBJECTIVE = "objective"  #: θo — a parameter of the objective (dictionary H, transform Ψ, ...)
+    HYPER = "hyper"  #: θh — a solver hyperparameter (step size, threshold, penalty, ...)
+    FIXED = "fixed"  #: a derived constant that no paradigm learns (ALISTA's analytic W)
+
+
+class Constraint(enum.Enum):
+    """Validity constraint of a parameter; :meth:`project` maps a raw value into the valid set.
+
+    Projection is the identity on valid values, so classical initialisation is reproduced exactly.
+    """
+
+    NONE = "none"
+    NONNEGATIVE = "nonnegative"
+    POSITIVE = "positive"
+
+    def project(self, value: Tensor) -> Tensor:
+        if self is Constraint.NONE:
+            return value
+        if self is Constraint.NONNEGATIVE:
+            return value.clamp_min(0.0)
+        return value.clamp_min(torch.finfo(value.dtype).tiny)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """Declaration of one named parameter of an iteration."""
+
+    name: str
+    role: Role
+    constraint: Constraint = Constraint.NONE
+    doc: str = ""
+
+
+class ProblemSpec(ABC):
+    """A seeded problem family: generates ``(x, target)`` and holds the objective's constants.
+
+    Subclasses are plain classes with typed ``__init__`` arguments so that LightningCLI can build
+    them from YAML (``class_path`` + ``init_args``); :meth:`to_config` returns that form, which is
+    what checkpoints store (no pickled objects).
+    """
+
+    #: name of the algorithm used when none is given
+    default_algorithm: ClassVar[str] = ""
+
+    @abstractmethod
+    def constants(self) -> dict[str, Tensor]:
+        """The objective's constants (float64 master copies), e.g. ``{"H": H, "rho": rho}``."""
+
+    @abstractmethod
+    def sample(
+        self, n: int, *, seed: int | Sequence[int], dtype: torch.dtype = torch.float32
+    ) -> tuple[Tensor, Tensor]:
+        """Draw ``n`` seeded pairs ``(x, target)``; the same seed always gives the same data.
+
+        ``seed`` may be a sequence of integers (e.g. ``(stream, epoch, rank)``); it is combined
+        with the problem's own seed through :class:`numpy.random.SeedSequence`.
+        """
+
+    @abstractmethod
+    def validate_observation(self, x: Tensor) -> None:
+        """Raise a ``ValueError`` that names the problem when ``x`` is not a valid batch."""
+
+    @abstractmethod
+    def init_args(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this problem exactly."""
+
+    def to_config(self) -> dict[str, Any]:
+        cls = type(self)
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": self.init_args()}
+
+
+def problem_from_config(config: ProblemSpec | Mapping[str, Any]) -> ProblemSpec:
+    """Rebuild a problem from :meth:`ProblemSpec.to_config` output (or pass one through).
+
+    Only subclasses of :class:`ProblemSpec` are instantiated, so a checkpoint's hyperparameters
+    cannot name arbitrary callables.
+    """
+    if isinstance(config, ProblemSpec):
+        return config
+    if not isinstance(config, Mapping) or "class_path" not in config:
+        raise TypeError(
+            "A problem must be a ProblemSpec instance or a mapping with 'class_path' and "
+            f"'init_args', got {type(config).__name__}."
+        )
+    module_name, _, cls_name = str(config["class_path"]).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"Unknown problem class {config['class_path']!r}.") from err
+    if not (isinstance(cls, type) and issubclass(cls, ProblemSpec)):
+        raise ValueError(f"{config['class_path']!r} is not a ProblemSpec subclass.")
+    return cls(**dict(config.get("init_args", {})))
+
+
+class Algorithm(ABC, Generic[S]):
+    """A classical iterative solver, declared once (see the module docstring)."""
+
+    #: registry name, e.g. ``"ista"``
+    name: ClassVar[str] = ""
+
+    @abstractmethod
+    def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:
+        """The named parameters of one iteration, with roles and constraints."""
+
+    @abstractmethod
+    def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
+        """Classical (float64) values for every spec, validated against the step-size condition."""
+
+    @abstractmethod
+    def init(self, x: Tensor, p: Mapping[str, Tensor]) -> S:
+        """Initial iterate :math:`s^{(0)}` for the batch ``x``."""
+
+    @abstractmethod
+    def step(self, s: S, x: Tensor, p: Mapping[str, Tensor], k: int) -> S:
+        """One iteration :math:`s^{(k)} = T(s^{(k-1)}; x, \\theta_k)` (``k`` counts from 1)."""
+
+    @abstractmethod
+    def objective(self, s: S, x: Tensor, c: Mapping[str, Tensor]) -> Tensor:
+        """Per-sample objective value :math:`\\mathcal L(s; x)` with the problem constants ``c``."""
+
+    def estimate(self, s: S) -> Tensor:
+        """The quantity compared with the target (default: the iterate itself)."""
+        if not isinstance(s, Tensor):
+            raise NotImplementedError(
+                f"{type(self).__name__} has a multi-block iterate and must define estimate()."
+            )
+        return s
+
+    def features(self, s: S, x: Tensor, p: Mapping[str, Tensor]) -> Tensor:
+        """Input of learned correction / inductive-bias networks, ``(B, F)``.
+
+        The default is the flattened iterate concatenated with the flattened observation.
+        """
+        return torch.cat([iterate_flatten(s), x.reshape(x.shape[0], -1)], dim=1)
+
+    def objective_form(self, variant: str | None) -> Algorithm[Any]:
+        """The algorithm whose layers the *learn objective parameters* paradigm trains.
+
+        By default the algorithm itself (its θo and θh learned per layer). Algorithms with a
+        classical reparameterisation (ISTA → LISTA, LISTA-CP, ALISTA) override this and list
+        their variants in :attr:`objective_variants`.
+        """
+        if variant not in (None, "direct"):
+            raise ValueError(
+                f"{type(self).__name__} has no objective-paradigm variant {variant!r}; "
+                f"valid: {list(self.objective_variants)}."
+            )
+        return self
+
+    #: the valid ``variant`` names for :meth:`objective_form`
+    objective_variants: ClassVar[tuple[str, ...]] = ("direct",)
+
+    def make_correction_net(
+        self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
+    ) -> nn.Module | None:
+        """A custom correction network Δ (``None``: the default MLP is used)."""
+        return None
+
+    def make_inductive_bias_net(
+        self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
+    ) -> nn.Module | None:
+        """A custom per-layer network replacing the iteration (``None``: default MLP)."""
+        return None

@@ -1,0 +1,375 @@
+r"""Unfolded models: one algorithm declaration, four paradigms, plus two baselines.
+
+Given an :class:`~lightning_unfold.core.algorithm.Algorithm` and a problem, an
+:class:`UnfoldedModel` of depth :math:`K` computes the trajectory
+:math:`s^{(0)} \to s^{(1)} \to \dots \to s^{(K)}` with one of the four paradigms of the survey
+(Shlezinger et al. 2025):
+
+``"hyperparameters"``
+    :math:`s^{(k)} = T(s^{(k-1)}; \theta_o, \theta_h^k)` — only hyperparameters learned per layer.
+``"objective"``
+    :math:`s^{(k)} = T(s^{(k-1)}; \theta_o^k, \theta_h^k)` — objective parameters learned as well,
+    possibly in a classical reparameterisation (``variant``: LISTA, LISTA-CP, ALISTA, ...).
+``"correction"``
+    :math:`s^{(k)} = T(s^{(k-1)}; \theta) + \Delta(s^{(k-1)}, x; \phi_k)` — classical step plus a
+    learned correction network, zero at initialisation (shared or per layer).
+``"inductive_bias"``
+    :math:`s^{(k)} = N_k(s^{(k-1)}, x)` — each iteration replaced by a compact network that keeps the
+    iterate's meaning (DeepSIC-style), supervised through the same estimate.
+
+Initialised from classical values, the first three reproduce the classical solver exactly.
+With ``tied=True`` a single parameter set serves every layer and the model runs at any depth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_unfold.core.algorithm import Algorithm, ParamSpec, ProblemSpec, Role
+from lightning_unfold.core.iterate import iterate_flatten, iterate_map, iterate_unflatten
+from lightning_unfold.core.trajectory import Trajectory
+
+__all__ = [
+    "PARADIGMS",
+    "BlackBoxModel",
+    "ClassicalSolver",
+    "SolveResult",
+    "UnfoldedModel",
+    "check_paradigm",
+]
+
+PARADIGMS: tuple[str, ...] = ("hyperparameters", "objective", "correction", "inductive_bias")
+_TRAINABLE: dict[str, frozenset[Role]] = {
+    "hyperparameters": frozenset({Role.HYPER}),
+    "objective": frozenset({Role.HYPER, Role.OBJECTIVE}),
+    "correction": frozenset(),
+    "inductive_bias": frozenset(),
+}
+
+
+def check_paradigm(paradigm: str) -> str:
+    if paradigm not in PARADIGMS:
+        raise ValueError(f"Unknown paradigm {paradigm!r}; valid paradigms: {list(PARADIGMS)}.")
+    return paradigm
+
+
+def _check_depth(depth: int) -> int:
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+        raise ValueError(
+            f"depth (number of unfolded iterations K) must be an integer >= 1, got {depth!r}."
+        )
+    return depth
+
+
+class _Constants(nn.Module):
+    """Buffers holding the problem constants and fixed parameters (move with ``.to()``)."""
+
+    def __init__(self, values: Mapping[str, Tensor], dtype: torch.dtype) -> None:
+        super().__init__()
+        self.names = tuple(values)
+        for name, v in values.items():
+            self.register_buffer(name, v.detach().to(dtype).clone())
+
+    def as_dict(self) -> dict[str, Tensor]:
+        return {name: getattr(self, name) for name in self.names}
+
+
+class _MLP(nn.Sequential):
+    """Two-layer perceptron; with ``zero_last`` its output is exactly 0 at initialisation."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, *, zero_last: bool) -> None:
+        last = nn.Linear(hidden, out_dim)
+        if zero_last:
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        super().__init__(nn.Linear(in_dim, hidden), nn.ReLU(), last)
+
+
+class _ResidualLayer(nn.Module):
+    """Default inductive-bias layer: :math:`s^{(k)} = s^{(k-1)} + \\mathrm{MLP}_k([s^{(k-1)}, x])`."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int) -> None:
+        super().__init__()
+        self.mlp = _MLP(in_dim, hidden, out_dim, zero_last=False)
+
+    def forward(self, features: Tensor, flat_iterate: Tensor) -> Tensor:
+        return flat_iterate + self.mlp(features)
+
+
+class UnfoldedModel(nn.Module):
+    """An algorithm unfolded to ``depth`` layers under one of :data:`PARADIGMS`.
+
+    Args:
+        algorithm: the classical solver's declaration.
+        problem: the problem whose constants (dictionary, weights) the iteration uses.
+        depth: number of unfolded iterations K (>= 1).
+        paradigm: one of :data:`PARADIGMS`.
+        variant: for ``paradigm="objective"``, the reparameterisation (e.g. ``"lista_cp"``).
+        tied: one parameter set (and one network) shared by all layers.
+        hidden: width of correction / inductive-bias networks.
+        shared_correction: one correction network Δ for all layers (even when untied).
+        dtype: floating dtype of parameters and constants.
+    """
+
+    def __init__(
+        self,
+        algorithm: Algorithm[Any],
+        problem: ProblemSpec,
+        depth: int,
+        paradigm: str = "hyperparameters",
+        *,
+        variant: str | None = None,
+        tied: bool = False,
+        hidden: int = 64,
+        shared_correction: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.depth = _check_depth(depth)
+        self.paradigm = check_paradigm(paradigm)
+        if variant is not None and paradigm != "objective":
+            raise ValueError(f"variant={variant!r} applies to paradigm='objective' only.")
+        self.algorithm = algorithm.objective_form(variant) if paradigm == "objective" else algorithm
+        self.problem = problem
+        self.tied = tied
+        self.specs: tuple[ParamSpec, ...] = self.algorithm.param_specs(problem)
+        classical = self.algorithm.classical_params(problem)
+        missing = {s.name for s in self.specs} - set(classical)
+        if missing:
+            raise ValueError(f"{type(self.algorithm).__name__}.classical_params lacks {missing}.")
+        constants = problem.constants()
+        clash = set(constants) & set(classical)
+        if clash:
+            raise ValueError(f"Parameter names {clash} clash with problem constants.")
+        n_sets = 1 if tied else depth
+        trainable = _TRAINABLE[paradigm]
+        self.learned = nn.ModuleDict()
+        fixed: dict[str, Tensor] = dict(constants)
+        for spec in self.specs:
+            value = classical[spec.name].to(dtype)
+            if spec.role in trainable:
+                self.learned[spec.name] = nn.ParameterList(
+                    [nn.Parameter(value.clone()) for _ in range(n_sets)]
+                )
+            else:
+                fixed[spec.name] = value
+        self.constants = _Constants(fixed, dtype)
+        self._constraint = {s.name: s.constraint for s in self.specs}
+        self.nets: nn.ModuleList | None = None
+        if paradigm in ("correction", "inductive_bias"):
+            self.nets = self._build_nets(
+                problem,
+                hidden,
+                1 if (tied or (shared_correction and paradigm == "correction")) else depth,
+                dtype,
+            )
+
+    # -- construction helpers --------------------------------------------------------------
+    def _probe(self, dtype: torch.dtype) -> tuple[int, int]:
+        x, _ = self.problem.sample(2, seed=0, dtype=dtype)
+        p = self.layer_params(1)
+        s0 = self.algorithm.init(x, p)
+        s1 = self.algorithm.step(s0, x, p, 1)
+        return self.algorithm.features(s1, x, p).shape[1], iterate_flatten(s1).shape[1]
+
+    def _build_nets(
+        self, problem: ProblemSpec, hidden: int, count: int, dtype: torch.dtype
+    ) -> nn.ModuleList:
+        f_dim, out_dim = self._probe(dtype)
+        nets = []
+        for _ in range(count):
+            if self.paradigm == "correction":
+                net = self.algorithm.make_correction_net(problem, f_dim, out_dim, hidden)
+                net = net if net is not None else _MLP(f_dim, hidden, out_dim, zero_last=True)
+            else:
+                net = self.algorithm.make_inductive_bias_net(problem, f_dim, out_dim, hidden)
+                net = net if net is not None else _ResidualLayer(f_dim, hidden, out_dim)
+            nets.append(net.to(dtype))
+        return nn.ModuleList(nets)
+
+    # -- parameters per layer --------------------------------------------------------------
+    def layer_params(self, k: int) -> dict[str, Tensor]:
+        """All parameters and constants that layer ``k`` (1-based) uses, constraints applied."""
+        idx = 0 if self.tied else k - 1
+        p = self.constants.as_dict()
+        for name, plist in self.learned.items():
+            p[name] = self._constraint[name].project(plist[idx])  # type: ignore[index]
+        return p
+
+    def layer_parameters(self, k: int) -> list[nn.Parameter]:
+        """The trainable tensors that belong to layer ``k`` only (empty when tied)."""
+        if self.tied:
+            return []
+        out: list[nn.Parameter] = [plist[k - 1] for plist in self.learned.values()]  # type: ignore[index]
+        if self.nets is not None and len(self.nets) == self.depth:
+            out.extend(self.nets[k - 1].parameters())
+        return out
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Trainable tensors used by every layer (tied parameters, a shared network)."""
+        per_layer = {id(p) for k in range(1, self.depth + 1) for p in self.layer_parameters(k)}
+        return [p for p in self.parameters() if id(p) not in per_layer]
+
+    def stacked(self, name: str) -> Tensor:
+        """Parameter ``name`` of every layer stacked ``(K, ...)`` (for checks and plots)."""
+        return torch.stack([self.layer_params(k)[name] for k in range(1, self.depth + 1)])
+
+    # -- forward ---------------------------------------------------------------------------
+    def forward(self, x: Tensor, depth: int | None = None) -> Trajectory[Any]:
+        """Run ``depth`` layers (default K) on the batch ``x`` and return the whole trajectory."""
+        depth = self.depth if depth is None else _check_depth(depth)
+        if depth > self.depth and not self.tied:
+            raise ValueError(
+                f"This untied model has {self.depth} layers and cannot run {depth}; "
+                "train with tied=True to run at other depths."
+            )
+        self.problem.validate_observation(x)
+        alg = self.algorithm
+        s = alg.init(x, self.layer_params(1))
+        iterates = [s]
+        for k in range(1, depth + 1):
+            p = self.layer_params(k)
+            if self.paradigm == "inductive_bias":
+                assert self.nets is not None
+                net = self.nets[0 if len(self.nets) == 1 else k - 1]
+                s = iterate_unflatten(net(alg.features(s, x, p), iterate_flatten(s)), s)
+            else:
+                s_next = alg.step(s, x, p, k)
+                if self.nets is not None:
+                    net = self.nets[0 if len(self.nets) == 1 else k - 1]
+                    delta = iterate_unflatten(net(alg.features(s, x, p)), s_next)
+                    s_next = iterate_map(torch.add, s_next, delta)
+                s = s_next
+            iterates.append(s)
+        return Trajectory(tuple(iterates), tuple(alg.estimate(it) for it in iterates))
+
+    def objective(self, s: Any, x: Tensor) -> Tensor:
+        """The problem's own objective at iterate ``s`` (per sample)."""
+        return self.algorithm.objective(s, x, self.constants.as_dict())
+
+    def extra_repr(self) -> str:
+        return (
+            f"algorithm={type(self.algorithm).__name__}, paradigm={self.paradigm}, "
+            f"depth={self.depth}, tied={self.tied}"
+        )
+
+
+class SolveResult:
+    """Outcome of :meth:`ClassicalSolver.solve`: the trajectory, iterations used, convergence."""
+
+    def __init__(
+        self, trajectory: Trajectory[Any], iterations: int, converged: bool, final_change: float
+    ) -> None:
+        self.trajectory, self.iterations = trajectory, iterations
+        self.converged, self.final_change = converged, final_change
+
+    def __repr__(self) -> str:
+        return (
+            f"SolveResult(iterations={self.iterations}, converged={self.converged}, "
+            f"final_change={self.final_change:.3e})"
+        )
+
+
+class ClassicalSolver(UnfoldedModel):
+    """The classical solver as a (parameter-free) model: K iterations, or to a tolerance."""
+
+    def __init__(
+        self,
+        algorithm: Algorithm[Any],
+        problem: ProblemSpec,
+        depth: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__(algorithm, problem, depth, "hyperparameters", dtype=dtype)
+        # classical values are constants, not trainable parameters
+        for name in list(self.learned):
+            plist = self.learned.pop(name)
+            self.constants.register_buffer(name, plist[0].detach().clone())  # type: ignore[index]
+            self.constants.names = (*self.constants.names, name)
+        self.tied = True
+
+    @torch.no_grad()
+    def solve(
+        self, x: Tensor, *, tol: float = 1e-6, max_iter: int = 10_000, keep: bool = False
+    ) -> SolveResult:
+        r"""Iterate until :math:`\max_b \|\hat s^{(k)}_b - \hat s^{(k-1)}_b\| / \max(\|\hat s^{(k)}_b\|,
+        10^{-12}) \le` ``tol`` or ``max_iter`` iterations; ``keep`` stores every iterate."""
+        self.problem.validate_observation(x)
+        alg, p = self.algorithm, self.layer_params(1)
+        s = alg.init(x, p)
+        est = alg.estimate(s)
+        iterates, change = [s], float("inf")
+        for k in range(1, max_iter + 1):
+            s = alg.step(s, x, p, k)
+            new_est = alg.estimate(s)
+            num = torch.linalg.vector_norm((new_est - est).flatten(1), dim=1)
+            den = torch.linalg.vector_norm(new_est.flatten(1), dim=1).clamp_min(1e-12)
+            change = float((num / den).max())
+            est = new_est
+            if keep:
+                iterates.append(s)
+            if change != change:  # NaN
+                raise FloatingPointError(
+                    f"{type(alg).__name__} produced NaN at iteration {k}; check the step size."
+                )
+            if change <= tol:
+                break
+        if not keep:
+            iterates.append(s)
+        traj = Trajectory(tuple(iterates), tuple(alg.estimate(i) for i in iterates))
+        return SolveResult(traj, k, change <= tol, change)
+
+
+class BlackBoxModel(nn.Module):
+    """A black-box baseline: an MLP from the observation to the estimate.
+
+    Its hidden width is chosen so that its parameter count is close to ``target_params`` (the
+    unfolded model it is compared with). Its trajectory is ``[0, estimate]``.
+    """
+
+    def __init__(
+        self,
+        problem: ProblemSpec,
+        target_params: int,
+        *,
+        n_hidden_layers: int = 2,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.problem = problem
+        x, target = problem.sample(1, seed=0)
+        self.in_dim, self.out_shape = x[0].numel(), tuple(target.shape[1:])
+        out_dim = target[0].numel()
+        h = self._width(self.in_dim, out_dim, n_hidden_layers, max(target_params, 1))
+        layers: list[nn.Module] = [nn.Linear(self.in_dim, h), nn.ReLU()]
+        for _ in range(n_hidden_layers - 1):
+            layers += [nn.Linear(h, h), nn.ReLU()]
+        layers.append(nn.Linear(h, out_dim))
+        self.net = nn.Sequential(*layers).to(dtype)
+        self.depth = 1
+
+    @staticmethod
+    def _width(i: int, o: int, n: int, target: int) -> int:
+        def count(h: int) -> int:
+            return (i + 1) * h + (n - 1) * (h + 1) * h + (h + 1) * o
+
+        lo, hi = 1, 1
+        while count(hi) < target and hi < 1 << 20:
+            hi *= 2
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (mid + 1, hi) if count(mid) < target else (lo, mid)
+        return lo
+
+    def forward(self, x: Tensor, depth: int | None = None) -> Trajectory[Tensor]:
+        self.problem.validate_observation(x)
+        out = self.net(x.reshape(x.shape[0], -1)).reshape(x.shape[0], *self.out_shape)
+        return Trajectory((torch.zeros_like(out), out), (torch.zeros_like(out), out))
+
+    def layer_parameters(self, k: int) -> Iterator[nn.Parameter]:
+        return iter(())

@@ -1,0 +1,17 @@
+"""Lightning training: the module, the data module, losses and metrics."""
+
+from lightning_unfold.training.data import SyntheticDataModule
+from lightning_unfold.training.losses import FORMULATIONS, SUPERVISIONS, layer_weights
+from lightning_unfold.training.metrics import LayerwiseNMSE
+from lightning_unfold.training.module import BASELINES, UnfoldedModule, build_model
+
+__all__ = [
+    "BASELINES",
+    "FORMULATIONS",
+    "SUPERVISIONS",
+    "LayerwiseNMSE",
+    "SyntheticDataModule",
+    "UnfoldedModule",
+    "build_model",
+    "layer_weights",
+]

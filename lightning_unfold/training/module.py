@@ -1,0 +1,244 @@
+"""``UnfoldedModule``: any unfolded model (or baseline) trained and evaluated with Lightning."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from lightning_unfold.algorithms import make_algorithm
+from lightning_unfold.core.algorithm import ProblemSpec, problem_from_config
+from lightning_unfold.core.trajectory import Trajectory
+from lightning_unfold.core.unfolded import (
+    PARADIGMS,
+    BlackBoxModel,
+    ClassicalSolver,
+    UnfoldedModel,
+)
+from lightning_unfold.training.losses import (
+    FORMULATIONS,
+    SUPERVISIONS,
+    combine,
+    supervised_layer_loss,
+)
+from lightning_unfold.training.losses import (
+    layer_weights as _layer_weights,
+)
+from lightning_unfold.training.metrics import LayerwiseNMSE
+
+__all__ = ["BASELINES", "UnfoldedModule", "build_model"]
+
+BASELINES: tuple[str, ...] = ("classical", "black_box")
+
+
+def build_model(
+    problem: ProblemSpec,
+    *,
+    algorithm: str | None = None,
+    algorithm_options: Mapping[str, Any] | None = None,
+    paradigm: str = "objective",
+    variant: str | None = None,
+    depth: int = 16,
+    tied: bool = False,
+    hidden: int = 64,
+    shared_correction: bool = False,
+    black_box_params: int | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> nn.Module:
+    """Build an unfolded model, the classical solver or the black-box baseline by name.
+
+    ``paradigm`` is one of :data:`~lightning_unfold.core.unfolded.PARADIGMS` or
+    :data:`BASELINES`. The black box matches ``black_box_params`` parameters (default: the
+    objective-paradigm model of the same algorithm and depth).
+    """
+    if paradigm not in PARADIGMS + BASELINES:
+        raise ValueError(f"Unknown paradigm {paradigm!r}; valid: {list(PARADIGMS + BASELINES)}.")
+    alg = make_algorithm(algorithm or problem.default_algorithm, **dict(algorithm_options or {}))
+    if paradigm == "classical":
+        return ClassicalSolver(alg, problem, depth, dtype=dtype)
+    if paradigm == "black_box":
+        if black_box_params is None:
+            ref = UnfoldedModel(alg, problem, depth, "objective", dtype=dtype)
+            black_box_params = sum(p.numel() for p in ref.parameters())
+        return BlackBoxModel(problem, black_box_params, dtype=dtype)
+    return UnfoldedModel(
+        alg,
+        problem,
+        depth,
+        paradigm,
+        variant=variant,
+        tied=tied,
+        hidden=hidden,
+        shared_correction=shared_correction,
+        dtype=dtype,
+    )
+
+
+class UnfoldedModule(L.LightningModule):
+    """Train any unfolded model with the literature's losses; log per-layer pooled NMSE.
+
+    Args:
+        problem: the problem (a :class:`ProblemSpec`, or its ``to_config()`` mapping).
+        algorithm: registered algorithm name (default: the problem's own, e.g. ``"ista"``).
+        algorithm_options: keyword arguments of the algorithm (e.g. ``{"step": 0.5}``).
+        paradigm: ``"hyperparameters" | "objective" | "correction" | "inductive_bias"`` or a
+            baseline ``"classical" | "black_box"``.
+        variant: objective-paradigm variant (ISTA: ``lista``, ``lista_cp``, ``lista_cpss``,
+            ``alista``, ``direct``).
+        depth: number of layers K. tied: share one parameter set across layers.
+        supervision: ``"supervised" | "unsupervised" | "semi_supervised"``.
+        formulation: ``"end_to_end" | "multi_iteration"``; ``layer_weights`` are the α_k of the
+            latter (default log(1 + k)).
+        unsupervised_weight: w of the semi-supervised mix (1 − w)·supervised + w·objective.
+        lr: Adam learning rate.
+
+    The attribute :attr:`train_depth` (``None`` = K) truncates the training forward pass to the
+    first layers; schedule callbacks set it to train layer by layer.
+    """
+
+    def __init__(
+        self,
+        problem: ProblemSpec,
+        algorithm: str | None = None,
+        algorithm_options: dict[str, Any] | None = None,
+        paradigm: str = "objective",
+        variant: str | None = None,
+        depth: int = 16,
+        tied: bool = False,
+        hidden: int = 64,
+        shared_correction: bool = False,
+        black_box_params: int | None = None,
+        supervision: str = "supervised",
+        formulation: str = "end_to_end",
+        layer_weights: Sequence[float] | None = None,
+        unsupervised_weight: float = 0.5,
+        lr: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        if supervision not in SUPERVISIONS:
+            raise ValueError(f"Unknown supervision {supervision!r}; valid: {list(SUPERVISIONS)}.")
+        if formulation not in FORMULATIONS:
+            raise ValueError(f"Unknown formulation {formulation!r}; valid: {list(FORMULATIONS)}.")
+        if not 0.0 <= unsupervised_weight <= 1.0:
+            raise ValueError(f"unsupervised_weight must lie in [0, 1], got {unsupervised_weight}.")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}.")
+        prob = problem_from_config(problem)
+        self.save_hyperparameters(ignore=["problem"])
+        self.hparams["problem"] = prob.to_config()
+        self.problem = prob
+        self.model = build_model(
+            prob,
+            algorithm=algorithm,
+            algorithm_options=algorithm_options,
+            paradigm=paradigm,
+            variant=variant,
+            depth=depth,
+            tied=tied,
+            hidden=hidden,
+            shared_correction=shared_correction,
+            black_box_params=black_box_params,
+        )
+        self.depth = int(getattr(self.model, "depth", depth))
+        self.alphas = _layer_weights(self.depth, layer_weights)
+        self.train_depth: int | None = None
+        self.val_nmse = LayerwiseNMSE(self.depth)
+        self.test_nmse = LayerwiseNMSE(self.depth)
+        #: last computed per-layer NMSE curves (dB, layers 0..K), for tables and callbacks
+        self.nmse_curves: dict[str, list[float]] = {}
+
+    # -- forward & losses ------------------------------------------------------------------
+    def forward(self, x: Tensor, depth: int | None = None) -> Trajectory[Any]:
+        return self.model(x, depth=depth)
+
+    def _objective(self, traj: Trajectory[Any], x: Tensor, k: int) -> Tensor:
+        if not isinstance(self.model, UnfoldedModel):
+            raise ValueError(
+                "The unsupervised loss needs a model with an objective "
+                f"(an unfolded model), not {type(self.model).__name__}."
+            )
+        return self.model.objective(traj.iterates[k], x).mean()
+
+    def layer_loss(self, traj: Trajectory[Any], x: Tensor, target: Tensor, k: int) -> Tensor:
+        """The supervision's loss :math:`\\ell_k` at layer ``k``."""
+        mode = self.hparams["supervision"]
+        if mode == "unsupervised":
+            return self._objective(traj, x, k)
+        sup = supervised_layer_loss(traj.estimates[k], target)
+        if mode == "supervised":
+            if sup is None:
+                raise ValueError(
+                    "Supervised training got a batch without any label; use "
+                    "supervision='semi_supervised' for unlabelled data."
+                )
+            return sup
+        w = float(self.hparams["unsupervised_weight"])
+        unsup = self._objective(traj, x, k)
+        return w * unsup if sup is None else (1.0 - w) * sup + w * unsup
+
+    def loss(self, traj: Trajectory[Any], x: Tensor, target: Tensor) -> Tensor:
+        """Combine layer losses by the formulation (on the trajectory's own depth)."""
+        depth = traj.depth
+        if self.hparams["formulation"] == "end_to_end" or (depth == 1 and self.depth == 1):
+            return self.layer_loss(traj, x, target, depth)
+        layers = list(range(1, depth + 1))
+        return combine(lambda k: self.layer_loss(traj, x, target, k), layers, self.alphas[:depth])
+
+    # -- Lightning hooks -------------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, target = batch
+        traj = self.model(x, depth=self.train_depth)
+        loss = self.loss(traj, x, target)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"Training loss became {float(loss)} at step {self.global_step}; lower the "
+                "learning rate or check the data (NaN/Inf)."
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
+        return loss
+
+    def _eval_step(self, batch: tuple[Tensor, Tensor], metric: LayerwiseNMSE, prefix: str) -> None:
+        x, target = batch
+        traj = self.model(x)
+        metric.update(self._padded(traj), target)
+        if self.hparams["supervision"] != "supervised" or not torch.isnan(target).any():
+            self.log(
+                f"{prefix}/loss", self.loss(traj, x, target), batch_size=x.shape[0], sync_dist=True
+            )
+
+    def _padded(self, traj: Trajectory[Any]) -> Tensor:
+        est = traj.stacked_estimates()
+        if est.shape[0] < self.depth + 1:  # e.g. the black box: repeat its output per layer
+            est = torch.cat([est, est[-1:].expand(self.depth + 1 - est.shape[0], *est.shape[1:])])
+        return est
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_nmse, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_nmse, "test")
+
+    def _log_curve(self, metric: LayerwiseNMSE, prefix: str) -> None:
+        curve = metric.compute()
+        metric.reset()
+        self.nmse_curves[prefix] = [float(v) for v in curve]
+        self.log(f"{prefix}/nmse_db", curve[-1], prog_bar=prefix == "val")
+        self.log_dict({f"{prefix}/nmse_db_layer/{k:02d}": curve[k] for k in range(1, len(curve))})
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_curve(self.val_nmse, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_curve(self.test_nmse, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(
+                f"paradigm={self.hparams['paradigm']!r} has no trainable parameters; the classical "
+                "baseline is evaluated with `validate`/`test`, not trained."
+            )
+        return torch.optim.Adam(params, lr=float(self.hparams["lr"]))
