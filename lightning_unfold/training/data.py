@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+from torch.utils.data import DataLoader, IterableDataset, Sampler, TensorDataset
 
 from lightning_unfold.core.algorithm import ProblemSpec
 
@@ -35,6 +35,26 @@ class _FreshBatches(IterableDataset):  # type: ignore[type-arg]
                 self.dm.batch_size, seed=(_TRAIN, self.dm.seed, epoch, rank, b), dtype=self.dm.dtype
             )
             yield x, self.dm.mask_labels(s, (epoch, rank, b))
+
+
+class _EpochShuffle(Sampler[int]):
+    """A permutation per epoch seeded by (seed, epoch): Lightning calls ``set_epoch``, so a run
+    resumed at an epoch boundary sees the same order as an uninterrupted one."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        key = self.seed if self.epoch == 0 else hash((self.seed, self.epoch)) & 0x7FFF_FFFF
+        return iter(
+            torch.randperm(self.size, generator=torch.Generator().manual_seed(key)).tolist()
+        )
 
 
 class SyntheticDataModule(L.LightningDataModule):
@@ -121,14 +141,12 @@ class SyntheticDataModule(L.LightningDataModule):
         if self.fresh_train:
             return DataLoader(_FreshBatches(self), batch_size=None)
         self.setup("fit")
-        g = torch.Generator().manual_seed(self.seed)
         return DataLoader(
-            self._train,
+            self._train,  # type: ignore[arg-type]
             batch_size=self.batch_size,
-            shuffle=True,  # type: ignore[arg-type]
-            generator=g,
+            sampler=_EpochShuffle(len(self._train), self.seed),  # type: ignore[arg-type]
             drop_last=len(self._train) > self.batch_size,
-        )  # type: ignore[arg-type]
+        )
 
     def val_dataloader(self) -> DataLoader:  # type: ignore[type-arg]
         self.setup("validate")

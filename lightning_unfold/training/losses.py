@@ -3,8 +3,8 @@ r"""Loss formulations and supervision modes of the deep-unfolding literature.
 *Supervision* gives the per-layer loss :math:`\ell_k`:
 
 ``supervised``
-    :math:`\ell_k = \frac1{|\mathcal B_\ell|}\sum_{i\in\mathcal B_\ell}\|\hat s_i^{(k)} - s_i\|^2 / d`
-    (mean squared error over labelled samples).
+    :math:`\ell_k = \frac1{|\mathcal B_\ell|}\sum_{i\in\mathcal B_\ell}\|\hat s_i^{(k)} - s_i\|^2`
+    (squared error per labelled sample, on the same per-sample scale as the objective).
 ``unsupervised``
     :math:`\ell_k = \frac1{|\mathcal B|}\sum_i \mathcal L(s_i^{(k)}; x_i)`, the solver's own objective.
 ``semi_supervised``
@@ -49,12 +49,15 @@ def layer_weights(depth: int, weights: Sequence[float] | None = None) -> list[fl
 
 
 def supervised_layer_loss(estimate: Tensor, target: Tensor) -> Tensor | None:
-    """MSE over labelled rows (targets without NaN); ``None`` when no row is labelled."""
+    """Mean over labelled rows (targets without NaN) of the squared error summed over entries.
+
+    ``None`` when no row is labelled.
+    """
     labelled = ~torch.isnan(target.flatten(1)).any(dim=1)
     if not bool(labelled.any()):
         return None
     diff = (estimate[labelled] - target[labelled]).flatten(1)
-    return diff.pow(2).mean()
+    return diff.pow(2).sum(dim=1).mean()
 
 
 def combine(

@@ -36,8 +36,9 @@ class LayerwiseNMSE(Metric):
         tgt = target[labelled].double().flatten(1)
         if est.shape[0] != self.depth + 1:
             raise ValueError(f"Expected {self.depth + 1} stacked estimates, got {est.shape[0]}.")
-        self.err += (est - tgt.unsqueeze(0)).pow(2).sum(dim=(1, 2))
-        self.ref += tgt.pow(2).sum()
+        # out of place: states reset under inference mode must still update under no_grad
+        self.err = self.err + (est - tgt.unsqueeze(0)).pow(2).sum(dim=(1, 2))
+        self.ref = self.ref + tgt.pow(2).sum()
 
     def compute(self) -> Tensor:
         """NMSE in dB for layers 0..K, shape ``(K + 1,)``."""
