@@ -5,6 +5,8 @@
 >>> module = UnfoldedModule(problem, paradigm="objective", variant="alista", depth=10)
 """
 
+from typing import Any
+
 from lightning_unfold.algorithms import (
     ALGORITHMS,
     ALISTA,
@@ -30,12 +32,19 @@ from lightning_unfold.core import (
     Trajectory,
     UnfoldedModel,
 )
-from lightning_unfold.training import (
-    BASELINES,
-    SyntheticDataModule,
-    UnfoldedModule,
-    build_model,
-)
+
+# Lightning is imported only when a training name is first used, so that
+# ``import lightning_unfold.theory`` (and the core) never pulls Lightning in.
+_TRAINING_NAMES = ("BASELINES", "SyntheticDataModule", "UnfoldedModule", "build_model")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TRAINING_NAMES:
+        from lightning_unfold import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module 'lightning_unfold' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 
