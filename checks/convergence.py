@@ -1,0 +1,275 @@
+r"""Checks on the error trajectory: linear convergence and descent.
+
+**Linear convergence** (Chen, Liu, Wang, Yin, 2018, Thm. 2; Liu, Chen, Wang, Yin, 2019, Thm. 1):
+LISTA-CP and ALISTA with suitable weights and thresholds satisfy
+
+.. math::
+
+    \|s^{(k)} - s^\star\|_2 \le \eta B\, e^{-ck} + C\sigma ,
+
+a linear (geometric) rate down to a noise floor, whereas ISTA with a fixed threshold converges
+sublinearly (Beck & Teboulle, 2009) — and to the LASSO solution, not to :math:`s^\star`.
+
+**Descent** (Hadou, NaderiAlizadeh, Ribeiro, 2024): the descending constraints
+
+.. math::
+
+    \mathbb E\, q(s^{(k)}) \le (1-\epsilon)\, \mathbb E\, q(s^{(k-1)}),\qquad k = 1..K,
+
+with :math:`q` the distance to the reference (default) or the LASSO gradient norm, make every
+layer a descent step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from lightning_unfold.theory import (
+    ReferenceSolverError,
+    fit_envelope,
+    fit_linear_rate,
+    lasso_gradient_norm,
+)
+
+from lightning_unfold.core.algorithm import ProblemSpec
+
+from .context import CheckContext, prepare
+from .references import Reference, resolve_reference
+from .result import CheckResult
+
+__all__ = ["DESCENT_QUANTITIES", "descent", "linear_convergence"]
+
+DESCENT_QUANTITIES: tuple[str, ...] = ("distance", "gradient")
+
+
+def _precision_floor(ctx: CheckContext, ref: Reference) -> float:
+    """Smallest error a model computing in its own dtype can resolve: 100·eps·mean‖s*‖."""
+    eps = float(np.finfo(_numpy_dtype(ctx)).eps)
+    scale = float(np.mean(np.linalg.norm(ref.solution, axis=1)))
+    return 100.0 * eps * max(scale, 1e-30)
+
+
+def _numpy_dtype(ctx: CheckContext) -> type:
+    dt = str(ctx.trajectory.final_estimate.dtype)
+    return {
+        "torch.float16": np.float16,
+        "torch.bfloat16": np.float32,
+        "torch.float32": np.float32,
+    }.get(dt, np.float64)
+
+
+def _instance(ctx: CheckContext, j: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"sample_index": int(j), "x": ctx.x64()[j].tolist()}
+    if ctx.target is not None:
+        out["target"] = ctx.target64()[j].tolist()
+    return out
+
+
+def linear_convergence(
+    model: Any,
+    problem: ProblemSpec | None = None,
+    data: Any = None,
+    *,
+    reference: str = "auto",
+    q_max: float = 0.9,
+    min_r2: float = 0.9,
+    start: int = 1,
+    stop: int | None = None,
+    n_reference: int = 32,
+) -> CheckResult:
+    r"""Fit the per-layer rate :math:`q` of :math:`\mathbb E\|s^{(k)} - s^\star\|` and test it.
+
+    The mean error over samples, :math:`e_k`, is fitted by :math:`\log e_k = k\log q + c`
+    (:func:`~lightning_unfold.theory.fit_linear_rate`) over layers ``start <= k < stop``,
+    stopping early where :math:`e_k` reaches the floor: the precision floor
+    :math:`100\,\varepsilon_{\text{dtype}}\,\mathbb E\|s^\star\|` and, with noise, twice the
+    noise floor :math:`C\sigma` of the envelope fitted to :math:`e_k`. The envelope
+    :math:`\eta B e^{-ck} + C\sigma` over *all* instances
+    (:func:`~lightning_unfold.theory.fit_envelope`) is reported in ``details``.
+
+    Passes iff :math:`q \le` ``q_max`` and :math:`R^2 \ge` ``min_r2`` (a good linear fit).
+
+    Args:
+        model: a trajectory producer or a :class:`CheckContext`.
+        problem, data: see :func:`~lightning_unfold.checks.prepare`.
+        reference: ``"auto" | "truth" | "lasso"`` (see :mod:`lightning_unfold.checks.references`).
+        q_max: largest per-layer contraction counted as linear convergence.
+        min_r2: smallest :math:`R^2` of the log-linear fit counted as a linear rate.
+        start, stop: layer window of the fit (``stop`` exclusive, default K+1).
+        n_reference: samples used with the LASSO reference.
+    """
+    name = "linear_convergence"
+    ctx = prepare(model, problem, data)
+    try:
+        ref = resolve_reference(ctx, reference, n_reference)
+    except ReferenceSolverError as exc:
+        return CheckResult.error(name, f"The LASSO reference could not be computed: {exc}")
+    E = ref.errors(ctx)  # (N, K+1)
+    K1 = E.shape[1]
+    if K1 - start < 3:
+        raise ValueError(
+            f"linear_convergence needs at least 3 layers from start={start}; the model has "
+            f"K = {K1 - 1} layers. Lower start or check a deeper model."
+        )
+    mean = E.mean(axis=0)
+    floor = _precision_floor(ctx, ref)
+    sigma = float(np.mean(ref.sigma)) if ref.sigma is not None else None
+    envelope = fit_envelope(E, sigma)
+    noise_floor = 0.0
+    if sigma:
+        noise_floor = fit_envelope(mean[None], sigma).C_sigma
+        floor = max(floor, 2.0 * noise_floor)
+    hi = K1 if stop is None else slice(start, stop).indices(K1)[1]
+    below = np.flatnonzero(mean[start:hi] <= floor)
+    hi_fit = start + int(below[0]) if below.size else hi
+    if hi_fit - start < 3:
+        hi_fit = min(start + 3, K1)
+    fit = fit_linear_rate(mean, start=start, stop=hi_fit)
+    passed = fit.q <= q_max and fit.r2 >= min_r2
+    # per-instance rates: the worst instance is the counterexample
+    per_q = np.full(E.shape[0], np.nan)
+    for j in range(E.shape[0]):
+        try:
+            per_q[j] = fit_linear_rate(E[j], start=start, stop=hi_fit).q
+        except ValueError:
+            continue
+    counterexample = None
+    if not passed and np.any(per_q > q_max):
+        j = int(np.nanargmax(per_q))
+        counterexample = {
+            **_instance(ctx, int(ref.index[j])),
+            "q": float(per_q[j]),
+            "errors": E[j].tolist(),
+        }
+    window = f"layers {fit.start}–{fit.stop - 1}"
+    verdict = (
+        "a linear rate, as Chen et al. (2018, Thm. 2) predict for LISTA-CP/ALISTA"
+        if passed
+        else f"not a linear rate with q ≤ {q_max:g} and R² ≥ {min_r2:g}"
+    )
+    message = (
+        f"The mean error to {ref.label} shrinks by q = {fit.q:.3g} per layer over {window} "
+        f"(R² = {fit.r2:.3f}; {mean[0]:.3g} → {mean[-1]:.3g}): {verdict}."
+    )
+    details = {
+        "reference": ref.kind,
+        "n_samples": int(E.shape[0]),
+        "mean_error": mean.tolist(),
+        "q10_error": np.quantile(E, 0.1, axis=0).tolist(),
+        "q90_error": np.quantile(E, 0.9, axis=0).tolist(),
+        "fit": {"q": fit.q, "c": fit.c, "r2": fit.r2, "start": fit.start, "stop": fit.stop},
+        "q_max": q_max,
+        "min_r2": min_r2,
+        "floor": floor,
+        "noise_floor": noise_floor,
+        "envelope": {
+            "eta_B": envelope.eta_B,
+            "c": envelope.c,
+            "C_sigma": envelope.C_sigma,
+            "sigma": envelope.sigma,
+        },
+        "fraction_instances_above_q_max": float(np.nanmean(per_q > q_max)),
+    }
+    return CheckResult(name, passed, fit.q, q_max, message, details, counterexample)
+
+
+def descent(
+    model: Any,
+    problem: ProblemSpec | None = None,
+    data: Any = None,
+    *,
+    quantity: str = "distance",
+    reference: str = "auto",
+    eps: float = 0.0,
+    max_violation_rate: float = 0.0,
+    n_reference: int = 32,
+) -> CheckResult:
+    r"""Per-layer descent ratios against :math:`1-\epsilon` (Hadou et al., 2024).
+
+    .. math::
+
+        r_k = \frac{\mathbb E\, q(s^{(k)})}{\mathbb E\, q(s^{(k-1)})},\qquad
+        v = \tfrac1K\#\{k : r_k > 1-\epsilon\},
+
+    with :math:`q` the distance to the reference (``quantity="distance"``,
+    :func:`~lightning_unfold.theory.distance_ratios`) or the norm of the LASSO's minimum-norm
+    subgradient (``"gradient"``, :func:`~lightning_unfold.theory.lasso_gradient_norm`, the
+    quantity of Hadou et al.). Layers entered at the precision floor
+    (:math:`\mathbb E\,q(s^{(k-1)}) \le 100\,\varepsilon\,\mathbb E\|s^\star\|`) cannot descend
+    measurably and are not counted as violations. Passes iff :math:`v \le`
+    ``max_violation_rate`` (default 0: every layer descends).
+
+    The counterexample is the sample whose error grew most at the worst violated layer.
+    """
+    name = "descent"
+    if quantity not in DESCENT_QUANTITIES:
+        raise ValueError(f"Unknown quantity {quantity!r}; valid: {list(DESCENT_QUANTITIES)}.")
+    if not 0.0 <= eps < 1.0:
+        raise ValueError(f"eps must lie in [0, 1); got {eps}.")
+    ctx = prepare(model, problem, data)
+    ref: Reference | None = None
+    if quantity == "distance":
+        try:
+            ref = resolve_reference(ctx, reference, n_reference)
+        except ReferenceSolverError as exc:
+            return CheckResult.error(name, f"The LASSO reference could not be computed: {exc}")
+        Q = ref.errors(ctx)
+        what = f"distance to {ref.label}"
+        floor = _precision_floor(ctx, ref)
+    else:
+        H, rho = ctx.lasso_constants()
+        est = ctx.estimates64()
+        X = ctx.x64()
+        Q = np.stack([lasso_gradient_norm(H, X, rho, est[k]) for k in range(est.shape[0])], 1)
+        what = "LASSO gradient norm"
+        floor = 100.0 * float(np.finfo(_numpy_dtype(ctx)).eps) * float(np.abs(X @ H).max())
+    mean = Q.mean(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(mean[:-1] > 0, mean[1:] / mean[:-1], np.where(mean[1:] > 0, np.inf, 0.0))
+    active = mean[:-1] > floor
+    violated = active & (ratios > 1.0 - eps)
+    K = ratios.shape[0]
+    rate = float(violated.sum()) / K
+    passed = rate <= max_violation_rate
+    counterexample = None
+    layers = np.flatnonzero(violated) + 1
+    if layers.size:
+        k = int(layers[np.argmax(ratios[layers - 1])])
+        growth = Q[:, k] - Q[:, k - 1]
+        j = int(np.argmax(growth))
+        counterexample = {
+            **_instance(ctx, int(ref.index[j]) if ref is not None else j),
+            "layer": k,
+            "before": float(Q[j, k - 1]),
+            "after": float(Q[j, k]),
+        }
+    bound = f"1 − ε = {1.0 - eps:g}"
+    if passed and not layers.size:
+        message = (
+            f"Every layer reduces the mean {what} (largest ratio {np.max(ratios[active], initial=0):.3g}"
+            f" ≤ {bound}): the layers act as descent steps."
+        )
+    elif passed:
+        message = (
+            f"{layers.size} of {K} layers do not reduce the mean {what} by {bound} (layers "
+            f"{', '.join(map(str, layers.tolist()))}), within the allowed rate {max_violation_rate:g}."
+        )
+    else:
+        worst = int(layers[np.argmax(ratios[layers - 1])])
+        message = (
+            f"{layers.size} of {K} layers violate the descent constraint r_k ≤ {bound} on the mean "
+            f"{what} (worst: layer {worst}, ratio {ratios[worst - 1]:.3g}); those layers move "
+            "away from the solution."
+        )
+    details = {
+        "quantity": quantity,
+        "reference": ref.kind if ref is not None else "lasso_gradient",
+        "ratios": [float(r) if np.isfinite(r) else None for r in ratios],
+        "mean_value": mean.tolist(),
+        "eps": eps,
+        "violated_layers": layers.tolist(),
+        "floor": floor,
+        "layers_at_floor": (np.flatnonzero(~active) + 1).tolist(),
+    }
+    return CheckResult(name, passed, rate, max_violation_rate, message, details, counterexample)

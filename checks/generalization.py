@@ -1,0 +1,229 @@
+r"""Generalization across depth (opt-in: it trains models).
+
+Schnoor, Behboodi, Rauhut (2023), "Generalization Error Bounds for Iterative Recovery Algorithms
+Unfolded as Neural Networks", Information and Inference 12(3): a K-layer unfolded network with P
+trainable parameters trained on |D| samples has a generalization gap of order
+
+.. math::
+
+    \mathcal L_{test} - \mathcal L_{train} \lesssim b(P, K, |D|) = \sqrt{\frac{P\log K}{|D|}} .
+
+:func:`generalization_across_depth` trains the model family at several depths on the same |D|
+samples, measures the gap, and :func:`assess_generalization` compares the gap's growth with the
+bound's shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from lightning_unfold.theory import count_parameters, generalization_bound_shape
+from torch import Tensor, nn
+
+from lightning_unfold.core.algorithm import ProblemSpec
+from lightning_unfold.core.trajectory import Trajectory
+from lightning_unfold.core.unfolded import ClassicalSolver, UnfoldedModel
+
+from .context import CheckContext, unwrap_model
+from .result import CheckResult, NotApplicableError
+
+__all__ = ["assess_generalization", "family_of", "generalization_across_depth"]
+
+
+def family_of(model: Any) -> Callable[[int], nn.Module]:
+    """A factory ``depth -> fresh untrained model`` of the same kind as ``model``.
+
+    Supports :class:`~lightning_unfold.training.UnfoldedModule` (rebuilt from its hparams) and
+    :class:`~lightning_unfold.core.UnfoldedModel`.
+
+    Raises:
+        NotApplicableError: for the classical solver (nothing to train) or unknown models.
+    """
+    if isinstance(model, CheckContext):
+        model = model.model
+    hp = getattr(model, "hparams", None)
+    inner = unwrap_model(model)
+    if isinstance(inner, ClassicalSolver):
+        raise NotApplicableError("the classical solver has nothing to train.")
+    if hp is not None and inner is not model:
+        from lightning_unfold.training.module import build_model
+
+        keys = (
+            "algorithm",
+            "algorithm_options",
+            "paradigm",
+            "variant",
+            "tied",
+            "hidden",
+            "shared_correction",
+        )
+        kwargs = {k: hp[k] for k in keys if k in hp}
+        if kwargs.get("paradigm") in ("classical", "black_box"):
+            raise NotApplicableError(f"the {kwargs['paradigm']} baseline is not an unfolded model.")
+        problem = model.problem
+        return lambda depth: build_model(problem, depth=depth, **kwargs)
+    if isinstance(inner, UnfoldedModel):
+        dtype = next(iter(inner.constants.buffers())).dtype
+        return lambda depth: UnfoldedModel(
+            inner.algorithm, inner.problem, depth, inner.paradigm, tied=inner.tied, dtype=dtype
+        )
+    raise NotApplicableError(
+        f"cannot build models of other depths from a {type(inner).__name__}; pass "
+        "factory=lambda depth: ... (a fresh trainable model)."
+    )
+
+
+def _final(out: Any) -> Tensor:
+    if isinstance(out, Trajectory):
+        return out.final_estimate
+    if isinstance(out, (list, tuple)):
+        return out[-1]
+    raise TypeError(f"The model returned {type(out).__name__}, not a trajectory or a list.")
+
+
+def _per_sample_loss(model: nn.Module, x: Tensor, s: Tensor, scale: Tensor) -> Tensor:
+    est = _final(model(x))
+    return (est - s).flatten(1).pow(2).sum(1) / scale
+
+
+def assess_generalization(
+    depths: Sequence[int],
+    train_loss: Sequence[float],
+    test_loss: Sequence[float],
+    test_se: Sequence[float],
+    params: Sequence[int],
+    n_train: int,
+    *,
+    slack: float = 2.0,
+) -> CheckResult:
+    r"""Compare measured gaps with the bound's shape (Schnoor et al., 2023).
+
+    With :math:`g_K = \mathcal L_{test} - \mathcal L_{train}` and :math:`b_K = b(P_K, K, |D|)`,
+    the bound's constant is calibrated at the shallowest depth :math:`K_0`,
+    :math:`a = \max(g_{K_0}, 2\,\mathrm{se}_{K_0}) / b_{K_0}`, and every depth must satisfy
+
+    .. math::
+
+        g_K \le \text{slack}\cdot a\, b_K + 2\,\mathrm{se}_K ,
+
+    i.e. the gap grows no faster than the bound's shape (``se`` is the standard error of the test
+    loss, so sampling noise alone does not fail the check). ``value`` is
+    :math:`\max_K g_K / (\text{slack}\cdot a b_K + 2\mathrm{se}_K)`, threshold 1.
+    """
+    name = "generalization"
+    K = np.asarray(depths, dtype=int)
+    tr, te = np.asarray(train_loss, float), np.asarray(test_loss, float)
+    se, P = np.asarray(test_se, float), np.asarray(params, int)
+    if not (len(K) == len(tr) == len(te) == len(se) == len(P)) or len(K) < 2:
+        raise ValueError("Pass one train/test loss, standard error and P per depth (>= 2 depths).")
+    order = np.argsort(K)
+    K, tr, te, se, P = K[order], tr[order], te[order], se[order], P[order]
+    gap = te - tr
+    b = np.array(
+        [generalization_bound_shape(int(p), int(k), n_train) for p, k in zip(P, K, strict=True)]
+    )
+    a = max(gap[0], 2.0 * se[0], 1e-12) / b[0]
+    allowed = slack * a * b + 2.0 * se
+    ratio = gap / allowed
+    worst = int(np.argmax(ratio))
+    passed = bool(ratio[worst] <= 1.0)
+    message = (
+        f"The generalization gap at depths {K.tolist()} ({', '.join(f'{g:.3g}' for g in gap)}) "
+        f"{'stays within' if passed else 'outgrows'} {slack:g}× the bound shape √(P·log K/|D|) "
+        f"calibrated at K = {K[0]}"
+        + (
+            ""
+            if passed
+            else f" (K = {K[worst]}: gap {gap[worst]:.3g} > allowed {allowed[worst]:.3g})"
+        )
+        + f"; |D| = {n_train}."
+    )
+    details = {
+        "depths": K.tolist(),
+        "train_loss": tr.tolist(),
+        "test_loss": te.tolist(),
+        "test_se": se.tolist(),
+        "gap": gap.tolist(),
+        "params": P.tolist(),
+        "bound_shape": b.tolist(),
+        "allowed": allowed.tolist(),
+        "scale": a,
+        "slack": slack,
+        "n_train": n_train,
+    }
+    counterexample = None if passed else {"depth": int(K[worst]), "gap": float(gap[worst])}
+    return CheckResult(name, passed, float(ratio[worst]), 1.0, message, details, counterexample)
+
+
+def generalization_across_depth(
+    model: Any,
+    problem: ProblemSpec | None = None,
+    data: Any = None,
+    *,
+    depths: Sequence[int] = (2, 4, 8),
+    n_train: int = 64,
+    n_test: int = 512,
+    steps: int = 200,
+    lr: float = 1e-3,
+    slack: float = 2.0,
+    seed: int = 0,
+    factory: Callable[[int], nn.Module] | None = None,
+) -> CheckResult:
+    r"""Train the model family at each depth on the same |D| samples and assess the gap.
+
+    For every :math:`K` in ``depths``: a fresh model (``factory(K)``, default
+    :func:`family_of` ``(model)``) is trained full-batch with Adam (``steps``, ``lr``) on
+    :math:`|D|` = ``n_train`` samples with the end-to-end NMSE loss
+    :math:`\sum_j\|s_j^{(K)} - s_j\|^2 / \sum_j\|s_j\|^2`, then its train loss and its loss on
+    ``n_test`` fresh samples are measured; :func:`assess_generalization` judges the gaps.
+    ``data`` is unused (training needs fresh draws from ``problem``).
+    """
+    prob = problem
+    if prob is None:
+        prob = getattr(model, "problem", None) or getattr(unwrap_model(model), "problem", None)
+        if isinstance(model, CheckContext):
+            prob = model.problem
+    if not isinstance(prob, ProblemSpec):
+        raise NotApplicableError("generalization needs a problem to draw training sets from.")
+    make = factory if factory is not None else family_of(model)
+    if n_train < 1 or n_test < 2 or steps < 1:
+        raise ValueError("n_train >= 1, n_test >= 2 and steps >= 1 are required.")
+    x_tr, s_tr = prob.sample(n_train, seed=(7, seed))
+    x_te, s_te = prob.sample(n_test, seed=(8, seed))
+    train_l, test_l, test_se, params = [], [], [], []
+    for K in depths:
+        torch.manual_seed(seed)
+        net = make(int(K))
+        dtype = next((p.dtype for p in net.parameters()), torch.float32)
+        xtr, str_, xte, ste = (t.to(dtype) for t in (x_tr, s_tr, x_te, s_te))
+        scale_tr = str_.flatten(1).pow(2).sum(1).mean().clamp_min(1e-30)
+        scale_te = ste.flatten(1).pow(2).sum(1).mean().clamp_min(1e-30)
+        trainable = [p for p in net.parameters() if p.requires_grad]
+        if not trainable:
+            raise NotApplicableError(f"the depth-{K} model has no trainable parameters.")
+        opt = torch.optim.Adam(trainable, lr=lr)
+        net.train()
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = _per_sample_loss(net, xtr, str_, scale_tr).mean()
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            ltr = _per_sample_loss(net, xtr, str_, scale_tr)
+            lte = _per_sample_loss(net, xte, ste, scale_te)
+        if not (torch.isfinite(ltr).all() and torch.isfinite(lte).all()):
+            return CheckResult.error(
+                "generalization",
+                f"Training at depth {K} diverged (NaN/Inf loss); lower lr (now {lr:g}).",
+            )
+        train_l.append(float(ltr.mean()))
+        test_l.append(float(lte.mean()))
+        test_se.append(float(lte.std() / np.sqrt(n_test)))
+        params.append(count_parameters(net))
+    result = assess_generalization(depths, train_l, test_l, test_se, params, n_train, slack=slack)
+    result.details.update({"steps": steps, "lr": lr, "n_test": n_test})
+    return result

@@ -1,0 +1,195 @@
+"""PNG plots of check results (matplotlib, Agg backend: no display needed).
+
+Each plot is drawn from a result's ``details``, so results computed elsewhere (e.g. loaded from
+a callback's history) can be plotted too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .result import CheckResult, Status
+
+__all__ = ["PLOTTERS", "plot_result", "plot_results"]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _verdict(result: CheckResult) -> str:
+    return f"{result.name.replace('_', ' ')}: {result.status.label if result.status else ''}"
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def _linear_convergence(result: CheckResult, path: Path) -> Path:
+    plt = _pyplot()
+    d = result.details
+    mean = np.asarray(d["mean_error"])
+    k = np.arange(mean.shape[0])
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    lo = np.maximum(np.asarray(d["q10_error"]), 1e-300)
+    ax.fill_between(k, lo, np.asarray(d["q90_error"]), alpha=0.2, label="10–90% of samples")
+    ax.semilogy(k, np.maximum(mean, 1e-300), "o-", label="mean error")
+    fit = d["fit"]
+    kk = np.arange(fit["start"], fit["stop"])
+    ax.semilogy(
+        kk,
+        np.exp(fit["c"]) * fit["q"] ** kk,
+        "--",
+        lw=2,
+        label=f"fit q = {fit['q']:.3g}, R² = {fit['r2']:.3f}",
+    )
+    env = d["envelope"]
+    ax.semilogy(
+        k,
+        env["eta_B"] * np.exp(-env["c"] * k) + env["C_sigma"],
+        ":",
+        color="gray",
+        label=f"envelope ηB·e^(−ck) + Cσ (e^(−c) = {np.exp(-env['c']):.3g})",
+    )
+    lowest = float(np.min(lo[lo > 0], initial=np.min(mean)))
+    if 0 < d.get("floor", 0) and d["floor"] >= lowest / 10:
+        ax.axhline(d["floor"], color="k", lw=0.8, alpha=0.4, label="precision/noise floor")
+    ax.set_xlabel("layer k")
+    ref = "true code" if d["reference"] == "truth" else "LASSO solution s*"
+    ax.set_ylabel(f"‖s^(k) − s*‖₂ (s* = {ref})")
+    ax.set_title(f"{_verdict(result)} (threshold q ≤ {d['q_max']:g})")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(fig, path)
+
+
+def _coupling(result: CheckResult, path: Path) -> Path:
+    plt = _pyplot()
+    d = result.details
+    c = np.asarray(d["residual"])
+    k = np.arange(1, c.shape[0] + 1)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    if np.all(c <= d["tol"]):
+        ax.plot(k, c, "o-")
+        ax.set_ylim(-d["tol"], 2 * d["tol"])
+        ax.text(
+            0.5,
+            0.8,
+            f"coupled at every layer (residual ≤ {d['tol']:g})",
+            transform=ax.transAxes,
+            ha="center",
+        )
+    else:
+        ax.semilogy(k, np.maximum(c, 1e-16), "o-", label="residual c_k")
+        if result.threshold is not None:
+            ax.axhline(result.threshold, color="r", ls="--", label="needed at layer K")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("layer k")
+    ax.set_xticks(k)
+    ax.set_ylabel("‖W2 − (I − W1·H)‖_F / ‖W2‖_F")
+    ax.set_title(_verdict(result))
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(fig, path)
+
+
+def _descent(result: CheckResult, path: Path) -> Path:
+    plt = _pyplot()
+    d = result.details
+    r = np.array([np.nan if v is None else v for v in d["ratios"]], dtype=float)
+    k = np.arange(1, r.shape[0] + 1)
+    bad = set(d["violated_layers"])
+    floor = set(d["layers_at_floor"])
+    colors = ["tab:red" if i in bad else "tab:gray" if i in floor else "tab:blue" for i in k]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.bar(k, np.nan_to_num(r, posinf=np.nanmax(r[np.isfinite(r)], initial=1) * 1.5), color=colors)
+    ax.axhline(1.0 - d["eps"], color="r", ls="--", label=f"1 − ε = {1 - d['eps']:g}")
+    finite = r[np.isfinite(r)]
+    ax.set_ylim(0, max(1.25, 1.1 * float(np.max(finite, initial=1.0))))
+    ax.set_xlabel("layer k")
+    ref = {"truth": "true code", "lasso": "LASSO s*"}.get(d["reference"], "s*")
+    what = f"distance to {ref}" if d["quantity"] == "distance" else "LASSO gradient norm"
+    ax.set_ylabel(f"ratio r_k of mean {what}")
+    ax.set_title(_verdict(result) + " (red: violated; grey: at precision floor)")
+    ax.set_xticks(k)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.grid(True, axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def _generalization(result: CheckResult, path: Path) -> Path:
+    plt = _pyplot()
+    d = result.details
+    K = np.asarray(d["depths"])
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.errorbar(
+        K, d["gap"], yerr=2 * np.asarray(d["test_se"]), fmt="o-", capsize=3, label="measured gap"
+    )
+    ax.plot(
+        K,
+        d["scale"] * np.asarray(d["bound_shape"]),
+        "--",
+        label="bound shape a·√(P log K/|D|), fitted at smallest K",
+    )
+    ax.plot(K, d["allowed"], ":", color="r", label=f"allowed ({d['slack']:g}× shape + 2 se)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(K, [str(v) for v in K])
+    ax.set_xlabel("depth K")
+    ax.set_ylabel("test − train NMSE")
+    ax.set_title(f"{_verdict(result)} (|D| = {d['n_train']})")
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def _agreement(result: CheckResult, path: Path) -> Path:
+    plt = _pyplot()
+    d = result.details
+    dist = np.asarray(d["relative_distance"])
+    kkt = np.asarray(d["kkt_residual"])
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.scatter(dist, kkt, label="samples")
+    if result.threshold is not None:
+        ax.axvline(result.threshold, color="r", ls="--", label="largest allowed mean distance")
+    ax.set_xlim(0, 1.1 * max(float(dist.max()), result.threshold or 0.0))
+    ax.set_ylim(0, 1.1 * float(kkt.max()) + 1e-12)
+    ax.set_xlabel("‖s^(K) − s*‖ / ‖s*‖ (CVXPY reference)")
+    ax.set_ylabel("KKT residual of s^(K) (× ρ)")
+    ax.set_title(_verdict(result))
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(fig, path)
+
+
+PLOTTERS: dict[str, Callable[[CheckResult, Path], Path]] = {
+    "linear_convergence": _linear_convergence,
+    "coupling": _coupling,
+    "descent": _descent,
+    "generalization": _generalization,
+    "reference_agreement": _agreement,
+}
+
+
+def plot_result(result: CheckResult, out_dir: str | Path) -> tuple[Path, ...]:
+    """Write the plot of ``result`` to ``out_dir/<name>.png``; ``()`` if it has none."""
+    if result.status in (Status.SKIPPED, Status.ERROR) or result.name not in PLOTTERS:
+        return ()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return (PLOTTERS[result.name](result, out / f"{result.name}.png"),)
+
+
+def plot_results(results: Sequence[CheckResult], out_dir: str | Path) -> list[CheckResult]:
+    """Plot every result and return copies with their ``figures`` set."""
+    return [r.with_figures(r.figures + plot_result(r, out_dir)) for r in results]
