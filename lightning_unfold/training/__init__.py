@@ -4,13 +4,23 @@ from lightning_unfold.training.data import SyntheticDataModule
 from lightning_unfold.training.losses import FORMULATIONS, SUPERVISIONS, layer_weights
 from lightning_unfold.training.metrics import LayerwiseNMSE
 from lightning_unfold.training.module import BASELINES, UnfoldedModule, build_model
+from lightning_unfold.training.schedules import (
+    LayerwiseSchedule,
+    SequentialSchedule,
+    StagewiseSchedule,
+    TwoStageSchedule,
+)
 
 __all__ = [
     "BASELINES",
     "FORMULATIONS",
     "SUPERVISIONS",
     "LayerwiseNMSE",
+    "LayerwiseSchedule",
+    "SequentialSchedule",
+    "StagewiseSchedule",
     "SyntheticDataModule",
+    "TwoStageSchedule",
     "UnfoldedModule",
     "build_model",
     "layer_weights",
