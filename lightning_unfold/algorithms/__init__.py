@@ -5,6 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_unfold.algorithms.admm import ADMMLasso, ADMMState
+from lightning_unfold.algorithms.rpca import (
+    RPCA,
+    RPCAConvIteration,
+    RPCACorrectionNet,
+    RPCAProblem,
+    RPCAState,
+)
 from lightning_unfold.algorithms.sparse import (
     ALISTA,
     FISTA,
@@ -21,7 +28,7 @@ from lightning_unfold.algorithms.sparse import (
 from lightning_unfold.core.algorithm import Algorithm
 
 ALGORITHMS: dict[str, type[Algorithm[Any]]] = {
-    cls.name: cls for cls in (ISTA, FISTA, LISTA, LISTACP, LISTACPSS, ALISTA, ADMMLasso)
+    cls.name: cls for cls in (ISTA, FISTA, LISTA, LISTACP, LISTACPSS, ALISTA, ADMMLasso, RPCA)
 }
 
 
@@ -48,9 +55,14 @@ __all__ = [
     "LISTA",
     "LISTACP",
     "LISTACPSS",
+    "RPCA",
     "ADMMLasso",
     "ADMMState",
     "FISTAState",
+    "RPCAConvIteration",
+    "RPCACorrectionNet",
+    "RPCAProblem",
+    "RPCAState",
     "SparseRecovery",
     "lasso_objective",
     "make_algorithm",

@@ -1,0 +1,473 @@
+r"""RPCA: one solver, four paradigms — the comparative study of Shlezinger et al. (2025, §V-B).
+
+Robust PCA :math:`X = L^\star R^{\star\top} + \Psi Y^\star` solved by alternating soft-thresholding
+of the outliers and scaled gradient steps on the factors (:mod:`lightning_unfold.algorithms.rpca`),
+unfolded to :math:`K = 10` layers four ways, against the hand-tuned classical solver and a black box:
+
+========================  ==============================================================
+``classical``             the classical iteration, hyperparameters from a grid search
+``hyperparameters``       learned per-layer :math:`\eta_L, \eta_R, \zeta` (learned RPCA)
+``objective``             additionally a learned :math:`\Psi_k` per layer
+``correction``            (hyperparameters) + a two-layer conv correction of the L, R updates
+``inductive_bias``        the iteration with Ψ implemented by a two-layer conv net
+``black_box``             an MLP from X to :math:`LR^\top` with about as many parameters as
+                          ``objective``
+========================  ==============================================================
+
+Two settings: *matched* (the models get the Ψ that generated the data) and *mismatched* (they get
+:math:`\Psi + \sigma N`). Training: supervised relative loss
+:math:`\|LR^\top - L^\star R^{\star\top}\|_F / \|L^\star R^{\star\top}\|_F`, sequential layer-wise
+then end-to-end (:class:`~lightning_unfold.training.schedules.TwoStageSchedule`).
+
+Run::
+
+    python examples/rpca_study.py --preset cpu --out results/rpca_cpu
+    python examples/rpca_study.py --preset full --out results/rpca_full   # GPU, n = 1000
+
+``--out DIR`` writes ``DIR/results.json`` (``{"matched": {method: {"rel_error": [k = 1..K],
+"params", "infer_ms", "train_s"}}, "mismatched": {...}}``), ``DIR/extras.json`` (configuration,
+grid search, the classical solver run to convergence, the latency comparison, wall time) and the
+two loss-vs-iteration plots ``DIR/matched.png``, ``DIR/mismatched.png``.
+"""
+
+# %%
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from lightning_unfold.algorithms.rpca import (
+    RPCA,
+    RPCAProblem,
+    init_layer_thresholds,
+    promote_hyperparameters,
+    relative_frobenius_error,
+)
+from lightning_unfold.core.trajectory import Trajectory
+from lightning_unfold.core.unfolded import ClassicalSolver
+from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
+from lightning_unfold.training.schedules import TwoStageSchedule
+
+METHODS: tuple[str, ...] = (
+    "classical",
+    "hyperparameters",
+    "objective",
+    "correction",
+    "inductive_bias",
+    "black_box",
+)
+LEARNED: tuple[str, ...] = METHODS[1:]
+#: start from the trained ``hyperparameters`` model (see :func:`warm_start`)
+WARM_STARTED: tuple[str, ...] = ("objective", "correction", "inductive_bias")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes and budgets of one study run."""
+
+    n1: int
+    n2: int
+    rank: int
+    alpha: float
+    sigma: float  # Ψ noise of the mismatched setting
+    depth: int
+    batch: int
+    steps_per_layer: int  # sequential stage: steps per layer
+    end_to_end_steps: int
+    black_box_steps: int
+    test_size: int
+    channels: int  # conv-net width of the correction / inductive-bias variants
+    lr: dict[str, float]
+    grid: dict[str, tuple[float, ...]]
+    max_classical_iter: int
+    transform: str = "identity"
+    grid_size: int = 32  # validation instances of the classical grid search
+
+
+_LR = {
+    "hyperparameters": 1e-2,
+    "objective": 1e-3,
+    "correction": 1e-3,
+    "inductive_bias": 1e-3,
+    "black_box": 1e-3,
+}
+_GRID = {
+    "step": (0.5, 0.75, 1.0),
+    "zeta": (0.5, 1.0, 2.0),
+    "zeta_init": (1.0, 2.0),
+    "decay": (0.3, 0.5, 0.7),
+}
+
+PRESETS: dict[str, Preset] = {
+    # exercised by the test suite: seconds
+    "tiny": Preset(
+        n1=12,
+        n2=10,
+        rank=2,
+        alpha=0.1,
+        sigma=0.3,
+        depth=3,
+        batch=4,
+        steps_per_layer=2,
+        end_to_end_steps=3,
+        black_box_steps=5,
+        test_size=8,
+        channels=2,
+        lr=_LR,
+        grid={"step": (0.75, 1.0), "zeta": (1.0,), "zeta_init": (2.0,), "decay": (0.5,)},
+        max_classical_iter=200,
+    ),
+    # the issue asks for n = 200 within 20 minutes on 2 cores; on the shared 2-core machine the
+    # conv variants cost ~8 s per training step at n = 200 (batch 16), so n = 64 is what fits.
+    "cpu": Preset(
+        n1=64,
+        n2=64,
+        rank=5,
+        alpha=0.1,
+        sigma=0.3,
+        depth=10,
+        batch=8,
+        steps_per_layer=15,
+        end_to_end_steps=100,
+        black_box_steps=400,
+        test_size=64,
+        channels=8,
+        lr=_LR,
+        grid=_GRID,
+        max_classical_iter=2000,
+    ),
+    # documented for a GPU (the LRPCA size, Cai et al. 2021)
+    "full": Preset(
+        n1=1000,
+        n2=1000,
+        rank=5,
+        alpha=0.1,
+        sigma=0.3,
+        depth=10,
+        batch=4,
+        steps_per_layer=100,
+        end_to_end_steps=1000,
+        black_box_steps=3000,
+        test_size=64,
+        channels=16,
+        lr=_LR,
+        grid=_GRID,
+        max_classical_iter=5000,
+        grid_size=8,
+    ),
+}
+
+
+class RPCAModule(UnfoldedModule):
+    r""":class:`UnfoldedModule` with the study's supervised loss, the mean relative error
+    :math:`\|\hat M - M^\star\|_F/\|M^\star\|_F` (scale-free, as in Cai et al. 2021)."""
+
+    def layer_loss(self, traj: Trajectory[Any], x: Tensor, target: Tensor, k: int) -> Tensor:
+        return relative_frobenius_error(traj.estimates[k], target).mean()
+
+
+def _problem(p: Preset, mismatched: bool) -> RPCAProblem:
+    return RPCAProblem(
+        n1=p.n1,
+        n2=p.n2,
+        rank=p.rank,
+        outlier_fraction=p.alpha,
+        transform=p.transform,
+        psi_noise=p.sigma if mismatched else 0.0,
+        seed=0,
+    )
+
+
+def _errors(model: torch.nn.Module, x: Tensor, target: Tensor, depth: int) -> list[float]:
+    """Mean relative error at layers 1..K (the black box has one output: repeated K times)."""
+    with torch.no_grad():
+        traj = model(x)
+    d = [float(v) for v in traj.distances(target, relative=True).mean(dim=1)[1:]]
+    return d + d[-1:] * (depth - len(d))
+
+
+def _timed(fn: Callable[[], Any], repeats: int = 5) -> float:
+    """Median wall time of ``fn()`` in seconds (after one warm-up call)."""
+    with torch.no_grad():
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def grid_search(p: Preset, problem: RPCAProblem, device: torch.device) -> dict[str, Any]:
+    """Hand-tuning of the classical solver: the grid point with the lowest mean relative error at
+    layer K on a validation batch (its own seed stream, disjoint from training and test)."""
+    x, target = problem.sample(p.grid_size, seed=(9, 0), dtype=torch.float64)
+    x, target = x.to(device), target.to(device)
+    scores = []
+    keys = list(p.grid)
+    for values in itertools.product(*(p.grid[k] for k in keys)):
+        opts = dict(zip(keys, values, strict=True))
+        solver = ClassicalSolver(RPCA(**opts), problem, p.depth, dtype=torch.float64).to(device)
+        err = _errors(solver, x, target, p.depth)[-1]
+        scores.append((err if math.isfinite(err) else math.inf, opts))
+    scores.sort(key=lambda t: t[0])
+    return {"best": scores[0][1], "best_error": scores[0][0], "evaluated": len(scores)}
+
+
+def latency(
+    p: Preset,
+    problem: RPCAProblem,
+    opts: dict[str, float],
+    learned: torch.nn.Module,
+    x: Tensor,
+    target: Tensor,
+) -> dict[str, Any]:
+    """The learned-hyperparameter model against the classical solver run until the same error."""
+    goal = _errors(learned, x, target, p.depth)[-1]
+    solver = ClassicalSolver(RPCA(**opts), problem, p.depth).to(x.device)
+    alg, prm = solver.algorithm, solver.layer_params(1)
+    needed = None
+    with torch.no_grad():
+        s = alg.init(x, prm)
+        for k in range(1, p.max_classical_iter + 1):
+            s = alg.step(s, x, prm, k)
+            if float(relative_frobenius_error(alg.estimate(s), target).mean()) <= goal:
+                needed = k
+                break
+    out: dict[str, Any] = {"learned_error": goal, "learned_layers": p.depth}
+    out["classical_iterations"] = needed
+    t_learned = _timed(lambda: learned(x))
+    out["learned_ms"] = 1e3 * t_learned
+    if needed is None:
+        out["classical_ms"] = None
+        out["iteration_ratio"] = None
+        out["time_ratio"] = None
+        out["note"] = (
+            f"the classical solver did not reach the learned model's error within "
+            f"{p.max_classical_iter} iterations"
+        )
+        return out
+    t_classical = _timed(lambda: solver(x, depth=needed))
+    out["classical_ms"] = 1e3 * t_classical
+    out["iteration_ratio"] = needed / p.depth
+    out["time_ratio"] = t_classical / t_learned
+    return out
+
+
+def warm_start(model: torch.nn.Module, learned: torch.nn.Module) -> None:
+    r"""Copy a trained ``hyperparameters`` model's per-layer :math:`\eta_L, \eta_R, \zeta` into
+    ``model`` (objective / correction: the same parameters; inductive bias: each layer's
+    :class:`RPCAConvIteration`, whose ζ is the absolute relative threshold :math:`\zeta_k q^{k-1}`).
+
+    Variants 2–4 extend variant 1, and the schedules train every parameter of a model at one
+    learning rate: a rate small enough for Ψ_k and the conv nets (1e-3) barely moves the step
+    sizes and thresholds within the budget, so they start where variant 1 ended.
+    """
+    with torch.no_grad():
+        for k in range(1, learned.depth + 1):
+            src = learned.layer_params(k)
+            nets = getattr(model, "nets", None)
+            if getattr(model, "paradigm", "") == "inductive_bias" and nets is not None:
+                net = nets[k - 1]
+                net.eta_L.copy_(src["eta_L"])
+                net.eta_R.copy_(src["eta_R"])
+                net.zeta.copy_(src["zeta"] * learned.algorithm.decay ** (k - 1))
+            else:
+                for name in ("eta_L", "eta_R", "zeta"):
+                    model.learned[name][k - 1].copy_(src[name])
+
+
+def train(
+    p: Preset,
+    problem: RPCAProblem,
+    method: str,
+    opts: dict[str, float],
+    accelerator: str,
+    seed: int,
+    warm: RPCAModule | None = None,
+) -> tuple[RPCAModule, float]:
+    """Build and train one learned method (warm-started from ``warm``'s learned step sizes and
+    thresholds when given); returns the module and the training wall time."""
+    torch.manual_seed(seed)
+    paradigm = method
+    module = RPCAModule(
+        problem,
+        algorithm="rpca",
+        algorithm_options=dict(opts),
+        paradigm=paradigm,
+        depth=p.depth,
+        hidden=p.channels,
+        lr=p.lr[method],
+    )
+    if method == "correction":
+        promote_hyperparameters(module.model)
+    if method == "inductive_bias":
+        init_layer_thresholds(module.model, module.model.algorithm)
+    if warm is not None:
+        warm_start(module.model, warm.model)
+    callbacks: list[L.Callback] = []
+    if method == "black_box":
+        max_steps = p.black_box_steps
+    else:
+        callbacks.append(
+            TwoStageSchedule(
+                steps_per_layer=p.steps_per_layer,
+                end_to_end_steps=p.end_to_end_steps,
+                log_curves=False,
+            )
+        )
+        max_steps = -1
+    data = SyntheticDataModule(
+        problem, batch_size=p.batch, train_batches=100_000, val_size=p.batch, seed=seed
+    )
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_epochs=-1 if max_steps == -1 else None,
+        max_steps=max_steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+    t0 = time.perf_counter()
+    trainer.fit(module, data)
+    return module, time.perf_counter() - t0
+
+
+def run_setting(
+    p: Preset, mismatched: bool, device: torch.device, accelerator: str, log: Callable[[str], None]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """All methods in one setting: (results entry, extras entry)."""
+    name = "mismatched" if mismatched else "matched"
+    problem = _problem(p, mismatched)
+    tuned = grid_search(p, problem, device)
+    opts = tuned["best"]
+    log(f"[{name}] grid search: {opts} -> {tuned['best_error']:.3e} at K={p.depth}")
+    x, target = problem.sample(p.test_size, seed=(3, 0))
+    x, target = x.to(device), target.to(device)
+    results: dict[str, Any] = {}
+    classical = ClassicalSolver(RPCA(**opts), problem, p.depth).to(device)
+    results["classical"] = {
+        "rel_error": _errors(classical, x, target, p.depth),
+        "params": 0,
+        "infer_ms": 1e3 * _timed(lambda: classical(x)) / p.test_size,
+        "train_s": 0.0,
+    }
+    converged = ClassicalSolver(RPCA(**opts), problem, 1, dtype=torch.float64).to(device)
+    sol = converged.solve(x.double(), tol=1e-9, max_iter=p.max_classical_iter)
+    conv_err = relative_frobenius_error(sol.trajectory.final_estimate, target.double())
+    extras: dict[str, Any] = {
+        "grid_search": tuned,
+        "classical_converged": {
+            "rel_error": float(conv_err.mean()),
+            "iterations": sol.iterations,
+            "converged": sol.converged,
+        },
+    }
+    modules: dict[str, RPCAModule] = {}
+    for i, method in enumerate(LEARNED):
+        warm = modules["hyperparameters"] if method in WARM_STARTED else None
+        module, seconds = train(p, problem, method, opts, accelerator, seed=i, warm=warm)
+        if warm is not None:  # the warm start's own training counts
+            seconds += results["hyperparameters"]["train_s"]
+        model = module.model.to(device).eval()
+        modules[method] = module
+        results[method] = {
+            "rel_error": _errors(model, x, target, p.depth),
+            "params": sum(q.numel() for q in model.parameters() if q.requires_grad),
+            "infer_ms": 1e3 * _timed(lambda m=model: m(x)) / p.test_size,
+            "train_s": seconds,
+        }
+        log(
+            f"[{name}] {method:16s} final {results[method]['rel_error'][-1]:.3e}  "
+            f"params {results[method]['params']}  train {seconds:.1f} s"
+        )
+    log(f"[{name}] classical        final {results['classical']['rel_error'][-1]:.3e}")
+    extras["latency"] = latency(
+        p, problem, opts, modules["hyperparameters"].model.eval(), x, target
+    )
+    log(f"[{name}] latency: {extras['latency']}")
+    return results, extras
+
+
+def plot(results: dict[str, Any], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in METHODS:
+        errs = results[method]["rel_error"]
+        ks = list(range(1, len(errs) + 1))
+        style = "--" if method == "black_box" else "-o"
+        ax.semilogy(ks, errs, style, label=method, markersize=3)
+    ax.set_xlabel("iteration / layer k")
+    ax.set_ylabel(r"relative error $\|LR^T - L^\star R^{\star T}\|_F / \|L^\star R^{\star T}\|_F$")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--out", type=Path, default=None, help="write results.json and plots here")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--transform", choices=("identity", "orthogonal", "dct"), default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    p = PRESETS[args.preset]
+    if args.transform is not None:
+        p = replace(p, transform=args.transform)
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if use_cuda else "cpu")
+    accelerator = "gpu" if use_cuda else "cpu"
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"{time.perf_counter() - t0:7.1f}s {msg}", flush=True)
+
+    results: dict[str, Any] = {}
+    extras: dict[str, Any] = {"preset": args.preset, "config": asdict(p), "device": str(device)}
+    for mismatched in (False, True):
+        name = "mismatched" if mismatched else "matched"
+        results[name], extras[name] = run_setting(p, mismatched, device, accelerator, log)
+    extras["wall_s"] = time.perf_counter() - t0
+    log(f"done in {extras['wall_s']:.1f} s")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=2))
+        (args.out / "extras.json").write_text(json.dumps(extras, indent=2))
+        for name in ("matched", "mismatched"):
+            sigma = f", Ψ noise σ = {p.sigma}" if name == "mismatched" else ""
+            plot(
+                results[name],
+                args.out / f"{name}.png",
+                f"RPCA {p.n1}×{p.n2}, r = {p.rank}, α = {p.alpha} — {name}{sigma}",
+            )
+    return {"results": results, "extras": extras}
+
+
+if __name__ == "__main__":
+    main()
