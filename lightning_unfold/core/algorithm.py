@@ -60,6 +60,7 @@ class Constraint(enum.Enum):
     POSITIVE = "positive"
 
     def project(self, value: Tensor) -> Tensor:
+        """The value mapped into the valid set (a clamp; its gradient is 1 on the boundary)."""
         if self is Constraint.NONE:
             return value
         if self is Constraint.NONNEGATIVE:

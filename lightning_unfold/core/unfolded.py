@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_unfold.core.algorithm import Algorithm, ParamSpec, ProblemSpec, Role
+from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
 from lightning_unfold.core.iterate import iterate_flatten, iterate_map, iterate_unflatten
 from lightning_unfold.core.trajectory import Trajectory
 
@@ -199,6 +199,22 @@ class UnfoldedModel(nn.Module):
         for name, plist in self.learned.items():
             p[name] = self._constraint[name].project(plist[idx])  # type: ignore[index]
         return p
+
+    @torch.no_grad()
+    def project_parameters_(self) -> None:
+        """Clamp the raw learned parameters into their valid sets, in place (projected gradient).
+
+        The forward pass already applies each constraint, but a raw value that an optimizer
+        step pushed outside the set (e.g. a threshold below 0) gets a zero gradient through
+        the clamp and would stay there for good ("dead" thresholds). Projecting the raw value
+        back after every step keeps it on the boundary, where the gradient passes again, so
+        the iteration is still  theta <- P_C(theta - lr * grad).
+        """
+        for name, plist in self.learned.items():
+            constraint = self._constraint[name]
+            if constraint is not Constraint.NONE:
+                for p in plist:  # type: ignore[union-attr]
+                    p.copy_(constraint.project(p))
 
     def layer_parameters(self, k: int) -> list[nn.Parameter]:
         """The trainable tensors that belong to layer ``k`` only (empty when tied)."""

@@ -200,6 +200,12 @@ class UnfoldedModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
         return loss
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # projected gradient: raw constrained parameters back into their valid sets
+        project = getattr(self.model, "project_parameters_", None)
+        if project is not None:
+            project()
+
     def _eval_step(self, batch: tuple[Tensor, Tensor], metric: LayerwiseNMSE, prefix: str) -> None:
         x, target = batch
         traj = self.model(x)

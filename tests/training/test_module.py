@@ -175,3 +175,38 @@ def test_checkpoint_round_trip_is_weights_only(tmp_path: Path, quiet_trainer: An
     x, _ = PROBLEM.sample(4, seed=5)
     torch.testing.assert_close(loaded(x).final_estimate, module(x).final_estimate)
     assert loaded.hparams["variant"] == "alista"
+
+
+def test_constrained_parameters_are_projected_after_each_step(quiet_trainer: Any) -> None:
+    """A threshold pushed below 0 is clamped back to the boundary, where its gradient lives.
+
+    Without the projection a raw threshold < 0 gets a zero gradient through the clamp in the
+    forward pass and is dead for the rest of training (what stalled ALISTA's last layers).
+    """
+    L.seed_everything(0, verbose=False)
+    module = UnfoldedModule(PROBLEM, paradigm="objective", variant="alista", depth=3, lr=1e-2)
+    thresholds = module.model.learned["threshold"]
+    with torch.no_grad():
+        thresholds[2].fill_(-0.5)  # the last layer's threshold, outside its valid set
+    x, target = PROBLEM.sample(16, seed=1)
+    loss = module.loss(module.model(x), x, target)
+    loss.backward()
+    assert thresholds[2].grad is not None
+    assert float(thresholds[2].grad.abs().sum()) == 0.0  # dead while outside the set
+    module.zero_grad()
+
+    module.model.project_parameters_()
+    assert float(thresholds[2].detach().min()) == 0.0  # on the boundary, not beyond
+    loss = module.loss(module.model(x), x, target)
+    loss.backward()
+    assert float(thresholds[2].grad.abs().sum()) > 0.0  # alive again
+    module.zero_grad()
+
+    # and during fit every step ends inside the valid sets, even with a large learning rate
+    with torch.no_grad():
+        thresholds[2].fill_(-0.5)
+    module.hparams["lr"] = 1.0
+    quiet_trainer(max_steps=3).fit(module, _data(train_batches=3))
+    for name, plist in module.model.learned.items():
+        for p in plist:
+            assert float(p.detach().min()) >= 0.0, name
