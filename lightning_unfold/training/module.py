@@ -63,7 +63,8 @@ def build_model(
         if black_box_params is None:
             ref = UnfoldedModel(alg, problem, depth, "objective", dtype=dtype)
             black_box_params = sum(p.numel() for p in ref.parameters())
-        return BlackBoxModel(problem, black_box_params, dtype=dtype)
+        net = alg.make_black_box_net(problem, black_box_params)
+        return BlackBoxModel(problem, black_box_params, net=net, dtype=dtype)
     return UnfoldedModel(
         alg,
         problem,
@@ -200,8 +201,11 @@ class UnfoldedModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # projected gradient: raw constrained parameters back into their valid sets
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimizer's step, then the projection of the raw constrained parameters into their
+        valid sets (projected gradient). Done here, not in ``on_train_batch_end``, so that no
+        callback (e.g. a checkpoint saved at that batch) ever sees unprojected values."""
+        super().optimizer_step(*args, **kwargs)
         project = getattr(self.model, "project_parameters_", None)
         if project is not None:
             project()
