@@ -10,8 +10,9 @@ unfolded to :math:`K = 10` layers four ways, against the hand-tuned classical so
 ``objective``             additionally a learned :math:`\Psi_k` per layer
 ``correction``            (hyperparameters) + a two-layer conv correction of the L, R updates
 ``inductive_bias``        the iteration with Ψ implemented by a two-layer conv net
-``black_box``             an MLP from X to :math:`LR^\top` with about as many parameters as
-                          ``objective``
+``black_box``             a residual 5-layer 3×3 conv net X → :math:`LR^\top`
+                          (:class:`~lightning_unfold.algorithms.rpca.RPCABlackBoxNet`) with
+                          about as many parameters as ``objective``
 ========================  ==============================================================
 
 Two settings: *matched* (the models get the Ψ that generated the data) and *mismatched* (they get

@@ -7,6 +7,7 @@ from typing import Any
 from lightning_unfold.algorithms.admm import ADMMLasso, ADMMState
 from lightning_unfold.algorithms.rpca import (
     RPCA,
+    RPCABlackBoxNet,
     RPCAConvIteration,
     RPCACorrectionNet,
     RPCAProblem,
@@ -59,6 +60,7 @@ __all__ = [
     "ADMMLasso",
     "ADMMState",
     "FISTAState",
+    "RPCABlackBoxNet",
     "RPCAConvIteration",
     "RPCACorrectionNet",
     "RPCAProblem",

@@ -63,6 +63,7 @@ from lightning_unfold.core.iterate import require_finite
 __all__ = [
     "RPCA",
     "RPCA_TRANSFORMS",
+    "RPCABlackBoxNet",
     "RPCAConvIteration",
     "RPCACorrectionNet",
     "RPCAProblem",
@@ -408,6 +409,10 @@ class RPCA(Algorithm[RPCAState]):
         prob = _require_rpca(problem)
         return RPCACorrectionNet(prob.n1, prob.n2, prob.rank, channels=hidden)
 
+    def make_black_box_net(self, problem: ProblemSpec, target_params: int) -> nn.Module:
+        _require_rpca(problem)
+        return RPCABlackBoxNet(target_params)
+
     def make_inductive_bias_net(
         self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
     ) -> nn.Module:
@@ -456,6 +461,44 @@ class _TwoLayerConv(nn.Sequential):
 def _normalised(maps: Sequence[Tensor], scale: Tensor) -> Tensor:
     """Stack ``(B, n1, n2)`` maps as channels, divided by the per-sample ``scale`` (scale-equivariance)."""
     return torch.stack([m / scale for m in maps], dim=1)
+
+
+class RPCABlackBoxNet(nn.Module):
+    r"""The black-box baseline for RPCA: a residual convolutional denoiser :math:`X \mapsto \hat M`.
+
+    .. math:: \hat M = X - \rho\,\Phi(X/\rho),\qquad \rho = \operatorname{rms}(X),
+
+    Φ a stack of ``layers`` 3×3 convolutions (ReLU between; DnCNN-style residual learning: Φ
+    estimates the outlier part) whose width is chosen to match ``target_params``. It knows nothing
+    of Ψ, the rank or the iteration. Φ's last layer is zero-initialised, so it starts at
+    :math:`\hat M = X` (relative error ‖ΨY★‖/‖L★R★ᵀ‖, about 0.15 at α = 0.1). An MLP on the
+    flattened X with as few parameters would need a bottleneck narrower than the image and
+    outputs (nearly) a fixed low-dimensional subspace, which cannot hold a random rank-r matrix.
+    """
+
+    def __init__(self, target_params: int, *, layers: int = 5) -> None:
+        super().__init__()
+        if layers < 2:
+            raise ValueError(f"RPCABlackBoxNet needs layers >= 2, got {layers}.")
+        width = 1
+        while self._count(width + 1, layers) <= max(target_params, self._count(1, layers)):
+            width += 1
+        mods: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1), nn.ReLU()]
+        for _ in range(layers - 2):
+            mods += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+        last = nn.Conv2d(width, 1, 3, padding=1)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.phi = nn.Sequential(*mods, last)
+        self.width = width
+
+    @staticmethod
+    def _count(c: int, layers: int) -> int:
+        return 10 * c + (layers - 2) * (9 * c * c + c) + 9 * c + 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        rho = x.pow(2).mean(dim=(-2, -1), keepdim=True).sqrt().clamp_min(torch.finfo(x.dtype).tiny)
+        return x - rho * self.phi((x / rho).unsqueeze(1)).squeeze(1)
 
 
 class RPCACorrectionNet(nn.Module):

@@ -208,3 +208,13 @@ class Algorithm(ABC, Generic[S]):
     ) -> nn.Module | None:
         """A custom per-layer network replacing the iteration (``None``: default MLP)."""
         return None
+
+    def make_black_box_net(self, problem: ProblemSpec, target_params: int) -> nn.Module | None:
+        """A custom black-box baseline mapping a batch ``x`` to a batch of estimates.
+
+        It should have about ``target_params`` trainable parameters. ``None`` (the default):
+        :class:`~lightning_unfold.core.unfolded.BlackBoxModel`'s MLP on the flattened ``x``.
+        A structured observation (an image, a matrix) deserves a network that respects its
+        structure, or the baseline is a straw man.
+        """
+        return None

@@ -342,10 +342,13 @@ class ClassicalSolver(UnfoldedModel):
 
 
 class BlackBoxModel(nn.Module):
-    """A black-box baseline: an MLP from the observation to the estimate.
+    """A black-box baseline: a network from the observation to the estimate.
 
-    Its hidden width is chosen so that its parameter count is close to ``target_params`` (the
-    unfolded model it is compared with). Its trajectory is ``[0, estimate]``.
+    By default an MLP on the flattened observation whose hidden width is chosen so that its
+    parameter count is close to ``target_params`` (the unfolded model it is compared with);
+    ``net`` replaces it (e.g. :meth:`Algorithm.make_black_box_net`, a convolutional network for
+    matrix-valued observations) and must map ``(B, *x_shape)`` to ``B`` estimates. Its
+    trajectory is ``[0, estimate]``.
     """
 
     def __init__(
@@ -354,19 +357,23 @@ class BlackBoxModel(nn.Module):
         target_params: int,
         *,
         n_hidden_layers: int = 2,
+        net: nn.Module | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         self.problem = problem
         x, target = problem.sample(1, seed=0)
         self.in_dim, self.out_shape = x[0].numel(), tuple(target.shape[1:])
-        out_dim = target[0].numel()
-        h = self._width(self.in_dim, out_dim, n_hidden_layers, max(target_params, 1))
-        layers: list[nn.Module] = [nn.Linear(self.in_dim, h), nn.ReLU()]
-        for _ in range(n_hidden_layers - 1):
-            layers += [nn.Linear(h, h), nn.ReLU()]
-        layers.append(nn.Linear(h, out_dim))
-        self.net = nn.Sequential(*layers).to(dtype)
+        self.flatten = net is None
+        if net is None:
+            out_dim = target[0].numel()
+            h = self._width(self.in_dim, out_dim, n_hidden_layers, max(target_params, 1))
+            layers: list[nn.Module] = [nn.Linear(self.in_dim, h), nn.ReLU()]
+            for _ in range(n_hidden_layers - 1):
+                layers += [nn.Linear(h, h), nn.ReLU()]
+            layers.append(nn.Linear(h, out_dim))
+            net = nn.Sequential(*layers)
+        self.net = net.to(dtype)
         self.depth = 1
 
     @staticmethod
@@ -384,7 +391,8 @@ class BlackBoxModel(nn.Module):
 
     def forward(self, x: Tensor, depth: int | None = None) -> Trajectory[Tensor]:
         self.problem.validate_observation(x)
-        out = self.net(x.reshape(x.shape[0], -1)).reshape(x.shape[0], *self.out_shape)
+        out = self.net(x.reshape(x.shape[0], -1) if self.flatten else x)
+        out = out.reshape(x.shape[0], *self.out_shape)
         return Trajectory((torch.zeros_like(out), out), (torch.zeros_like(out), out))
 
     def layer_parameters(self, k: int) -> Iterator[nn.Parameter]:

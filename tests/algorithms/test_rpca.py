@@ -16,6 +16,7 @@ import torch
 from lightning_unfold import ALGORITHMS, ClassicalSolver, UnfoldedModel
 from lightning_unfold.algorithms.rpca import (
     RPCA,
+    RPCABlackBoxNet,
     RPCAConvIteration,
     RPCAProblem,
     RPCAState,
@@ -288,6 +289,28 @@ def test_correction_changes_only_factors_and_gradients_reach_it() -> None:
 def test_paradigm_errors_are_clear() -> None:
     with pytest.raises(TypeError, match="correction"):
         promote_hyperparameters(UnfoldedModel(RPCA(), _problem(), 2, "objective"))
+
+
+def test_black_box_is_a_residual_conv_net_of_comparable_size() -> None:
+    prob = _problem()
+    objective = UnfoldedModule(prob, paradigm="objective", depth=3).model
+    target = sum(p.numel() for p in objective.parameters())
+    box = UnfoldedModule(prob, paradigm="black_box", depth=3).model
+    assert isinstance(box.net, RPCABlackBoxNet)
+    n_params = sum(p.numel() for p in box.parameters())
+    assert 0.5 * target <= n_params <= target, (n_params, target)
+    x, target_lr = prob.sample(4, seed=(7, 0))
+    with torch.no_grad():
+        out = box(x).final_estimate
+    assert out.shape == target_lr.shape
+    torch.testing.assert_close(out, x)  # starts at M = X (zero last layer): not at M = 0
+    # scale equivariance: the net sees X / rms(X)
+    with torch.no_grad():
+        for p in box.net.phi[-1].parameters():
+            p.normal_(0.0, 0.1)
+        torch.testing.assert_close(box(3.0 * x).final_estimate, 3.0 * box(x).final_estimate)
+    with pytest.raises(ValueError, match="layers >= 2"):
+        RPCABlackBoxNet(1000, layers=1)
 
 
 # -- training ------------------------------------------------------------------------------
