@@ -45,25 +45,14 @@ from lightning_unfold.training import StagewiseSchedule
 MODELS: tuple[str, ...] = ("ista", "fista", "lista", "lista_cp", "lista_cpss", "alista")
 CONFIGS = Path(__file__).resolve().parent / "configs" / "lista_benchmark"
 
-#: problem and data sizes per preset (the schedule's stage lengths are in each model's YAML)
+#: the standard benchmark (Chen et al. 2018; Liu et al. 2019)
+_STANDARD = {"m": 250, "n": 500, "depth": 16, "batch_size": 64, "val_size": 1000, "test_size": 1000}
+#: problem and data sizes per preset: small and full share the benchmark and differ only in the
+#: schedule's stage lengths, which are in each model's YAML
 PRESETS: dict[str, dict[str, int]] = {
     "tiny": {"m": 20, "n": 40, "depth": 4, "batch_size": 16, "val_size": 64, "test_size": 64},
-    "small": {
-        "m": 250,
-        "n": 500,
-        "depth": 16,
-        "batch_size": 64,
-        "val_size": 1000,
-        "test_size": 1000,
-    },
-    "full": {
-        "m": 250,
-        "n": 500,
-        "depth": 16,
-        "batch_size": 64,
-        "val_size": 1000,
-        "test_size": 1000,
-    },
+    "small": dict(_STANDARD),
+    "full": dict(_STANDARD),
 }
 
 
