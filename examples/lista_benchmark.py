@@ -40,7 +40,7 @@ import torch
 import yaml
 
 from lightning_unfold import SparseRecovery, SyntheticDataModule, UnfoldedModule
-from lightning_unfold.training import StagewiseSchedule
+from lightning_unfold.training import LayerwiseNMSE, StagewiseSchedule
 
 MODELS: tuple[str, ...] = ("ista", "fista", "lista", "lista_cp", "lista_cpss", "alista")
 CONFIGS = Path(__file__).resolve().parent / "configs" / "lista_benchmark"
@@ -71,13 +71,11 @@ def load_config(model: str) -> dict[str, Any]:
 def nmse_curve(module: UnfoldedModule, data: SyntheticDataModule) -> list[float]:
     """Pooled test NMSE (dB) after layers 1..K."""
     module.eval()
-    err = torch.zeros(module.depth + 1, dtype=torch.float64)
-    ref = torch.zeros((), dtype=torch.float64)
-    for x, s in data.test_dataloader():
-        est = module.model(x).stacked_estimates().double()
-        err += (est - s.double().unsqueeze(0)).pow(2).sum(dim=(1, 2))
-        ref += s.double().pow(2).sum()
-    return [float(v) for v in 10.0 * torch.log10(err[1:] / ref)]
+    metric = LayerwiseNMSE(module.depth)
+    with torch.no_grad():
+        for x, s in data.test_dataloader():
+            metric.update(module.model(x).stacked_estimates(), s)
+    return [float(v) for v in metric.compute()[1:]]
 
 
 def run_model(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -22,8 +24,8 @@ class LayerwiseNMSE(Metric):
     full_state_update = False
     higher_is_better = False
 
-    def __init__(self, depth: int) -> None:
-        super().__init__()
+    def __init__(self, depth: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # torchmetrics options, e.g. sync_on_compute=False
         self.depth = depth
         self.add_state(
             "err", default=torch.zeros(depth + 1, dtype=torch.float64), dist_reduce_fx="sum"

@@ -68,6 +68,8 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_unfold.training.metrics import LayerwiseNMSE
+
 __all__ = [
     "LayerwiseSchedule",
     "Scope",
@@ -461,18 +463,14 @@ class LayerwiseSchedule(Callback):
         :math:`10\log_{10}\sum_i\|\hat s_i^{(k)} - s_i\|^2 / \sum_i \|s_i\|^2` (labelled rows)."""
         was_training = pl_module.training
         pl_module.eval()
-        err = torch.zeros(self._depth + 1, dtype=torch.float64)
-        ref = torch.zeros((), dtype=torch.float64)
+        # every rank evaluates the same held-out set: no cross-rank reduction
+        metric = LayerwiseNMSE(self._depth, sync_on_compute=False).to(pl_module.device)
         try:
             for x, target in self._held_out(trainer, pl_module):
-                est = pl_module.model(x).stacked_estimates().double().flatten(2).cpu()  # type: ignore[operator]
-                tgt = target.double().flatten(1).cpu()
-                keep = ~torch.isnan(tgt).any(dim=1)
-                err += (est[:, keep] - tgt[keep].unsqueeze(0)).pow(2).sum(dim=(1, 2))
-                ref += tgt[keep].pow(2).sum()
+                metric.update(pl_module.model(x).stacked_estimates(), target)  # type: ignore[operator]
         finally:
             pl_module.train(was_training)
-        return [float(v) for v in 10.0 * torch.log10(err / ref.clamp_min(1e-300))]
+        return [float(v) for v in metric.compute()]
 
     # -- the schedule's clock --------------------------------------------------------------
     def on_train_batch_end(
