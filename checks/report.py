@@ -11,11 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .context import describe_model
+import torch
+
+from lightning_unfold.core.metrics import labelled_rows, layer_curves
+
+from .context import _problem_of, as_check_data, as_trajectory_fn, describe_model
 from .result import CheckResult, Status
 from .runner import run_checks
 
-__all__ = ["Report", "format_table", "report_for_module"]
+__all__ = ["Report", "format_table", "metric_curves", "report_for_module"]
 
 
 def _fmt(v: float | None) -> str:
@@ -79,11 +83,28 @@ class Report:
         results: one :class:`CheckResult` per check.
         model: description of the model (class, paradigm, depth, problem, parameters).
         out_dir: directory of ``report.json``, ``report.md`` and plots, if written.
+        metrics: the problem's metrics per layer on the checked data (:func:`metric_curves`),
+            the primary one first.
     """
 
     results: list[CheckResult]
     model: dict[str, Any] = field(default_factory=dict)
     out_dir: Path | None = None
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def metrics_summary(self) -> list[str]:
+        """One line per metric: its value at the last layer, the primary one marked."""
+        lines = []
+        for name, m in self.metrics.items():
+            vals = m["values"]
+            unit = f" {m['unit']}" if m["unit"] else ""
+            tag = " (primary)" if m["primary"] else ""
+            arrow = "higher" if m["higher_is_better"] else "lower"
+            lines.append(
+                f"{m['label']}{tag} [{name}, {arrow} is better]: layer 0 {_fmt(vals[0])}{unit} → "
+                f"layer {len(vals) - 1} {_fmt(vals[-1])}{unit}"
+            )
+        return lines
 
     @property
     def passed(self) -> bool:
@@ -96,14 +117,16 @@ class Report:
         return 0 if self.passed else 1
 
     def table(self) -> str:
-        """:func:`format_table` of the results."""
-        return format_table(self.results)
+        """The problem's metrics (first and last layer), then :func:`format_table` of the results."""
+        head = self.metrics_summary()
+        return "\n".join([*head, ""] if head else []) + format_table(self.results)
 
     def to_json(self) -> dict[str, Any]:
         """``{"checks": [{"name", "passed", "value", "threshold", "message"}, ...], "model": {...}}``."""
         return {
             "checks": [r.summary() for r in self.results],
             "model": _jsonable(self.model),
+            "metrics": _jsonable(self.metrics),
         }
 
     def to_markdown(self) -> str:
@@ -119,6 +142,24 @@ class Report:
         if desc:
             out += [desc, ""]
         out += [f"**{_counts(self.results)}**", ""]
+        if self.metrics:
+            names = list(self.metrics)
+            depth = max(len(m["values"]) for m in self.metrics.values())
+            heads = [
+                f"{self.metrics[n]['label']}"
+                + (f" ({self.metrics[n]['unit']})" if self.metrics[n]["unit"] else "")
+                for n in names
+            ]
+            out += ["| layer | " + " | ".join(heads) + " |", "|---" * (len(names) + 1) + "|"]
+            for k in range(depth):
+                row = [
+                    _fmt(self.metrics[n]["values"][k])
+                    if k < len(self.metrics[n]["values"])
+                    else "—"
+                    for n in names
+                ]
+                out.append(f"| {k} | " + " | ".join(row) + " |")
+            out.append("")
         out += ["| check | result | value | threshold |", "|---|---|---|---|"]
         for r in self.results:
             label = r.status.label if r.status else ""
@@ -197,7 +238,43 @@ def report_for_module(
         options=options,
         out_dir=out_dir,
     )
-    report = Report(results, describe_model(module))
+    report = Report(
+        results,
+        describe_model(module),
+        metrics=metric_curves(module, datamodule_or_data, n_samples),
+    )
     if out_dir is not None:
         report.write(out_dir)
     return report
+
+
+def metric_curves(model: Any, data: Any = None, n_samples: int = 256) -> dict[str, dict[str, Any]]:
+    """The model's problem's metrics at every layer on ``data`` (as :func:`as_check_data` reads
+    it): ``{name: {"label", "unit", "higher_is_better", "primary", "values": [layer 0..K]}}``.
+
+    Empty when the model has no problem; metrics that need targets are left out when the data
+    have no labels.
+    """
+    problem = _problem_of(model)
+    if problem is None:
+        return {}
+    x, target = as_check_data(data, problem, n_samples=n_samples)
+    specs = list(problem.metrics())
+    if target is None or not bool(labelled_rows(target).any()):
+        specs = [m for m in specs if not m.needs_target]
+        target = torch.full((x.shape[0],), float("nan"))
+    if not specs:
+        return {}
+    traj = as_trajectory_fn(model)(x)
+    curves = layer_curves(traj.stacked_estimates(), target, x, specs)
+    primary = problem.metrics()[0].name
+    return {
+        m.name: {
+            "label": m.label,
+            "unit": m.unit,
+            "higher_is_better": m.higher_is_better,
+            "primary": m.name == primary,
+            "values": curves[m.name],
+        }
+        for m in specs
+    }

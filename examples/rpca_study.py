@@ -56,6 +56,7 @@ from lightning_unfold.algorithms.rpca import (
     promote_hyperparameters,
     relative_frobenius_error,
 )
+from lightning_unfold.core.metrics import layer_curves, primary_metric
 from lightning_unfold.core.trajectory import Trajectory
 from lightning_unfold.core.unfolded import ClassicalSolver
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
@@ -192,10 +193,12 @@ def _problem(p: Preset, mismatched: bool) -> RPCAProblem:
 
 
 def _errors(model: torch.nn.Module, x: Tensor, target: Tensor, depth: int) -> list[float]:
-    """Mean relative error at layers 1..K (the black box has one output: repeated K times)."""
+    """The problem's primary metric (mean relative error) at layers 1..K (the black box has one
+    output: repeated K times)."""
     with torch.no_grad():
         traj = model(x)
-    d = [float(v) for v in traj.distances(target, relative=True).mean(dim=1)[1:]]
+    metric = primary_metric(model.problem.metrics())
+    d = layer_curves(traj.stacked_estimates(), target, x, [metric])[metric.name][1:]
     return d + d[-1:] * (depth - len(d))
 
 

@@ -117,7 +117,8 @@ def run_demo(argv: Sequence[str] = ()) -> int:
     ckpt = args.out / "model.ckpt"
     trainer.save_checkpoint(ckpt)
     trainer.test(module, data, verbose=False)
-    ours = module.nmse_curves["test"]
+    metric = module.primary_metric
+    ours = module.primary_curves["test"]
 
     curves: dict[str, list[float]] = {}
     for name in ("ista", "fista"):
@@ -129,20 +130,21 @@ def run_demo(argv: Sequence[str] = ()) -> int:
             enable_progress_bar=False,
             enable_model_summary=False,
         ).test(base, data, verbose=False)
-        curves[name] = base.nmse_curves["test"]
+        curves[name] = base.primary_curves["test"]
 
     print(
-        f"\nTest NMSE (dB, pooled over {data.test_size} samples) after each layer "
+        f"\nTest {metric.axis_label()} over {data.test_size} samples after each layer "
         f"— trained in {seconds:.0f} s:"
     )
     print(f"{'layer':>5} | {'ISTA':>8} | {'FISTA':>8} | {args.variant.upper():>8}")
     print("-" * 40)
     for k in range(1, args.depth + 1):
         print(f"{k:>5} | {curves['ista'][k]:8.2f} | {curves['fista'][k]:8.2f} | {ours[k]:8.2f}")
-    gain = curves["fista"][-1] - ours[-1]
+    gain = abs(curves["fista"][-1] - ours[-1])
+    verdict = "better" if metric.better(ours[-1], curves["fista"][-1]) else "worse"
     print(
-        f"\nAt K={args.depth}: {args.variant.upper()} {ours[-1]:.2f} dB vs FISTA "
-        f"{curves['fista'][-1]:.2f} dB — {gain:.1f} dB better."
+        f"\nAt K={args.depth}: {args.variant.upper()} {ours[-1]:.2f} vs FISTA "
+        f"{curves['fista'][-1]:.2f} {metric.unit} — {gain:.1f} {metric.unit} {verdict}."
     )
     print(f"Checkpoint: {ckpt}")
     code = 0

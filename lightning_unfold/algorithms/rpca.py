@@ -59,6 +59,7 @@ from torch import Tensor, nn
 from lightning_unfold.algorithms.sparse import soft_threshold
 from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
 from lightning_unfold.core.iterate import require_finite
+from lightning_unfold.core.metrics import NMSE, ProblemMetric, RelativeError
 
 __all__ = [
     "RPCA",
@@ -286,6 +287,11 @@ class RPCAProblem(ProblemSpec):
             np.put_along_axis(Y, pos, vals, axis=1)
         X = M + self.psi_true.numpy() @ Y.reshape(n, n1, n2)
         return torch.from_numpy(X).to(dtype), torch.from_numpy(M).to(dtype)
+
+    def metrics(self) -> tuple[ProblemMetric, ...]:
+        r"""Mean relative error :math:`\|\hat L - L^\star\|_F / \|L^\star\|_F` (primary, the
+        LRPCA literature's figure), then pooled NMSE in dB."""
+        return (RelativeError(), NMSE())
 
     def validate_observation(self, x: Tensor) -> None:
         shape = (self.n1, self.n2)

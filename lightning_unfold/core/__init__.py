@@ -14,6 +14,16 @@ from lightning_unfold.core.iterate import (
     iterate_map,
     iterate_unflatten,
 )
+from lightning_unfold.core.metrics import (
+    NMSE,
+    MeanOf,
+    ProblemMetric,
+    RateOf,
+    RelativeError,
+    labelled_rows,
+    layer_curves,
+    primary_metric,
+)
 from lightning_unfold.core.trajectory import Trajectory
 from lightning_unfold.core.unfolded import (
     PARADIGMS,
@@ -24,13 +34,18 @@ from lightning_unfold.core.unfolded import (
 )
 
 __all__ = [
+    "NMSE",
     "PARADIGMS",
     "Algorithm",
     "BlackBoxModel",
     "ClassicalSolver",
     "Constraint",
+    "MeanOf",
     "ParamSpec",
+    "ProblemMetric",
     "ProblemSpec",
+    "RateOf",
+    "RelativeError",
     "Role",
     "SolveResult",
     "Trajectory",
@@ -39,5 +54,8 @@ __all__ = [
     "iterate_flatten",
     "iterate_map",
     "iterate_unflatten",
+    "labelled_rows",
+    "layer_curves",
+    "primary_metric",
     "problem_from_config",
 ]

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_unfold.core.iterate import iterate_flatten
+from lightning_unfold.core.metrics import NMSE, ProblemMetric, labelled_rows
 
 S = TypeVar("S")
 
@@ -110,6 +111,25 @@ class ProblemSpec(ABC):
     @abstractmethod
     def init_args(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this problem exactly."""
+
+    def metrics(self) -> tuple[ProblemMetric, ...]:
+        """The per-layer metrics this problem is scored by; the first is the *primary* one.
+
+        Default: pooled NMSE in dB (:class:`~lightning_unfold.core.metrics.NMSE`), the figure of
+        estimation problems. Communications problems list theirs (sum-rate, BER, rate).
+        """
+        return (NMSE(),)
+
+    def supervised_loss(self, estimate: Tensor, target: Tensor) -> Tensor | None:
+        r"""The supervised per-layer loss: by default the mean over labelled rows of the squared
+        error summed over entries, :math:`\frac1{|\mathcal B_\ell|}\sum_i\|\hat s_i - s_i\|^2`
+        (:math:`|\cdot|^2` for complex values); ``None`` when no row is labelled. Problems with
+        discrete targets override it (cross-entropy for symbol detection)."""
+        labelled = labelled_rows(target)
+        if not bool(labelled.any()):
+            return None
+        diff = (estimate[labelled] - target[labelled]).flatten(1)
+        return diff.abs().pow(2).sum(dim=1).mean()
 
     def to_config(self) -> dict[str, Any]:
         cls = type(self)

@@ -2,7 +2,7 @@
 
 from lightning_unfold.training.data import SyntheticDataModule
 from lightning_unfold.training.losses import FORMULATIONS, SUPERVISIONS, layer_weights
-from lightning_unfold.training.metrics import LayerwiseNMSE
+from lightning_unfold.training.metrics import LayerwiseMetric, LayerwiseNMSE
 from lightning_unfold.training.module import BASELINES, UnfoldedModule, build_model
 from lightning_unfold.training.schedules import (
     LayerwiseSchedule,
@@ -15,6 +15,7 @@ __all__ = [
     "BASELINES",
     "FORMULATIONS",
     "SUPERVISIONS",
+    "LayerwiseMetric",
     "LayerwiseNMSE",
     "LayerwiseSchedule",
     "SequentialSchedule",

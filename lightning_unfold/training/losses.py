@@ -27,8 +27,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-import torch
 from torch import Tensor
+
+from lightning_unfold.core.metrics import labelled_rows
 
 __all__ = ["FORMULATIONS", "SUPERVISIONS", "layer_weights", "supervised_layer_loss"]
 
@@ -51,13 +52,14 @@ def layer_weights(depth: int, weights: Sequence[float] | None = None) -> list[fl
 def supervised_layer_loss(estimate: Tensor, target: Tensor) -> Tensor | None:
     """Mean over labelled rows (targets without NaN) of the squared error summed over entries.
 
-    ``None`` when no row is labelled.
+    ``None`` when no row is labelled. This is :meth:`ProblemSpec.supervised_loss`'s default;
+    :class:`~lightning_unfold.training.module.UnfoldedModule` calls the problem's own.
     """
-    labelled = ~torch.isnan(target.flatten(1)).any(dim=1)
+    labelled = labelled_rows(target)
     if not bool(labelled.any()):
         return None
     diff = (estimate[labelled] - target[labelled]).flatten(1)
-    return diff.pow(2).sum(dim=1).mean()
+    return diff.abs().pow(2).sum(dim=1).mean()
 
 
 def combine(

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from lightning_unfold.algorithms import make_algorithm
 from lightning_unfold.core.algorithm import ProblemSpec, problem_from_config
+from lightning_unfold.core.metrics import ProblemMetric, check_metrics, primary_metric
 from lightning_unfold.core.trajectory import Trajectory
 from lightning_unfold.core.unfolded import (
     PARADIGMS,
@@ -22,12 +23,11 @@ from lightning_unfold.training.losses import (
     FORMULATIONS,
     SUPERVISIONS,
     combine,
-    supervised_layer_loss,
 )
 from lightning_unfold.training.losses import (
     layer_weights as _layer_weights,
 )
-from lightning_unfold.training.metrics import LayerwiseNMSE
+from lightning_unfold.training.metrics import LayerwiseMetric
 
 __all__ = ["BASELINES", "UnfoldedModule", "build_model"]
 
@@ -79,7 +79,7 @@ def build_model(
 
 
 class UnfoldedModule(L.LightningModule):
-    """Train any unfolded model with the literature's losses; log per-layer pooled NMSE.
+    """Train any unfolded model with the literature's losses; log the problem's metrics per layer.
 
     Args:
         problem: the problem (a :class:`ProblemSpec`, or its ``to_config()`` mapping).
@@ -98,6 +98,12 @@ class UnfoldedModule(L.LightningModule):
 
     The attribute :attr:`train_depth` (``None`` = K) truncates the training forward pass to the
     first layers; schedule callbacks set it to train layer by layer.
+
+    Validation and test log every metric the problem declares (:meth:`ProblemSpec.metrics`) at
+    every layer — ``val/<name>`` (layer K) and ``val/<name>_layer/07`` — and keep the curves in
+    :attr:`curves` (``curves["val"]["nmse_db"]`` = values at layers 0..K);
+    :attr:`primary_curves` holds the problem's primary metric, :attr:`nmse_curves` the NMSE
+    where the problem has one.
     """
 
     def __init__(
@@ -146,10 +152,38 @@ class UnfoldedModule(L.LightningModule):
         self.depth = int(getattr(self.model, "depth", depth))
         self.alphas = _layer_weights(self.depth, layer_weights)
         self.train_depth: int | None = None
-        self.val_nmse = LayerwiseNMSE(self.depth)
-        self.test_nmse = LayerwiseNMSE(self.depth)
-        #: last computed per-layer NMSE curves (dB, layers 0..K), for tables and callbacks
-        self.nmse_curves: dict[str, list[float]] = {}
+        #: the problem's metrics; the first is the primary one
+        self.metric_specs: tuple[ProblemMetric, ...] = check_metrics(prob.metrics(), prob)
+        self.val_metrics = nn.ModuleDict(
+            {m.name: LayerwiseMetric(m, self.depth) for m in self.metric_specs}
+        )
+        self.test_metrics = nn.ModuleDict(
+            {m.name: LayerwiseMetric(m, self.depth) for m in self.metric_specs}
+        )
+        #: last computed per-layer curves, ``{"val" | "test": {metric name: [layers 0..K]}}``
+        self.curves: dict[str, dict[str, list[float]]] = {}
+
+    @property
+    def primary_metric(self) -> ProblemMetric:
+        """The problem's primary metric (what tables, schedules and reports show)."""
+        return primary_metric(self.metric_specs)
+
+    @property
+    def primary_curves(self) -> dict[str, list[float]]:
+        """``{"val" | "test": [primary metric at layers 0..K]}`` from the last evaluation."""
+        name = self.primary_metric.name
+        return {k: v[name] for k, v in self.curves.items() if name in v}
+
+    @property
+    def nmse_curves(self) -> dict[str, list[float]]:
+        """``{"val" | "test": [pooled NMSE (dB) at layers 0..K]}`` — for problems scored by NMSE."""
+        if "nmse_db" not in {m.name for m in self.metric_specs}:
+            # not AttributeError: nn.Module.__getattr__ would replace this message with its own
+            raise ValueError(
+                f"{type(self.problem).__name__} is not scored by NMSE; its metrics are "
+                f"{[m.name for m in self.metric_specs]} — read `curves` or `primary_curves`."
+            )
+        return {k: v["nmse_db"] for k, v in self.curves.items() if "nmse_db" in v}
 
     # -- forward & losses ------------------------------------------------------------------
     def forward(self, x: Tensor, depth: int | None = None) -> Trajectory[Any]:
@@ -168,7 +202,7 @@ class UnfoldedModule(L.LightningModule):
         mode = self.hparams["supervision"]
         if mode == "unsupervised":
             return self._objective(traj, x, k)
-        sup = supervised_layer_loss(traj.estimates[k], target)
+        sup = self.problem.supervised_loss(traj.estimates[k], target)
         if mode == "supervised":
             if sup is None:
                 raise ValueError(
@@ -210,10 +244,12 @@ class UnfoldedModule(L.LightningModule):
         if project is not None:
             project()
 
-    def _eval_step(self, batch: tuple[Tensor, Tensor], metric: LayerwiseNMSE, prefix: str) -> None:
+    def _eval_step(self, batch: tuple[Tensor, Tensor], metrics: nn.ModuleDict, prefix: str) -> None:
         x, target = batch
         traj = self.model(x)
-        metric.update(self._padded(traj), target)
+        est = self._padded(traj)
+        for metric in metrics.values():
+            metric.update(est, target, x)
         if self.hparams["supervision"] != "supervised" or not torch.isnan(target).any():
             self.log(
                 f"{prefix}/loss", self.loss(traj, x, target), batch_size=x.shape[0], sync_dist=True
@@ -226,23 +262,28 @@ class UnfoldedModule(L.LightningModule):
         return est
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_nmse, "val")
+        self._eval_step(batch, self.val_metrics, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_nmse, "test")
+        self._eval_step(batch, self.test_metrics, "test")
 
-    def _log_curve(self, metric: LayerwiseNMSE, prefix: str) -> None:
-        curve = metric.compute()
-        metric.reset()
-        self.nmse_curves[prefix] = [float(v) for v in curve]
-        self.log(f"{prefix}/nmse_db", curve[-1], prog_bar=prefix == "val")
-        self.log_dict({f"{prefix}/nmse_db_layer/{k:02d}": curve[k] for k in range(1, len(curve))})
+    def _log_curves(self, metrics: nn.ModuleDict, prefix: str) -> None:
+        primary = self.primary_metric.name
+        self.curves[prefix] = {}
+        for name, metric in metrics.items():
+            curve = metric.compute()
+            metric.reset()
+            self.curves[prefix][name] = [float(v) for v in curve]
+            self.log(f"{prefix}/{name}", curve[-1], prog_bar=prefix == "val" and name == primary)
+            self.log_dict(
+                {f"{prefix}/{name}_layer/{k:02d}": curve[k] for k in range(1, len(curve))}
+            )
 
     def on_validation_epoch_end(self) -> None:
-        self._log_curve(self.val_nmse, "val")
+        self._log_curves(self.val_metrics, "val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_curve(self.test_nmse, "test")
+        self._log_curves(self.test_metrics, "test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]

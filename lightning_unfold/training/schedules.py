@@ -68,7 +68,8 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from lightning_unfold.training.metrics import LayerwiseNMSE
+from lightning_unfold.core.metrics import NMSE, ProblemMetric, labelled_rows
+from lightning_unfold.training.metrics import LayerwiseMetric
 
 __all__ = [
     "LayerwiseSchedule",
@@ -164,8 +165,9 @@ class LayerwiseSchedule(Callback):
         eval_every: evaluate the held-out loss every this many steps of a stage with patience.
         eval_batches: how many validation batches form the held-out set (``None``: all).
         min_delta: an improvement must lower the held-out loss by more than this.
-        log_curves: compute and log the per-layer NMSE curve (dB) on the held-out set at the end
-            of each round (needs labelled validation data).
+        log_curves: compute and log the per-layer curve of the problem's primary metric (NMSE in
+            dB for estimation problems) on the held-out set at the end of each round (needs
+            labelled validation data when the metric needs targets).
         warm_start: when round k starts, copy layer k−1's trained values into layer k (where
             shapes agree) instead of starting it from its classical initialisation. Not part of
             the literature's protocol; it shortens the stages a small budget needs.
@@ -209,7 +211,8 @@ class LayerwiseSchedule(Callback):
         self.best_loss = math.inf
         self.best_step = 0
         self.done = False
-        #: per finished round k: NMSE (dB) of the held-out set at layers 0..K
+        #: per finished round k: the problem's primary metric on the held-out set at layers 0..K
+        #: (pooled NMSE in dB for estimation problems)
         self.curves: dict[int, list[float]] = {}
         #: one record per finished stage: name, layer, scope, steps, best held-out loss
         self.history: list[dict[str, Any]] = []
@@ -457,17 +460,32 @@ class LayerwiseSchedule(Callback):
             pl_module.train(was_training)
         return total / count
 
-    @torch.no_grad()
+    @staticmethod
+    def _primary(pl_module: L.LightningModule) -> ProblemMetric:
+        spec = getattr(pl_module, "primary_metric", None)
+        return spec if isinstance(spec, ProblemMetric) else NMSE()
+
+    def held_out_curve(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[float]:
+        """The problem's primary metric (e.g. pooled NMSE in dB, a sum-rate, a BER) of the full
+        model on the held-out set at layers 0..K."""
+        return self._held_out_metric(trainer, pl_module, self._primary(pl_module))
+
     def held_out_nmse(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[float]:
-        r"""Pooled NMSE (dB) of the full model on the held-out set at layers 0..K:
-        :math:`10\log_{10}\sum_i\|\hat s_i^{(k)} - s_i\|^2 / \sum_i \|s_i\|^2` (labelled rows)."""
+        """Pooled NMSE (dB) of the full model on the held-out set at layers 0..K (labelled rows),
+        for estimation problems; :meth:`held_out_curve` is the problem's primary metric."""
+        return self._held_out_metric(trainer, pl_module, NMSE())
+
+    @torch.no_grad()
+    def _held_out_metric(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, spec: ProblemMetric
+    ) -> list[float]:
         was_training = pl_module.training
         pl_module.eval()
         # every rank evaluates the same held-out set: no cross-rank reduction
-        metric = LayerwiseNMSE(self._depth, sync_on_compute=False).to(pl_module.device)
+        metric = LayerwiseMetric(spec, self._depth, sync_on_compute=False).to(pl_module.device)
         try:
             for x, target in self._held_out(trainer, pl_module):
-                metric.update(pl_module.model(x).stacked_estimates(), target)  # type: ignore[operator]
+                metric.update(pl_module.model(x).stacked_estimates(), target, x)  # type: ignore[operator]
         finally:
             pl_module.train(was_training)
         return [float(v) for v in metric.compute()]
@@ -516,10 +534,11 @@ class LayerwiseSchedule(Callback):
             or (self.stages[nxt].scope is Scope.ALL) != (st.scope is Scope.ALL)
         )
         if round_over and self.log_curves and self._has_labels(trainer, pl_module):
-            curve = self.held_out_nmse(trainer, pl_module)
+            curve = self.held_out_curve(trainer, pl_module)
             self.curves[st.layer] = curve
+            name = self._primary(pl_module).name
             pl_module.log_dict(
-                {f"schedule/nmse_db_layer/{j:02d}": curve[j] for j in range(1, len(curve))},
+                {f"schedule/{name}_layer/{j:02d}": curve[j] for j in range(1, len(curve))},
                 on_step=True,
             )
         if self.warm_start and nxt < len(self.stages):
@@ -542,11 +561,15 @@ class LayerwiseSchedule(Callback):
                 b.copy_(a)
 
     def _has_labels(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+        """Whether the held-out curve can be computed: data exist and, for a metric that needs
+        targets, some of them are labelled."""
         try:
             data = self._held_out(trainer, pl_module)
         except ValueError:
             return False
-        return any(not bool(torch.isnan(t).all()) for _, t in data)
+        if not self._primary(pl_module).needs_target:
+            return len(data) > 0
+        return any(bool(labelled_rows(t).any()) for _, t in data)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.train_depth = None  # type: ignore[assignment]

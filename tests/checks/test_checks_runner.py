@@ -85,7 +85,7 @@ def test_report_files_and_table(tmp_path: Path) -> None:
     report = checks.Report(results, checks.describe_model(_ista()))
     report.write(tmp_path)
     js = json.loads((tmp_path / "report.json").read_text())
-    assert set(js) == {"checks", "model"}
+    assert set(js) == {"checks", "model", "metrics"}
     assert all(set(c) == {"name", "passed", "value", "threshold", "message"} for c in js["checks"])
     assert js["model"]["paradigm"] == "classical"
     md = (tmp_path / "report.md").read_text()
