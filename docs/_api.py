@@ -44,7 +44,9 @@ def _page(module: str, title: str, names: Sequence[str], note: str) -> str:
     )
 
 
-def write_api_pages(api_dir: Path, modules: Sequence[tuple[str, str, bool]]) -> dict[str, list[str]]:
+def write_api_pages(
+    api_dir: Path, modules: Sequence[tuple[str, str, bool]]
+) -> dict[str, list[str]]:
     """Write ``api_dir/<module>.rst`` for each module and ``api_dir/index.rst``; return the names.
 
     Files are rewritten only when their content changes, so Sphinx's incremental build stays
@@ -81,7 +83,9 @@ def _write(path: Path, text: str) -> None:
 _BUILTIN_CONTAINERS = (dict, list, tuple, set, frozenset, str, int, float)
 
 
-def describe_constant(app: object, what: str, name: str, obj: object, options: object, lines: list[str]) -> None:
+def describe_constant(
+    app: object, what: str, name: str, obj: object, options: object, lines: list[str]
+) -> None:
     """``autodoc-process-docstring`` hook: a module constant (``ALGORITHMS``, ``CHECKS``,
     ``__version__``…) is a plain ``dict``/``tuple``/``str`` whose ``__doc__`` is the builtin
     type's; replace that borrowed text (which is not reST) by what the constant holds."""

@@ -28,14 +28,14 @@ import os
 
 import matplotlib.pyplot as plt
 import numpy as np
-
-from lightning_unfold import ISTA, SparseRecovery, UnfoldedModel, checks
 from lightning_unfold.theory import (
     alista_theory_iterates,
     alista_weight,
     coherence,
     mutual_coherence,
 )
+
+from lightning_unfold import ISTA, SparseRecovery, UnfoldedModel, checks
 
 FAST = os.environ.get("LU_GALLERY_FAST") == "1"
 m, n, K = (16, 32, 10) if FAST else (64, 128, 40)
@@ -87,18 +87,30 @@ fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
 for i, (name, W) in enumerate(weights.items()):
     G = np.abs((W / np.einsum("ij,ij->j", W, H)).T @ H)  # rows scaled so diag(WᵀH) = 1
     off = G[~np.eye(n, dtype=bool)]
-    ax1.hist(off, bins=60, range=(0, max(mu.values()) * 1.05), histtype="step", color=f"C{i}",
-             lw=1.5, density=True, label=f"{name}")
+    ax1.hist(
+        off,
+        bins=60,
+        range=(0, max(mu.values()) * 1.05),
+        histtype="step",
+        color=f"C{i}",
+        lw=1.5,
+        density=True,
+        label=f"{name}",
+    )
     ax1.axvline(mu[name], color=f"C{i}", ls="--", lw=1)
 ax1.set_yscale("log")
-ax1.set_xlabel(r"off-diagonal $|w_i^\top h_j|$, $i\ne j$  (dimensionless; dashed: the max $\tilde\mu$)")
+ax1.set_xlabel(
+    r"off-diagonal $|w_i^\top h_j|$, $i\ne j$  (dimensionless; dashed: the max $\tilde\mu$)"
+)
 ax1.set_ylabel("density (log scale)")
 ax1.set_title(r"coherence $\tilde\mu(W, H)$ of each weight")
 ax1.legend(fontsize=8)
 for i, name in enumerate(weights):
     ax2.semilogy(supports, np.maximum(final[name], 1e-16), "o-", color=f"C{i}", label=name)
     ax2.axvline(bound[name], color=f"C{i}", ls="--", lw=1)
-ax2.set_xlabel(r"support size $s = \|s^\star\|_0$  (entries; dashed: bound $\frac{1}{2}(1+1/\tilde\mu)$)")
+ax2.set_xlabel(
+    r"support size $s = \|s^\star\|_0$  (entries; dashed: bound $\frac{1}{2}(1+1/\tilde\mu)$)"
+)
 ax2.set_ylabel(rf"median $\|s^{{({K})}} - s^\star\|_2 / \|s^\star\|_2$  (ratio)")
 ax2.set_title(f"oracle-threshold ALISTA after K={K} layers")
 ax2.legend(fontsize=8)

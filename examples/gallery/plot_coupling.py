@@ -33,9 +33,9 @@ import lightning as L
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from lightning_unfold.theory import coupling_residual
 
 from lightning_unfold import SparseRecovery, SyntheticDataModule, UnfoldedModule, checks
-from lightning_unfold.theory import coupling_residual
 
 FAST = os.environ.get("LU_GALLERY_FAST") == "1"
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # no "GPU available" banners
@@ -68,7 +68,9 @@ trainer = L.Trainer(
     enable_model_summary=False,
     num_sanity_val_steps=0,
 )
-trainer.fit(module, SyntheticDataModule(problem, batch_size=128, train_batches=batches, val_size=256))
+trainer.fit(
+    module, SyntheticDataModule(problem, batch_size=128, train_batches=batches, val_size=256)
+)
 print("validation NMSE per layer (dB):", np.round(module.nmse_curves["val"], 1))
 
 # %%

@@ -1,6 +1,6 @@
 r"""
-Generalization across depth: the measured gap against √(P log K / |D|)
-======================================================================
+Generalization across depth: the measured gap against √(P log K / \|D\|)
+==========================================================================
 
 **Theorem** (Schnoor, Behboodi, Rauhut, *Information and Inference* 12(3), 2023): for
 :math:`K`-layer unfolded ISTA-type networks with :math:`P` trainable parameters, trained on
@@ -56,8 +56,15 @@ for i, (size, r) in enumerate(results.items()):
     K = np.array(d["depths"])
     gap, se = np.array(d["gap"]), np.array(d["test_se"])
     shape = d["scale"] * np.array(d["bound_shape"])
-    ax.errorbar(K, gap, yerr=2 * se, fmt="o-", color=f"C{i}", capsize=3,
-                label=f"measured gap, |D| = {size}  (P = {d['params'][0]}…{d['params'][-1]})")
+    ax.errorbar(
+        K,
+        gap,
+        yerr=2 * se,
+        fmt="o-",
+        color=f"C{i}",
+        capsize=3,
+        label=f"measured gap, |D| = {size}  (P = {d['params'][0]}…{d['params'][-1]})",
+    )
     ax.plot(K, shape, "--", color=f"C{i}", label=rf"$a\sqrt{{P\log K/|D|}}$, |D| = {size}")
     ax.fill_between(K, 0, d["allowed"], color=f"C{i}", alpha=0.08)
 ax.set_xscale("log", base=2)

@@ -51,7 +51,12 @@ problem = SparseRecovery(m=m, n=n, sparsity=0.05, snr_db=40.0, rho=0.05, seed=0)
 def train(variant: str, lr: float) -> UnfoldedModule:
     """One learned model, trained with the multi-iteration loss (every layer supervised)."""
     module = UnfoldedModule(
-        problem, paradigm="objective", variant=variant, depth=K, formulation="multi_iteration", lr=lr
+        problem,
+        paradigm="objective",
+        variant=variant,
+        depth=K,
+        formulation="multi_iteration",
+        lr=lr,
     )
     L.Trainer(
         max_epochs=epochs,
@@ -105,16 +110,33 @@ fig, ax = plt.subplots(figsize=(7.5, 4.8), constrained_layout=True)
 for i, (name, r) in enumerate(results.items()):
     d, fit = r.details, r.details["fit"]
     color = f"C{i}"
-    ax.plot(layers, db(d["mean_error"]), "o-", ms=3, color=color,
-            label=f"{name}: q = {fit['q']:.2f}/layer (R² = {fit['r2']:.2f})")
+    ax.plot(
+        layers,
+        db(d["mean_error"]),
+        "o-",
+        ms=3,
+        color=color,
+        label=f"{name}: q = {fit['q']:.2f}/layer (R² = {fit['r2']:.2f})",
+    )
     if name == "ALISTA":  # the spread over instances, which the envelope must cover
-        ax.fill_between(layers, db(d["q10_error"]), db(d["q90_error"]), color=color, alpha=0.15,
-                        label="ALISTA, 10–90 % of instances")
+        ax.fill_between(
+            layers,
+            db(d["q10_error"]),
+            db(d["q90_error"]),
+            color=color,
+            alpha=0.15,
+            label="ALISTA, 10–90 % of instances",
+        )
     k_fit = np.arange(fit["start"], fit["stop"])
     ax.plot(k_fit, db(np.exp(fit["c"]) * fit["q"] ** k_fit), ":", color=color, lw=1.5)
 env = results["ALISTA"].details["envelope"]
-ax.plot(layers, db(env["eta_B"] * np.exp(-env["c"] * layers) + env["C_sigma"]), "k--", lw=1.5,
-        label=rf"ALISTA envelope $\eta B e^{{-ck}} + C\sigma$, c = {env['c']:.2f}")
+ax.plot(
+    layers,
+    db(env["eta_B"] * np.exp(-env["c"] * layers) + env["C_sigma"]),
+    "k--",
+    lw=1.5,
+    label=rf"ALISTA envelope $\eta B e^{{-ck}} + C\sigma$, c = {env['c']:.2f}",
+)
 ax.axhline(db(env["C_sigma"]), color="0.5", lw=0.8)
 ax.annotate(r"envelope's noise floor $C\sigma$", (0.3, db(env["C_sigma"]) + 0.8), color="0.3")
 ax.set_xlabel("layer / iteration k")

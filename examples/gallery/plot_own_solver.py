@@ -35,6 +35,7 @@ import lightning as L
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from lightning_unfold.theory import elastic_net_reference
 from torch import Tensor, nn
 
 from lightning_unfold import (
@@ -51,7 +52,6 @@ from lightning_unfold import (
     checks,
     register_algorithm,
 )
-from lightning_unfold.theory import elastic_net_reference
 
 FAST = os.environ.get("LU_GALLERY_FAST") == "1"
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -75,8 +75,10 @@ class ElasticNetPG(Algorithm[Tensor]):
         if not isinstance(problem, SparseRecovery):
             raise TypeError(f"elastic_net_pg needs a SparseRecovery problem, got {problem!r}.")
         mu = 1.0 / problem.lipschitz  # inside (0, 2/||H||²): the step-size condition holds
-        return {"step": torch.tensor(mu, dtype=torch.float64),
-                "l1": torch.tensor(mu * problem.rho * ALPHA, dtype=torch.float64)}
+        return {
+            "step": torch.tensor(mu, dtype=torch.float64),
+            "l1": torch.tensor(mu * problem.rho * ALPHA, dtype=torch.float64),
+        }
 
     def init(self, x: Tensor, p: Mapping[str, Tensor]) -> Tensor:
         return x.new_zeros(x.shape[0], p["H"].shape[1])
@@ -105,19 +107,35 @@ gap = (unfolded(x).final_estimate - classical(x).final_estimate).abs().max().ite
 print(f"unfolded at classical values vs classical solver: max |difference| = {gap:.1e}")
 assert gap < 1e-12
 
-module = UnfoldedModule(problem, algorithm="elastic_net_pg", paradigm="hyperparameters",
-                        depth=K, supervision="unsupervised", lr=1e-2)
-L.Trainer(max_steps=20 if FAST else 300, accelerator="cpu", logger=False, limit_val_batches=0,
-          num_sanity_val_steps=0, enable_checkpointing=False, enable_progress_bar=False,
-          enable_model_summary=False).fit(module, SyntheticDataModule(problem, batch_size=64))
+module = UnfoldedModule(
+    problem,
+    algorithm="elastic_net_pg",
+    paradigm="hyperparameters",
+    depth=K,
+    supervision="unsupervised",
+    lr=1e-2,
+)
+L.Trainer(
+    max_steps=20 if FAST else 300,
+    accelerator="cpu",
+    logger=False,
+    limit_val_batches=0,
+    num_sanity_val_steps=0,
+    enable_checkpointing=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+).fit(module, SyntheticDataModule(problem, batch_size=64))
 
-s_ref = torch.from_numpy(elastic_net_reference(problem.H.double().numpy(), x.numpy(),
-                                               problem.rho, ALPHA))
+s_ref = torch.from_numpy(
+    elastic_net_reference(problem.H.double().numpy(), x.numpy(), problem.rho, ALPHA)
+)
 with torch.no_grad():
     d_classical = classical(x).distances(s_ref, relative=True).mean(1).numpy()
     d_learned = module.model.double()(x).distances(s_ref, relative=True).mean(1).numpy()
-print("learned steps μ_k·||H||²:",
-      np.round(module.model.stacked("step").detach().numpy() * problem.lipschitz, 2))
+print(
+    "learned steps μ_k·||H||²:",
+    np.round(module.model.stacked("step").detach().numpy() * problem.lipschitz, 2),
+)
 
 # %%
 # A LISTA-CP in plain PyTorch, checked by the library
@@ -175,7 +193,14 @@ lin = next(r for r in results if r.name == "linear_convergence")
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
 k = np.arange(K + 1)
 ax1.semilogy(k, d_classical, "k--o", ms=3, label=r"classical, $\mu = 1/\|H\|_2^2$")
-ax1.semilogy(k, d_learned, "o-", ms=3, color="C1", label=r"learned $\mu_k$, threshold$_k$ (objective as loss)")
+ax1.semilogy(
+    k,
+    d_learned,
+    "o-",
+    ms=3,
+    color="C1",
+    label=r"learned $\mu_k$, threshold$_k$ (objective as loss)",
+)
 ax1.set_xlabel("layer / iteration k")
 ax1.set_ylabel(r"$\|s^{(k)} - s^\star_{\mathrm{CVXPY}}\|_2 / \|s^\star\|_2$  (ratio)")
 ax1.set_title("your solver: elastic-net proximal gradient")
@@ -183,8 +208,13 @@ ax1.legend(fontsize=8)
 d, fit = lin.details, lin.details["fit"]
 ax2.semilogy(k, d["mean_error"], "o-", ms=3, color="C2", label="plain-PyTorch LISTA-CP")
 kf = np.arange(fit["start"], fit["stop"])
-ax2.semilogy(kf, np.exp(fit["c"]) * fit["q"] ** kf, ":", color="k",
-             label=f"check's fit: q = {fit['q']:.2f}/layer, R² = {fit['r2']:.2f} ({lin.status.name})")
+ax2.semilogy(
+    kf,
+    np.exp(fit["c"]) * fit["q"] ** kf,
+    ":",
+    color="k",
+    label=f"check's fit: q = {fit['q']:.2f}/layer, R² = {fit['r2']:.2f} ({lin.status.name})",
+)
 ax2.set_xlabel("layer k")
 ax2.set_ylabel(r"$\mathbb{E}\|s^{(k)} - s^\star\|_2$  (units of $s$)")
 ax2.set_title("checks on a model the library did not build")

@@ -47,7 +47,12 @@ def train(problem: RPCAProblem, paradigm: str) -> UnfoldedModule:
     """A short multi-iteration training (every layer supervised), the same budget for all."""
     torch.manual_seed(0)
     module = UnfoldedModule(
-        problem, paradigm=paradigm, depth=K, hidden=4, formulation="multi_iteration", lr=LR[paradigm]
+        problem,
+        paradigm=paradigm,
+        depth=K,
+        hidden=4,
+        formulation="multi_iteration",
+        lr=LR[paradigm],
     )
     if paradigm == "correction":
         promote_hyperparameters(module.model)  # variant 3 = variant 1 + a learned correction
@@ -88,12 +93,20 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True, constrained_layout=
 for ax, (setting, c) in zip(axes, curves.items(), strict=True):
     for i, (name, e) in enumerate(c.items()):
         style = "--" if name == "classical" else "o-"
-        ax.semilogy(np.arange(K + 1), e, style, ms=3, color="k" if name == "classical" else f"C{i}",
-                    label=name)
+        ax.semilogy(
+            np.arange(K + 1),
+            e,
+            style,
+            ms=3,
+            color="k" if name == "classical" else f"C{i}",
+            label=name,
+        )
     ax.set_xlabel("layer k")
     ax.set_title(f"{setting}" + ("" if setting == "matched" else r" ($\tilde\Psi = \Psi + 0.3N$)"))
     ax.grid(alpha=0.3, which="both")
-axes[0].set_ylabel(r"$\|L^{(k)}R^{(k)\top} - L^\star R^{\star\top}\|_F / \|L^\star R^{\star\top}\|_F$  (ratio)")
+axes[0].set_ylabel(
+    r"$\|L^{(k)}R^{(k)\top} - L^\star R^{\star\top}\|_F / \|L^\star R^{\star\top}\|_F$  (ratio)"
+)
 axes[0].legend(fontsize=8)
 fig.suptitle(f"RPCA {size}×{size}, rank 2, 10 % outliers, K = {K}: four paradigms vs classical")
 plt.show()

@@ -44,8 +44,9 @@ problem = SparseRecovery(m=m, n=n, sparsity=0.1, snr_db=None, seed=0)
 
 def train(formulation: str, schedule: SequentialSchedule | None = None) -> UnfoldedModule:
     torch.manual_seed(0)
-    module = UnfoldedModule(problem, paradigm="objective", variant="lista_cp", depth=K,
-                            formulation=formulation, lr=2e-3)
+    module = UnfoldedModule(
+        problem, paradigm="objective", variant="lista_cp", depth=K, formulation=formulation, lr=2e-3
+    )
     trainer = L.Trainer(
         max_steps=-1 if schedule else budget,
         max_epochs=-1,
@@ -66,8 +67,10 @@ def train(formulation: str, schedule: SequentialSchedule | None = None) -> Unfol
 modules = {
     "end-to-end": train("end_to_end"),
     "multi-iteration": train("multi_iteration"),
-    "sequential": train("end_to_end", SequentialSchedule(steps_per_layer=steps_per_layer,
-                                                         eval_batches=1, log_curves=False)),
+    "sequential": train(
+        "end_to_end",
+        SequentialSchedule(steps_per_layer=steps_per_layer, eval_batches=1, log_curves=False),
+    ),
 }
 
 # %%
