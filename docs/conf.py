@@ -17,6 +17,10 @@ import os
 import sys
 from pathlib import Path
 
+# The gallery runs its examples in this process, with one torch thread (set before torch is
+# imported): on a 2-core machine shared with other work, one thread per process is fastest.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(DOCS))  # for _api.py
@@ -86,8 +90,6 @@ sphinx_gallery_conf = {
     "write_computation_times": True,
     "reference_url": {},
 }
-# The gallery runs its examples in this process: one torch thread, like the 2-core CI machine.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # -- HTML ------------------------------------------------------------------------------------
 html_theme = "pydata_sphinx_theme"
