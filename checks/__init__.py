@@ -8,7 +8,7 @@ Each check takes a trajectory producer (a model of this library, or any callable
 * :func:`descent` — per-layer descent ratios against 1 − ε (Hadou et al., 2024);
 * :func:`reference_agreement` — s^(K) against the CVXPY LASSO solution, KKT residual;
 * :func:`alista_coherence` — coherence of ALISTA's analytic weight (Liu et al., 2019);
-* :func:`generalization_across_depth` — gap vs depth against √(P log K/|D|) (heavy, opt-in).
+* :func:`generalization_across_depth` — gap vs depth against ``√(P log K/|D|)`` (heavy, opt-in).
 
 :func:`run_checks` runs a suite, :func:`generate_checks` / :func:`pytest_parametrize` expose the
 checks to a test suite, :class:`~lightning_unfold.checks.callback.VerificationCallback` runs

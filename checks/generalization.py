@@ -2,13 +2,13 @@ r"""Generalization across depth (opt-in: it trains models).
 
 Schnoor, Behboodi, Rauhut (2023), "Generalization Error Bounds for Iterative Recovery Algorithms
 Unfolded as Neural Networks", Information and Inference 12(3): a K-layer unfolded network with P
-trainable parameters trained on |D| samples has a generalization gap of order
+trainable parameters trained on :math:`|D|` samples has a generalization gap of order
 
 .. math::
 
     \mathcal L_{test} - \mathcal L_{train} \lesssim b(P, K, |D|) = \sqrt{\frac{P\log K}{|D|}} .
 
-:func:`generalization_across_depth` trains the model family at several depths on the same |D|
+:func:`generalization_across_depth` trains the model family at several depths on the same :math:`|D|`
 samples, measures the gap, and :func:`assess_generalization` compares the gap's growth with the
 bound's shape.
 """
@@ -172,7 +172,7 @@ def generalization_across_depth(
     seed: int = 0,
     factory: Callable[[int], nn.Module] | None = None,
 ) -> CheckResult:
-    r"""Train the model family at each depth on the same |D| samples and assess the gap.
+    r"""Train the model family at each depth on the same :math:`|D|` samples and assess the gap.
 
     For every :math:`K` in ``depths``: a fresh model (``factory(K)``, default
     :func:`family_of` ``(model)``) is trained full-batch with Adam (``steps``, ``lr``) on

@@ -2,7 +2,7 @@ r"""Generalization of unfolded networks: measured gap, parameter count and the b
 
 Schnoor, Behboodi, Rauhut (2023), "Generalization Error Bounds for Iterative Recovery Algorithms
 Unfolded as Neural Networks", Information and Inference 12(3): the Rademacher complexity of
-K-layer unfolded ISTA-type networks with P trainable parameters, trained on |D| samples, gives a
+K-layer unfolded ISTA-type networks with P trainable parameters, trained on :math:`|D|` samples, gives a
 generalization error of order
 
 .. math::
@@ -102,7 +102,7 @@ def generalization_bound_shape(P: int, K: int, n_samples: int, scale: float = 1.
     The bound grows like :math:`\sqrt{\log K}` in depth; for :math:`K = 1` the logarithm
     would vanish, so :math:`\log\max(K, 2)` is used (a one-layer network is not free of
     complexity). ``scale`` absorbs the constants the theorem leaves unspecified; compare
-    *shapes* (how the measured gap grows with P, K, |D|), not absolute values.
+    *shapes* (how the measured gap grows with P, K, :math:`|D|`), not absolute values.
 
     Args:
         P: number of trainable parameters (:func:`count_parameters`), >= 1.

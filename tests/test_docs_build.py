@@ -1,0 +1,80 @@
+"""The Sphinx site builds with warnings as errors, and it documents every public name.
+
+One fast build per test session (the gallery's pages are rendered but its examples are not run:
+``-D plot_gallery=0``; ``tests/test_gallery.py`` runs them). Sphinx and its extensions are in
+the ``test`` extra, so this never skips in CI: a broken docstring, reference or page fails it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+PUBLIC = ("lightning_unfold", "lightning_unfold.theory", "lightning_unfold.checks")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build the site once (fresh, ``-E``, ``-W``) into a temporary folder; return its root."""
+    out = tmp_path_factory.mktemp("site")
+    cmd = [
+        sys.executable, "-m", "sphinx", "-W", "--keep-going", "-E", "-q",
+        "-D", "plot_gallery=0", "-d", str(out / "doctrees"), str(DOCS), str(out / "html"),
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 0, (
+        f"sphinx-build -W failed after {seconds:.0f} s (fix the docstring or page it names; "
+        f"`pip install -e '.[test]'` installs Sphinx):\n{proc.stderr[-6000:]}"
+    )
+    return out / "html"
+
+
+def _inventory(site: Path) -> set[str]:
+    from sphinx.util.inventory import InventoryFile
+
+    with open(site / "objects.inv", "rb") as f:
+        inv = InventoryFile.load(f, "", lambda base, uri: uri)
+    return {name for kind, entries in inv.items() if kind.startswith("py:") for name in entries}
+
+
+@pytest.mark.parametrize("module", PUBLIC)
+def test_every_public_name_is_in_the_api_reference(site: Path, module: str) -> None:
+    names = importlib.import_module(module).__all__
+    documented = _inventory(site)
+    missing = sorted(n for n in names if f"{module}.{n}" not in documented)
+    assert not missing, f"{module}.__all__ names missing from the API reference: {missing}"
+    pages = {p.stem for p in (site / "api" / "generated").glob("*.html")}
+    assert {f"{module}.{n}" for n in names} <= pages
+    # and the module page lists exactly its __all__ (nothing stale from another build)
+    listed = (DOCS / "api" / f"{module}.rst").read_text(encoding="utf-8")
+    entries = {line.strip() for line in listed.split(":nosignatures:", 1)[1].splitlines()}
+    assert set(names) == entries - {""}
+
+
+def test_every_guide_is_a_page(site: Path) -> None:
+    guides = sorted(p.stem for p in DOCS.glob("*.md"))
+    assert {"unfolding", "theory", "checks", "schedules", "rpca", "adding_a_solver"} <= set(guides)
+    for stem in guides:
+        title = (DOCS / f"{stem}.md").read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
+        html = (site / f"{stem}.html").read_text(encoding="utf-8")
+        assert title.split("`")[0].strip() in html, f"{stem}.md is not rendered"
+    assert 'class="math' in (site / "theory.html").read_text(encoding="utf-8")  # $…$ rendered
+
+
+def test_every_gallery_example_is_a_page(site: Path) -> None:
+    examples = sorted((ROOT / "examples" / "gallery").glob("plot_*.py"))
+    assert len(examples) >= 7
+    for ex in examples:
+        page = site / "auto_examples" / f"{ex.stem}.html"
+        assert page.exists(), f"{ex.name} is not rendered in the gallery"
+    index = (site / "auto_examples" / "index.html").read_text(encoding="utf-8")
+    assert all(ex.stem in index for ex in examples)
