@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_unfold.core.algorithm import ProblemSpec
+from lightning_unfold.core.iterate import cast_precision, real_dtype
 from lightning_unfold.core.trajectory import Trajectory
 from lightning_unfold.core.unfolded import BlackBoxModel, ClassicalSolver, UnfoldedModel
 
@@ -55,14 +56,21 @@ def unwrap_model(model: Any) -> Any:
 
 
 def _model_dtype(model: Any) -> torch.dtype | None:
+    """The model's real precision (float32 for complex64 parameters), or ``None``."""
     if isinstance(model, nn.Module):
-        for t in model.parameters():
-            if t.is_floating_point():
-                return t.dtype
-        for t in model.buffers():
-            if t.is_floating_point():
-                return t.dtype
+        for t in (*model.parameters(), *model.buffers()):
+            if t.is_floating_point() or t.is_complex():
+                return real_dtype(t.dtype)
     return None
+
+
+def real64(t: Tensor, start_dim: int = 1) -> np.ndarray:
+    """``t`` as float64 numpy, flattened from ``start_dim``; a complex tensor becomes its
+    (real, imaginary) pairs, which keeps every Euclidean norm and distance the checks measure."""
+    t = t.detach().to("cpu")
+    if t.is_complex():
+        t = torch.view_as_real(t.resolve_conj().to(torch.complex128))
+    return t.to(torch.float64).flatten(start_dim).numpy()
 
 
 def as_trajectory_fn(model: Any) -> Callable[[Tensor], Trajectory[Any]]:
@@ -84,7 +92,7 @@ def as_trajectory_fn(model: Any) -> Callable[[Tensor], Trajectory[Any]]:
     dtype = _model_dtype(inner)
 
     def run(x: Tensor) -> Trajectory[Any]:
-        xin = x.to(dtype) if dtype is not None and x.is_floating_point() else x
+        xin = cast_precision(x, dtype) if dtype is not None else x
         was_training = inner.training if isinstance(inner, nn.Module) else None
         if isinstance(inner, nn.Module):
             inner.eval()
@@ -249,8 +257,7 @@ class CheckContext:
         """Estimates of every layer as float64 numpy, shape ``(K+1, B, D)`` (flattened)."""
         key = "estimates64"
         if key not in self._cache:
-            est = self.trajectory.stacked_estimates().detach().to("cpu", torch.float64)
-            arr = est.flatten(2).numpy()
+            arr = real64(self.trajectory.stacked_estimates(), 2)
             if not np.all(np.isfinite(arr)):
                 k = int(np.argwhere(~np.isfinite(arr))[0][0])
                 raise FloatingPointError(
@@ -264,14 +271,13 @@ class CheckContext:
         """Boolean mask (B,) of samples with a finite target (all False without targets)."""
         if self.target is None:
             return np.zeros(self.x.shape[0], dtype=bool)
-        t = self.target.detach().to("cpu", torch.float64).flatten(1)
-        return torch.isfinite(t).all(dim=1).numpy()
+        return np.isfinite(real64(self.target)).all(axis=1)
 
     def target64(self) -> np.ndarray:
         """Targets as float64 numpy ``(B, D)`` (rows may be NaN when unlabelled)."""
         if self.target is None:
             raise NotApplicableError("The data have no targets (true codes).")
-        return self.target.detach().to("cpu", torch.float64).flatten(1).numpy()
+        return real64(self.target)
 
     def lasso_constants(self) -> tuple[np.ndarray, float]:
         r"""``(H, rho)`` of a LASSO problem :math:`\tfrac12\|x-Hs\|^2 + \rho\|s\|_1`.
@@ -289,6 +295,11 @@ class CheckContext:
                 f"{type(self.problem).__name__} is not a LASSO problem (its constants "
                 f"{sorted(c)} lack 'H' and 'rho')."
             )
+        if c["H"].is_complex() or self.x.is_complex():
+            raise NotApplicableError(
+                "this check is real-only: it uses the real LASSO (H, rho), and "
+                f"{type(self.problem).__name__} has complex data."
+            )
         H = c["H"].detach().to("cpu", torch.float64).numpy()
         rho = float(c["rho"])
         if H.ndim != 2 or self.x.flatten(1).shape[1] != H.shape[0]:
@@ -299,7 +310,7 @@ class CheckContext:
 
     def x64(self) -> np.ndarray:
         """Observations as float64 numpy ``(B, m)``."""
-        return self.x.detach().to("cpu", torch.float64).flatten(1).numpy()
+        return real64(self.x)
 
     def cached(self, key: Any, compute: Callable[[], Any]) -> Any:
         """``compute()`` once per ``key`` (used for reference solutions)."""

@@ -32,6 +32,11 @@ __all__ = ["alista_coherence", "analytic_weight", "coupling", "lista_weights"]
 
 def _np(t: Any) -> np.ndarray:
     if isinstance(t, Tensor):
+        if t.is_complex():
+            raise NotApplicableError(
+                "this check is real-only (LISTA weight coupling of a real dictionary); the "
+                "model's weights are complex."
+            )
         return t.detach().to("cpu", torch.float64).numpy()
     if isinstance(t, (list, tuple)) and t and isinstance(t[0], Tensor):
         return np.stack([_np(v) for v in t])
@@ -102,7 +107,7 @@ def lista_weights(model: Any, H: np.ndarray) -> tuple[np.ndarray, np.ndarray, st
 def _H(ctx_problem: ProblemSpec | None, what: str) -> np.ndarray:
     if ctx_problem is None or "H" not in ctx_problem.constants():
         raise NotApplicableError(f"{what} needs a problem with a dictionary H; pass problem=...")
-    return ctx_problem.constants()["H"].detach().to("cpu", torch.float64).numpy()
+    return _np(ctx_problem.constants()["H"])
 
 
 def coupling(

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import torch
 from torch import Tensor, nn
 
-from lightning_unfold.core.iterate import iterate_flatten
+from lightning_unfold.core.iterate import as_real_rows, iterate_flatten
 from lightning_unfold.core.metrics import NMSE, ProblemMetric, labelled_rows
 
 S = TypeVar("S")
@@ -39,6 +39,7 @@ __all__ = [
     "ProblemSpec",
     "Role",
     "problem_from_config",
+    "project_unit_modulus",
 ]
 
 
@@ -51,22 +52,44 @@ class Role(enum.Enum):
 
 
 class Constraint(enum.Enum):
-    """Validity constraint of a parameter; :meth:`project` maps a raw value into the valid set.
+    r"""Validity constraint of a parameter; :meth:`project` maps a raw value into the valid set.
 
     Projection is the identity on valid values, so classical initialisation is reproduced exactly.
+    The set need not be convex: ``UNIT_MODULUS`` projects entrywise onto the complex unit circle
+    :math:`\{z : |z| = 1\}` (an analog phase-shifter precoder), :math:`z \mapsto z/|z|`, with
+    :math:`0 \mapsto 1`; on real values it is :math:`\operatorname{sign}`, again with
+    :math:`0 \mapsto 1`. ``NONNEGATIVE`` and ``POSITIVE`` are orders and need real values.
     """
 
     NONE = "none"
     NONNEGATIVE = "nonnegative"
     POSITIVE = "positive"
+    UNIT_MODULUS = "unit_modulus"
 
     def project(self, value: Tensor) -> Tensor:
-        """The value mapped into the valid set (a clamp; its gradient is 1 on the boundary)."""
+        """The value mapped into the valid set (a clamp, or :math:`z/|z|` for unit modulus)."""
         if self is Constraint.NONE:
             return value
+        if self is Constraint.UNIT_MODULUS:
+            return project_unit_modulus(value)
+        if value.is_complex():
+            raise ValueError(
+                f"Constraint {self.value!r} orders real numbers; a complex parameter cannot be "
+                "nonnegative or positive — declare it Constraint.NONE or UNIT_MODULUS."
+            )
         if self is Constraint.NONNEGATIVE:
             return value.clamp_min(0.0)
         return value.clamp_min(torch.finfo(value.dtype).tiny)
+
+
+def project_unit_modulus(value: Tensor) -> Tensor:
+    """Entrywise projection onto :math:`|z| = 1`: :math:`z/|z|`, and :math:`1` where :math:`z = 0`
+    (any point of the circle is a nearest point; 1 is the deterministic choice)."""
+    mag = value.abs()
+    zero = mag == 0
+    safe = torch.where(zero, torch.ones_like(mag), mag)
+    unit = value / safe.to(value.dtype) if value.is_complex() else value / safe
+    return torch.where(zero, torch.ones_like(unit), unit)
 
 
 @dataclass(frozen=True)
@@ -196,9 +219,10 @@ class Algorithm(ABC, Generic[S]):
     def features(self, s: S, x: Tensor, p: Mapping[str, Tensor]) -> Tensor:
         """Input of learned correction / inductive-bias networks, ``(B, F)``.
 
-        The default is the flattened iterate concatenated with the flattened observation.
+        The default is the flattened iterate concatenated with the flattened observation, both
+        real (complex entries as (real, imaginary) pairs), so networks with real weights read them.
         """
-        return torch.cat([iterate_flatten(s), x.reshape(x.shape[0], -1)], dim=1)
+        return torch.cat([iterate_flatten(s), as_real_rows(x)], dim=1)
 
     def objective_form(self, variant: str | None) -> Algorithm[Any]:
         """The algorithm whose layers the *learn objective parameters* paradigm trains.

@@ -1,9 +1,15 @@
-"""Iterates: a tensor, or a frozen dataclass of tensors (multi-block iterates).
+r"""Iterates: a tensor, or a frozen dataclass of tensors (multi-block iterates).
 
 Every solver state in the library is either a single ``Tensor`` of shape ``(B, ...)`` or a frozen
 dataclass whose fields are such tensors (RPCA's ``(L, R, Y)``, ADMM's ``(s, z, u)``, FISTA's
 ``(s, y, t)``). The helpers below treat both uniformly, so that paradigms, losses and checks never
 special-case the number of blocks.
+
+Blocks may be complex (hybrid precoders, Fourier-domain images). :func:`iterate_flatten` is the
+view that *networks* read, so it is always real: a complex block contributes its real and
+imaginary parts, interleaved (:func:`as_real_rows`), and :func:`iterate_unflatten` turns such a
+real vector back into the complex block. Norms are preserved:
+:math:`\|z\|_2 = \|(\operatorname{Re} z, \operatorname{Im} z)\|_2`.
 """
 
 from __future__ import annotations
@@ -18,13 +24,52 @@ from torch import Tensor
 S = TypeVar("S")
 
 __all__ = [
+    "as_real_rows",
+    "cast_precision",
+    "complex_dtype",
     "is_block_iterate",
     "iterate_blocks",
     "iterate_flatten",
     "iterate_map",
     "iterate_unflatten",
+    "real_dtype",
     "require_finite",
 ]
+
+
+def complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The complex dtype of the same precision (float32 → complex64, float64 → complex128)."""
+    if dtype.is_complex:
+        return dtype
+    return {torch.float64: torch.complex128, torch.float16: torch.complex32}.get(
+        dtype, torch.complex64
+    )
+
+
+def real_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The real dtype of the same precision (complex64 → float32, complex128 → float64)."""
+    if not dtype.is_complex:
+        return dtype
+    return {torch.complex128: torch.float64, torch.complex32: torch.float16}.get(
+        dtype, torch.float32
+    )
+
+
+def cast_precision(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t`` in the precision of ``dtype``, keeping it complex or real as it is (integer and
+    boolean tensors unchanged): a complex parameter stays complex in a float32 model."""
+    if t.is_complex():
+        return t.to(complex_dtype(dtype))
+    if t.is_floating_point():
+        return t.to(real_dtype(dtype))
+    return t
+
+
+def as_real_rows(t: Tensor) -> Tensor:
+    """``(B, ...)`` → real ``(B, D)``: complex entries become (real, imaginary) pairs."""
+    if t.is_complex():
+        t = torch.view_as_real(t.resolve_conj())
+    return t.reshape(t.shape[0], -1)
 
 
 def is_block_iterate(s: Any) -> bool:
@@ -59,17 +104,15 @@ def iterate_map(fn: Callable[..., Tensor], s: S, *others: S) -> S:
 
 
 def iterate_flatten(s: Any) -> Tensor:
-    """Concatenate all blocks into one ``(B, D)`` matrix (batch dimension first)."""
-    blocks = list(iterate_blocks(s).values())
-    batch = blocks[0].shape[0]
-    return torch.cat([b.reshape(batch, -1) for b in blocks], dim=1)
+    """Concatenate all blocks into one real ``(B, D)`` matrix (batch dimension first); a complex
+    block contributes its (real, imaginary) pairs (:func:`as_real_rows`)."""
+    return torch.cat([as_real_rows(b) for b in iterate_blocks(s).values()], dim=1)
 
 
 def iterate_unflatten(vec: Tensor, like: S) -> S:
     """Inverse of :func:`iterate_flatten`, using ``like`` for the block shapes."""
     blocks = iterate_blocks(like)
-    batch = vec.shape[0]
-    sizes = [b[0].numel() for b in blocks.values()]
+    sizes = [b[0].numel() * (2 if b.is_complex() else 1) for b in blocks.values()]
     if vec.shape[1] != sum(sizes):
         raise ValueError(
             f"Cannot unflatten a vector of width {vec.shape[1]} into an iterate with "
@@ -77,12 +120,18 @@ def iterate_unflatten(vec: Tensor, like: S) -> S:
         )
     parts = torch.split(vec, sizes, dim=1)
     shaped = {
-        name: part.reshape(batch, *b.shape[1:])
-        for (name, b), part in zip(blocks.items(), parts, strict=True)
+        name: _reshape_like(part, b) for (name, b), part in zip(blocks.items(), parts, strict=True)
     }
     if isinstance(like, Tensor):
         return shaped["s"]  # type: ignore[return-value]
     return dataclasses.replace(like, **shaped)  # type: ignore[type-var]
+
+
+def _reshape_like(part: Tensor, b: Tensor) -> Tensor:
+    if b.is_complex() and not part.is_complex():
+        pairs = part.reshape(part.shape[0], *b.shape[1:], 2).to(real_dtype(b.dtype))
+        return torch.view_as_complex(pairs.contiguous())
+    return part.reshape(part.shape[0], *b.shape[1:])
 
 
 def require_finite(t: Tensor, what: str) -> None:

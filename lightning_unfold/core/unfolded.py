@@ -30,7 +30,13 @@ import torch
 from torch import Tensor, nn
 
 from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
-from lightning_unfold.core.iterate import iterate_flatten, iterate_map, iterate_unflatten
+from lightning_unfold.core.iterate import (
+    as_real_rows,
+    cast_precision,
+    iterate_flatten,
+    iterate_map,
+    iterate_unflatten,
+)
 from lightning_unfold.core.trajectory import Trajectory
 
 __all__ = [
@@ -66,13 +72,14 @@ def _check_depth(depth: int) -> int:
 
 
 class _Constants(nn.Module):
-    """Buffers holding the problem constants and fixed parameters (move with ``.to()``)."""
+    """Buffers holding the problem constants and fixed parameters (move with ``.to()``); complex
+    constants stay complex in the model's precision (float32 → complex64)."""
 
     def __init__(self, values: Mapping[str, Tensor], dtype: torch.dtype) -> None:
         super().__init__()
         self.names = tuple(values)
         for name, v in values.items():
-            self.register_buffer(name, v.detach().to(dtype).clone())
+            self.register_buffer(name, cast_precision(v.detach(), dtype).clone())
 
     def as_dict(self) -> dict[str, Tensor]:
         return {name: getattr(self, name) for name in self.names}
@@ -112,7 +119,10 @@ class UnfoldedModel(nn.Module):
         tied: one parameter set (and one network) shared by all layers.
         hidden: width of correction / inductive-bias networks.
         shared_correction: one correction network Δ for all layers (even when untied).
-        dtype: floating dtype of parameters and constants.
+        dtype: precision of parameters and constants: ``float32`` or ``float64``; complex values
+            stay complex in that precision (``complex64`` / ``complex128``). Set the precision
+            here rather than with ``model.to(dtype)``: PyTorch's ``Module.to(float dtype)``
+            would discard the imaginary part of complex parameters.
     """
 
     def __init__(
@@ -150,7 +160,7 @@ class UnfoldedModel(nn.Module):
         self.learned = nn.ModuleDict()
         fixed: dict[str, Tensor] = dict(constants)
         for spec in self.specs:
-            value = classical[spec.name].to(dtype)
+            value = cast_precision(classical[spec.name], dtype)
             if spec.role in trainable:
                 self.learned[spec.name] = nn.ParameterList(
                     [nn.Parameter(value.clone()) for _ in range(n_sets)]
@@ -363,10 +373,12 @@ class BlackBoxModel(nn.Module):
         super().__init__()
         self.problem = problem
         x, target = problem.sample(1, seed=0)
-        self.in_dim, self.out_shape = x[0].numel(), tuple(target.shape[1:])
+        self.in_dim, self.out_shape = as_real_rows(x).shape[1], tuple(target.shape[1:])
+        #: complex estimates are produced as (real, imaginary) pairs by the default MLP
+        self.complex_out = target.is_complex()
         self.flatten = net is None
         if net is None:
-            out_dim = target[0].numel()
+            out_dim = as_real_rows(target[:1]).shape[1]
             h = self._width(self.in_dim, out_dim, n_hidden_layers, max(target_params, 1))
             layers: list[nn.Module] = [nn.Linear(self.in_dim, h), nn.ReLU()]
             for _ in range(n_hidden_layers - 1):
@@ -391,7 +403,9 @@ class BlackBoxModel(nn.Module):
 
     def forward(self, x: Tensor, depth: int | None = None) -> Trajectory[Tensor]:
         self.problem.validate_observation(x)
-        out = self.net(x.reshape(x.shape[0], -1) if self.flatten else x)
+        out = self.net(as_real_rows(x) if self.flatten else x)
+        if self.flatten and self.complex_out:
+            out = torch.view_as_complex(out.reshape(x.shape[0], *self.out_shape, 2).contiguous())
         out = out.reshape(x.shape[0], *self.out_shape)
         return Trajectory((torch.zeros_like(out), out), (torch.zeros_like(out), out))
 
