@@ -48,14 +48,20 @@ tuned constant :math:`\mu_{a,k} = \mu_{d,b,k} = \mu` (:func:`tune_step`). Valida
 *Initialisation* (as in the paper): :math:`W_a^{(0)} = \Pi(V_{:,1:L})` from the SVD
 :math:`\bar H = U\Sigma V^H` of the mean channel :math:`\bar H = \frac1B\sum_b H_b`; the digital
 precoders either a fixed Gaussian draw (``digital_init="random"``, the reference code's choice, one
-draw from ``init_seed`` shared by all channels) or the matched filter
+:math:`\mathcal{CN}(0, 1)` draw from ``init_seed`` shared by all channels — a complex buffer of
+the model; real :math:`\mathcal N(0, 1)` for ``channel="real_gaussian"``, as the reference) or the
+matched filter
 :math:`W_{d,b}^{(0)} = (H_bW_a^{(0)})^H` (``"matched_filter"``), then rescaled onto the power
 constraint. An all-zero effective channel falls back to the random draw so the rescale is defined.
 
 Parameters: θh = {``mu_a`` (scalar), ``mu_d`` (one per band)} — learned per iteration by paradigm
 ``"hyperparameters"`` (the paper's unfolded PGA); θo = {``gain``, the :math:`\gamma` inside the
 gradient (a per-layer re-weighting of the surrogate; the loss still uses the true SNR)} learned by
-``"objective"``; fixed: ``wd_init``. Every iterate of every paradigm is mapped through the feasible
+``"objective"``; fixed: ``wd_init``. Paradigm ``"correction"`` adds the core's zero-initialised
+MLP Δ of the (real, imaginary) parts of the iterate and the channels to each PGA step (it
+reproduces PGA at initialisation); ``"inductive_bias"`` replaces each step by the core's residual
+MLP of the same features — generic, it keeps the iterate's meaning only through :math:`\Pi`, and
+is documented as the weakest fit (``docs/hybrid_precoding.md``). Every iterate of every paradigm is mapped through the feasible
 projection :meth:`HybridPGA.feasible` before its rate is computed, so every returned precoder
 satisfies both constraints. See ``docs/hybrid_precoding.md``.
 """
@@ -71,8 +77,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
-from lightning_unfold.core.iterate import require_finite
+from lightning_unfold.core.algorithm import (
+    Algorithm,
+    Constraint,
+    ParamSpec,
+    ProblemSpec,
+    Role,
+    project_unit_modulus,
+)
+from lightning_unfold.core.iterate import complex_dtype, real_dtype, require_finite
 from lightning_unfold.core.metrics import MeanOf, ProblemMetric
 
 __all__ = [
@@ -83,12 +96,10 @@ __all__ = [
     "HybridPrecoding",
     "PrecoderState",
     "achievable_rate",
-    "complex_dtype",
     "pack_precoders",
     "power_scale",
     "rate_gradients",
     "tune_step",
-    "unit_modulus",
     "unpack_precoders",
 ]
 
@@ -96,28 +107,6 @@ __all__ = [
 ANALOG_SETTINGS: tuple[str, ...] = ("unit_modulus", "unconstrained")
 #: the channel models of :class:`HybridPrecoding`
 CHANNEL_MODELS: tuple[str, ...] = ("gaussian", "real_gaussian", "multipath")
-
-
-def complex_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The complex dtype of the same precision: float32 → complex64, float64 → complex128."""
-    if dtype in (torch.complex64, torch.complex128):
-        return dtype
-    if dtype == torch.float64:
-        return torch.complex128
-    if dtype in (torch.float32, torch.float16, torch.bfloat16):
-        return torch.complex64
-    raise TypeError(f"No complex dtype for {dtype}; use float32/float64 or complex64/complex128.")
-
-
-def _real_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype in (torch.complex128, torch.float64) else torch.float32
-
-
-def unit_modulus(z: Tensor) -> Tensor:
-    r"""Entrywise projection onto the unit circle, :math:`z/|z|` (and ``1`` where :math:`z = 0`)."""
-    mag = z.abs()
-    safe = torch.where(mag > 0, mag, torch.ones_like(mag))
-    return torch.where(mag > 0, z / safe, torch.ones_like(z))
 
 
 def _precoders(wa: Tensor, wd: Tensor) -> Tensor:
@@ -336,7 +325,7 @@ class HybridPrecoding(ProblemSpec):
         else:
             h = self._multipath(rng, n)
         x = torch.from_numpy(np.ascontiguousarray(h)).to(complex_dtype(dtype))
-        target = torch.full((n, self.estimate_width), float("nan"), dtype=_real_dtype(dtype))
+        target = torch.full((n, self.estimate_width), float("nan"), dtype=real_dtype(dtype))
         return x, target
 
     def rate_of_estimate(self, estimate: Tensor, x: Tensor) -> Tensor:
@@ -344,6 +333,11 @@ class HybridPrecoding(ProblemSpec):
         wa, wd = unpack_precoders(estimate, self)
         h = x.to(wa.dtype) if wa.is_complex() else x
         return achievable_rate(h, wa.to(h.dtype), wd.to(h.dtype), self.gain)
+
+    def estimate_objective(self, estimate: Tensor, x: Tensor) -> Tensor:
+        """Per-sample negative rate of packed precoders: the unsupervised loss of models without
+        an iterate (the black box), read by :class:`~lightning_unfold.training.UnfoldedModule`."""
+        return -self.rate_of_estimate(estimate, x)
 
     def metrics(self) -> tuple[ProblemMetric, ...]:
         """The achievable rate in nats per channel use (mean over channels; primary)."""
@@ -425,14 +419,22 @@ class HybridPGA(Algorithm[PrecoderState]):
             ParamSpec("gain", Role.OBJECTIVE, Constraint.POSITIVE, "γ inside the gradient"),
             ParamSpec("mu_a", Role.HYPER, Constraint.NONNEGATIVE, "analog step μ_a,k (shared)"),
             ParamSpec("mu_d", Role.HYPER, Constraint.NONNEGATIVE, "digital steps μ_d,b,k (B,)"),
-            ParamSpec("wd_init", Role.FIXED, doc="fixed random digital initialisation (B, L, U)"),
+            ParamSpec(
+                "wd_init",
+                Role.FIXED,
+                doc="fixed random digital start (B, L, U): CN(0, 1), real N(0, 1) for real channels",
+            ),
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
         prob = self._bind(problem)
         f64 = torch.float64
         gen = torch.Generator().manual_seed(self.init_seed)
-        wd0 = torch.randn(prob.n_bands, prob.n_rf, prob.n_users, generator=gen, dtype=f64)
+        shape = (prob.n_bands, prob.n_rf, prob.n_users)
+        if prob.channel == "real_gaussian":  # the reference code's real N(0, 1) start
+            wd0 = torch.randn(*shape, generator=gen, dtype=f64)
+        else:  # CN(0, 1)
+            wd0 = torch.randn(*shape, generator=gen, dtype=torch.complex128)
         return {
             "gain": torch.tensor(prob.gain, dtype=f64),
             "mu_a": torch.tensor(self.step_size, dtype=f64),
@@ -468,7 +470,7 @@ class HybridPGA(Algorithm[PrecoderState]):
         """:math:`\\Pi`: unit-modulus projection of ``Wa`` (in that setting), then the power
         rescale of ``Wd``. The identity (to rounding) on feasible iterates."""
         um, total = self._feasible_set()
-        wa = unit_modulus(s.Wa) if um else s.Wa
+        wa = project_unit_modulus(s.Wa) if um else s.Wa
         scale = power_scale(wa, s.Wd, total)
         return PrecoderState(Wa=wa, Wd=s.Wd * scale.to(s.Wd.dtype)[:, None, None, None])
 
@@ -485,7 +487,7 @@ class HybridPGA(Algorithm[PrecoderState]):
         _, _, vh = torch.linalg.svd(h.mean(dim=1), full_matrices=True)
         wa = vh.mH[:, :, :L]
         if um:
-            wa = unit_modulus(wa)
+            wa = project_unit_modulus(wa)
         rand = p["wd_init"].to(h.dtype).expand(n, B, L, U)
         if self.digital_init == "matched_filter":
             wd = (h @ wa.unsqueeze(1)).mH
@@ -503,7 +505,7 @@ class HybridPGA(Algorithm[PrecoderState]):
         grad_a, _ = rate_gradients(h, wa, wd, p["gain"])
         wa = wa + p["mu_a"] * grad_a
         if um:
-            wa = unit_modulus(wa)
+            wa = project_unit_modulus(wa)
             wd = wd * power_scale(wa, wd, total).to(wd.dtype)[:, None, None, None]
         else:
             wa = wa * power_scale(wa, wd, total).to(wa.dtype)[:, None, None]
@@ -571,7 +573,7 @@ class HybridBlackBoxNet(nn.Module):
         est = torch.view_as_complex(raw.reshape(h.shape[0], -1, 2).contiguous())
         wa, wd = unpack_precoders(est, self.problem)
         if self.problem.unit_modulus:
-            wa = unit_modulus(wa)
+            wa = project_unit_modulus(wa)
         wd = wd * power_scale(wa, wd, self.problem.total_power).to(wd.dtype)[:, None, None, None]
         return pack_precoders(wa, wd)
 
