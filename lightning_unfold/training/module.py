@@ -191,10 +191,16 @@ class UnfoldedModule(L.LightningModule):
 
     def _objective(self, traj: Trajectory[Any], x: Tensor, k: int) -> Tensor:
         if not isinstance(self.model, UnfoldedModel):
-            raise ValueError(
-                "The unsupervised loss needs a model with an objective "
-                f"(an unfolded model), not {type(self.model).__name__}."
-            )
+            # a model without an iterate (the black box) is scored on its estimate, where the
+            # problem defines an objective of estimates (e.g. the negative rate of precoders)
+            of_estimate = getattr(self.problem, "estimate_objective", None)
+            if of_estimate is None:
+                raise ValueError(
+                    "The unsupervised loss needs a model with an objective (an unfolded "
+                    f"model), not {type(self.model).__name__}, or a problem that defines "
+                    "estimate_objective(estimate, x)."
+                )
+            return of_estimate(traj.estimates[k], x).mean()
         return self.model.objective(traj.iterates[k], x).mean()
 
     def layer_loss(self, traj: Trajectory[Any], x: Tensor, target: Tensor, k: int) -> Tensor:
