@@ -114,3 +114,19 @@ def test_cli_fit_with_ddp_in_a_subprocess(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "max_steps=4" in proc.stderr + proc.stdout
     assert list(tmp_path.rglob("*.ckpt")), "the DDP run saved no checkpoint"
+
+
+def test_ddp_tests_get_a_port_the_kernel_never_hands_out() -> None:
+    """Runs after the DDP tests above: their MASTER_PORT must not have leaked into this one."""
+    from conftest import (
+        SESSION_MASTER_PORT,
+        _ephemeral_range,
+        _port_is_free,
+        free_port_outside_ephemeral_range,
+    )
+
+    assert os.environ.get("MASTER_PORT") == SESSION_MASTER_PORT
+
+    lo, hi = _ephemeral_range()
+    port = free_port_outside_ephemeral_range()
+    assert not lo <= port <= hi and _port_is_free(port)
