@@ -14,6 +14,8 @@ from lightning_unfold.core.iterate import (
     iterate_map,
     iterate_unflatten,
 )
+from lightning_unfold.core.perturb import relative_perturbation
+from lightning_unfold.core.safeguard import MU_UPDATES, SafeguardedModel, SafeguardResult
 from lightning_unfold.core.trajectory import Trajectory
 from lightning_unfold.core.unfolded import (
     PARADIGMS,
@@ -24,6 +26,7 @@ from lightning_unfold.core.unfolded import (
 )
 
 __all__ = [
+    "MU_UPDATES",
     "PARADIGMS",
     "Algorithm",
     "BlackBoxModel",
@@ -32,6 +35,8 @@ __all__ = [
     "ParamSpec",
     "ProblemSpec",
     "Role",
+    "SafeguardResult",
+    "SafeguardedModel",
     "SolveResult",
     "Trajectory",
     "UnfoldedModel",
@@ -40,4 +45,5 @@ __all__ = [
     "iterate_map",
     "iterate_unflatten",
     "problem_from_config",
+    "relative_perturbation",
 ]

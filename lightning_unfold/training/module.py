@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -150,6 +150,11 @@ class UnfoldedModule(L.LightningModule):
         self.test_nmse = LayerwiseNMSE(self.depth)
         #: last computed per-layer NMSE curves (dB, layers 0..K), for tables and callbacks
         self.nmse_curves: dict[str, list[float]] = {}
+        #: extra training-loss terms ``term(module, trajectory, x, target) -> Tensor`` and a
+        #: perturbation of the training forward pass, set by callbacks such as
+        #: :class:`~lightning_unfold.training.constrained.DescendingConstraints`
+        self.loss_terms: list[Callable[..., Tensor]] = []
+        self.train_perturbation: Callable[[int, Any], Any] | None = None
 
     # -- forward & losses ------------------------------------------------------------------
     def forward(self, x: Tensor, depth: int | None = None) -> Trajectory[Any]:
@@ -191,8 +196,13 @@ class UnfoldedModule(L.LightningModule):
     # -- Lightning hooks -------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, target = batch
-        traj = self.model(x, depth=self.train_depth)
+        if self.train_perturbation is None:
+            traj = self.model(x, depth=self.train_depth)
+        else:
+            traj = self.model(x, depth=self.train_depth, perturb=self.train_perturbation)
         loss = self.loss(traj, x, target)
+        for term in self.loss_terms:
+            loss = loss + term(self, traj, x, target)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"Training loss became {float(loss)} at step {self.global_step}; lower the "
