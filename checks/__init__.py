@@ -7,6 +7,8 @@ Each check takes a trajectory producer (a model of this library, or any callable
 * :func:`linear_convergence` — linear rate of the error to s* (Chen et al., 2018, Thm. 2);
 * :func:`descent` — per-layer descent ratios against 1 − ε (Hadou et al., 2024);
 * :func:`reference_agreement` — s^(K) against the CVXPY LASSO solution, KKT residual;
+* :func:`descending_constraints` — descent under perturbed inputs (Hadou et al., 2024);
+* :func:`safeguard` — the safeguarded model continued past K reaches the solution (Heaton et al., 2023);
 * :func:`alista_coherence` — coherence of ALISTA's analytic weight (Liu et al., 2019);
 * :func:`generalization_across_depth` — gap vs depth against ``√(P log K/|D|)`` (heavy, opt-in).
 
@@ -31,6 +33,7 @@ from .agreement import reference_agreement
 from .cli import CheckpointError, check_command, load_checkpoint
 from .context import CheckContext, as_check_data, as_trajectory_fn, describe_model, prepare
 from .convergence import descent, linear_convergence
+from .descending import PERTURBATION_BETAS, descending_constraints, safeguard
 from .generalization import assess_generalization, family_of, generalization_across_depth
 from .plots import plot_result, plot_results
 from .references import REFERENCES, Reference, resolve_reference
@@ -50,6 +53,7 @@ from .weights import alista_coherence, analytic_weight, coupling, lista_weights
 
 __all__ = [
     "CHECKS",
+    "PERTURBATION_BETAS",
     "REFERENCES",
     "SUITES",
     "BoundCheck",
@@ -69,6 +73,7 @@ __all__ = [
     "assess_generalization",
     "check_command",
     "coupling",
+    "descending_constraints",
     "descent",
     "describe_model",
     "family_of",
@@ -87,6 +92,7 @@ __all__ = [
     "resolve_reference",
     "resolve_suite",
     "run_checks",
+    "safeguard",
 ]
 
 

@@ -172,12 +172,65 @@ def _agreement(result: CheckResult, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _descending_constraints(result: CheckResult, path: Path) -> Path:
+    plt = _pyplot()
+    d = result.details
+    fig, ax = plt.subplots(figsize=(6.6, 4.2))
+    cmap = plt.get_cmap("viridis")
+    keys = list(d["fraction"])
+    for i, key in enumerate(keys):
+        f = np.asarray(d["fraction"][key])
+        k = np.arange(1, f.shape[0] + 1)
+        style = {"color": "k", "lw": 2.2} if key == "0" else {"color": cmap(i / max(len(keys), 2))}
+        label = "unperturbed" if key == "0" else f"β = {key}"
+        ax.plot(k, 100 * f, "o-", ms=4, label=label, **style)
+    ax.axhline(100 * d["min_fraction"], color="r", ls="--", lw=1, label="required overall")
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("layer l")
+    ref = {"truth": "true code", "lasso": "LASSO s*"}.get(d["reference"], "s*")
+    ax.set_ylabel(f"samples descending at layer l (%), s* = {ref}")
+    ax.set_title(
+        _verdict(result) + "\n‖s^(l) − s*‖ < ‖s̃^(l−1) − s*‖, input perturbed by β·‖s^(l−1)‖",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def _safeguard(result: CheckResult, path: Path) -> Path:
+    plt = _pyplot()
+    d = result.details
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.0, 3.8))
+    fb = np.asarray(d["fallback_fraction"])
+    k = np.arange(1, fb.shape[0] + 1)
+    a1.bar(k, 100 * fb, color="tab:orange")
+    a1.set_ylim(0, 105)
+    a1.set_xticks(k)
+    a1.set_xlabel("layer k")
+    a1.set_ylabel("samples falling back to T(s^(k−1)) (%)")
+    a1.set_title("safeguard decisions per layer", fontsize=9)
+    a1.grid(True, axis="y", alpha=0.3)
+    curve = np.asarray(d["curve"], dtype=float)
+    a2.semilogy(curve[:, 0], np.maximum(curve[:, 1], 1e-300), "o-", ms=3)
+    a2.axhline(d["tol"], color="r", ls="--", label=f"tol = {d['tol']:g}")
+    a2.set_xlabel("classical iterations after layer K")
+    what = "KKT residual / ρ" if d["certificate"] == "kkt" else "‖ŝ − ŝ_classical‖ / ‖ŝ_classical‖"
+    a2.set_ylabel(f"largest {what}")
+    a2.set_title(_verdict(result), fontsize=9)
+    a2.legend(fontsize=8)
+    a2.grid(True, which="both", alpha=0.3)
+    return _save(fig, path)
+
+
 PLOTTERS: dict[str, Callable[[CheckResult, Path], Path]] = {
     "linear_convergence": _linear_convergence,
     "coupling": _coupling,
     "descent": _descent,
     "generalization": _generalization,
     "reference_agreement": _agreement,
+    "descending_constraints": _descending_constraints,
+    "safeguard": _safeguard,
 }
 
 

@@ -20,6 +20,7 @@ from lightning_unfold.core.algorithm import ProblemSpec
 from .agreement import reference_agreement
 from .context import CheckContext, prepare
 from .convergence import descent, linear_convergence
+from .descending import descending_constraints, safeguard
 from .generalization import family_of, generalization_across_depth
 from .result import CheckResult, NotApplicableError
 from .weights import alista_coherence, analytic_weight, coupling, lista_weights
@@ -103,6 +104,24 @@ def _alista_applies(ctx: CheckContext) -> str | None:
     return _try(probe)
 
 
+def _layers_applies(ctx: CheckContext) -> str | None:
+    from lightning_unfold.core.safeguard import SafeguardedModel
+    from lightning_unfold.core.unfolded import UnfoldedModel
+
+    inner = ctx.inner
+    inner = inner.model if isinstance(inner, SafeguardedModel) else inner
+    if not isinstance(inner, UnfoldedModel):
+        return (
+            f"{type(inner).__name__} does not expose its layers (an UnfoldedModel's .layer and "
+            "classical operator are needed)."
+        )
+    return None
+
+
+def _descending_applies(ctx: CheckContext) -> str | None:
+    return _layers_applies(ctx) or _trajectory_applies(ctx)
+
+
 def _generalization_applies(ctx: CheckContext) -> str | None:
     return _try(lambda: family_of(ctx.model))
 
@@ -141,6 +160,18 @@ CHECKS: dict[str, CheckSpec] = {
             "generalised coherence of ALISTA's analytic weight (Liu et al., 2019)",
         ),
         CheckSpec(
+            "descending_constraints",
+            descending_constraints,
+            _descending_applies,
+            "fraction of layers that descend, also with perturbed inputs (Hadou et al., 2024)",
+        ),
+        CheckSpec(
+            "safeguard",
+            safeguard,
+            _layers_applies,
+            "safeguarded model continued past K reaches the solution (Heaton et al., 2023)",
+        ),
+        CheckSpec(
             "generalization",
             generalization_across_depth,
             _generalization_applies,
@@ -157,6 +188,8 @@ SUITES: dict[str, tuple[str, ...]] = {
         "linear_convergence",
         "descent",
         "reference_agreement",
+        "descending_constraints",
+        "safeguard",
     ),
     "cheap": ("coupling", "alista_coherence", "linear_convergence", "descent"),
     "all": (
@@ -165,6 +198,8 @@ SUITES: dict[str, tuple[str, ...]] = {
         "linear_convergence",
         "descent",
         "reference_agreement",
+        "descending_constraints",
+        "safeguard",
         "generalization",
     ),
 }

@@ -32,10 +32,17 @@ from lightning_unfold.core import (
     Trajectory,
     UnfoldedModel,
 )
+from lightning_unfold.core.safeguard import SafeguardedModel
 
 # Lightning is imported only when a training name is first used, so that
 # ``import lightning_unfold.theory`` (and the core) never pulls Lightning in.
-_TRAINING_NAMES = ("BASELINES", "SyntheticDataModule", "UnfoldedModule", "build_model")
+_TRAINING_NAMES = (
+    "BASELINES",
+    "SyntheticDataModule",
+    "UnfoldedModule",
+    "build_model",
+    "DescendingConstraints",
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -63,9 +70,11 @@ __all__ = [
     "BlackBoxModel",
     "ClassicalSolver",
     "Constraint",
+    "DescendingConstraints",
     "ParamSpec",
     "ProblemSpec",
     "Role",
+    "SafeguardedModel",
     "SparseRecovery",
     "SyntheticDataModule",
     "Trajectory",

@@ -290,6 +290,10 @@ class ISTA(Algorithm[Tensor]):
         """:math:`[s, H^\\top x]`: the iterate and the back-projected observation."""
         return torch.cat([s, x @ p["H"]], dim=1)
 
+    def classical_operator(self) -> Algorithm[Any]:
+        """ISTA with this algorithm's step: the averaged operator of every ISTA-family form."""
+        return ISTA(getattr(self, "step_size", None))
+
     def objective_form(self, variant: str | None) -> Algorithm[Any]:
         forms: dict[str, Algorithm[Any]] = {
             "lista": LISTA(self.step_size),

@@ -24,6 +24,8 @@ from lightning_unfold.core.metrics import (
     layer_curves,
     primary_metric,
 )
+from lightning_unfold.core.perturb import relative_perturbation
+from lightning_unfold.core.safeguard import MU_UPDATES, SafeguardedModel, SafeguardResult
 from lightning_unfold.core.trajectory import Trajectory
 from lightning_unfold.core.unfolded import (
     PARADIGMS,
@@ -35,6 +37,7 @@ from lightning_unfold.core.unfolded import (
 
 __all__ = [
     "NMSE",
+    "MU_UPDATES",
     "PARADIGMS",
     "Algorithm",
     "BlackBoxModel",
@@ -47,6 +50,8 @@ __all__ = [
     "RateOf",
     "RelativeError",
     "Role",
+    "SafeguardResult",
+    "SafeguardedModel",
     "SolveResult",
     "Trajectory",
     "UnfoldedModel",
@@ -58,4 +63,5 @@ __all__ = [
     "layer_curves",
     "primary_metric",
     "problem_from_config",
+    "relative_perturbation",
 ]

@@ -238,6 +238,17 @@ class Algorithm(ABC, Generic[S]):
             )
         return self
 
+    def classical_operator(self) -> Algorithm[Any]:
+        r"""The algorithm whose classical iteration is the fixed-point operator :math:`T` of this one.
+
+        Safeguarded unfolding (Heaton et al. 2023) falls back to :math:`T` and tests candidates
+        with the fixed-point residual :math:`\|y - T(y)\|`, so :math:`T` must be an averaged
+        operator whose fixed points solve the problem. By default the algorithm itself with its
+        classical parameters; reparameterisations whose classical iteration is not that operator
+        (LISTA-CPSS and ALISTA's support selection) return the base solver (ISTA).
+        """
+        return self
+
     #: the valid ``variant`` names for :meth:`objective_form`
     objective_variants: ClassVar[tuple[str, ...]] = ("direct",)
 

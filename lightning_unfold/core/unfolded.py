@@ -23,7 +23,7 @@ With ``tied=True`` a single parameter set serves every layer and the model runs 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -245,32 +245,59 @@ class UnfoldedModel(nn.Module):
         return torch.stack([self.layer_params(k)[name] for k in range(1, self.depth + 1)])
 
     # -- forward ---------------------------------------------------------------------------
-    def forward(self, x: Tensor, depth: int | None = None) -> Trajectory[Any]:
-        """Run ``depth`` layers (default K) on the batch ``x`` and return the whole trajectory."""
+    def layer(self, s: Any, x: Tensor, k: int) -> Any:
+        """Layer ``k`` (1-based) applied to the iterate ``s``: :math:`s^{(k)}` from :math:`s^{(k-1)}`.
+
+        The one place a layer's mapping is written; :meth:`forward` and wrappers that step
+        layer by layer (e.g. :class:`~lightning_unfold.core.safeguard.SafeguardedModel`) use it.
+        """
+        alg = self.algorithm
+        p = self.layer_params(k)
+        if self.paradigm == "inductive_bias":
+            assert self.nets is not None
+            net = self.nets[0 if len(self.nets) == 1 else k - 1]
+            return iterate_unflatten(net(alg.features(s, x, p), iterate_flatten(s)), s)
+        s_next = alg.step(s, x, p, k)
+        if self.nets is not None:
+            net = self.nets[0 if len(self.nets) == 1 else k - 1]
+            delta = iterate_unflatten(net(alg.features(s, x, p)), s_next)
+            s_next = iterate_map(torch.add, s_next, delta)
+        return s_next
+
+    def check_depth(self, depth: int | None) -> int:
+        """The depth a forward pass runs at (default K); an untied model cannot run deeper."""
         depth = self.depth if depth is None else _check_depth(depth)
         if depth > self.depth and not self.tied:
             raise ValueError(
                 f"This untied model has {self.depth} layers and cannot run {depth}; "
                 "train with tied=True to run at other depths."
             )
+        return depth
+
+    def forward(
+        self,
+        x: Tensor,
+        depth: int | None = None,
+        *,
+        perturb: Callable[[int, Any], Any] | None = None,
+    ) -> Trajectory[Any]:
+        r"""Run ``depth`` layers (default K) on the batch ``x`` and return the whole trajectory.
+
+        ``perturb(k, s)``, if given, perturbs each *intermediate* iterate :math:`s^{(k)}`,
+        :math:`1 \le k < ` ``depth``, before the next layer consumes it (noise injection during
+        training; Hadou et al. 2024): layer :math:`k+1` receives ``perturb(k, s^(k))``. The
+        trajectory records each layer's own output :math:`s^{(k)}`, unperturbed.
+        """
+        depth = self.check_depth(depth)
         self.problem.validate_observation(x)
         alg = self.algorithm
         s = alg.init(x, self.layer_params(1))
         iterates = [s]
         for k in range(1, depth + 1):
-            p = self.layer_params(k)
-            if self.paradigm == "inductive_bias":
-                assert self.nets is not None
-                net = self.nets[0 if len(self.nets) == 1 else k - 1]
-                s = iterate_unflatten(net(alg.features(s, x, p), iterate_flatten(s)), s)
-            else:
-                s_next = alg.step(s, x, p, k)
-                if self.nets is not None:
-                    net = self.nets[0 if len(self.nets) == 1 else k - 1]
-                    delta = iterate_unflatten(net(alg.features(s, x, p)), s_next)
-                    s_next = iterate_map(torch.add, s_next, delta)
-                s = s_next
+            s = self.layer(s, x, k)
             iterates.append(s)
+            if perturb is not None and k < depth:
+                s = perturb(k, s)
         return Trajectory(tuple(iterates), tuple(alg.estimate(it) for it in iterates))
 
     def objective(self, s: Any, x: Tensor) -> Tensor:

@@ -1,5 +1,6 @@
 """Lightning training: the module, the data module, losses and metrics."""
 
+from lightning_unfold.training.constrained import CONSTRAINT_FORMS, DescendingConstraints
 from lightning_unfold.training.data import SyntheticDataModule
 from lightning_unfold.training.losses import FORMULATIONS, SUPERVISIONS, layer_weights
 from lightning_unfold.training.metrics import LayerwiseMetric, LayerwiseNMSE
@@ -13,9 +14,11 @@ from lightning_unfold.training.schedules import (
 
 __all__ = [
     "BASELINES",
+    "CONSTRAINT_FORMS",
     "FORMULATIONS",
     "SUPERVISIONS",
     "LayerwiseMetric",
+    "DescendingConstraints",
     "LayerwiseNMSE",
     "LayerwiseSchedule",
     "SequentialSchedule",

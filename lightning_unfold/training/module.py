@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -162,6 +162,11 @@ class UnfoldedModule(L.LightningModule):
         )
         #: last computed per-layer curves, ``{"val" | "test": {metric name: [layers 0..K]}}``
         self.curves: dict[str, dict[str, list[float]]] = {}
+        #: extra training-loss terms ``term(module, trajectory, x, target) -> Tensor`` and a
+        #: perturbation of the training forward pass, set by callbacks such as
+        #: :class:`~lightning_unfold.training.constrained.DescendingConstraints`
+        self.loss_terms: list[Callable[..., Tensor]] = []
+        self.train_perturbation: Callable[[int, Any], Any] | None = None
 
     @property
     def primary_metric(self) -> ProblemMetric:
@@ -231,8 +236,13 @@ class UnfoldedModule(L.LightningModule):
     # -- Lightning hooks -------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, target = batch
-        traj = self.model(x, depth=self.train_depth)
+        if self.train_perturbation is None:
+            traj = self.model(x, depth=self.train_depth)
+        else:
+            traj = self.model(x, depth=self.train_depth, perturb=self.train_perturbation)
         loss = self.loss(traj, x, target)
+        for term in self.loss_terms:
+            loss = loss + term(self, traj, x, target)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"Training loss became {float(loss)} at step {self.global_step}; lower the "

@@ -1,0 +1,311 @@
+r"""Checks of the two descent guarantees: descending constraints and the safeguard.
+
+**Descending constraints, robustly** (Hadou, NaderiAlizadeh, Ribeiro, 2024): a model trained
+under :math:`\mathbb E\|s^{(l)} - s^\star\| \le (1-\epsilon)\mathbb E\|s^{(l-1)} - s^\star\|`
+should make every layer a descent step — also when its input is perturbed, the paper's
+robustness test: each intermediate iterate :math:`s^{(l)}` is replaced by
+:math:`\tilde s^{(l)} = s^{(l)} + \beta\|s^{(l)}\| z/\|z\|` before the next layer, for
+:math:`\beta \in \{0.01, 0.1, 1, 10, 100, 1000\}`. :func:`descending_constraints` measures the
+fraction of (sample, layer) pairs with :math:`\|s^{(l)} - s^\star\| < (1-\epsilon)\|\tilde
+s^{(l-1)} - s^\star\|`.
+
+**Safeguarded unfolding** (Heaton, Chen, Wang, Yin, 2023): the safeguarded model converges to a
+fixed point of the classical operator for *any* learned weights once continued past layer
+:math:`K`. :func:`safeguard` runs it (float64) and certifies the limit: the LASSO KKT residual
+(:func:`~lightning_unfold.theory.lasso_kkt_residual`) for LASSO problems, else the relative
+distance to the classical solver run to convergence.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from lightning_unfold.theory import ReferenceSolverError, lasso_kkt_residual
+
+from lightning_unfold.core.algorithm import ProblemSpec
+from lightning_unfold.core.perturb import relative_perturbation
+from lightning_unfold.core.safeguard import SafeguardedModel
+from lightning_unfold.core.unfolded import ClassicalSolver, UnfoldedModel
+
+from .context import CheckContext, prepare
+from .references import resolve_reference
+from .result import CheckResult, NotApplicableError
+
+__all__ = ["PERTURBATION_BETAS", "descending_constraints", "safeguard"]
+
+#: the perturbation sizes of Hadou et al. (2024), relative to the iterate's norm
+PERTURBATION_BETAS: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+
+
+def _unfolded(ctx: CheckContext, what: str) -> UnfoldedModel:
+    inner = ctx.inner
+    if isinstance(inner, SafeguardedModel):
+        inner = inner.model
+    if not isinstance(inner, UnfoldedModel):
+        raise NotApplicableError(
+            f"{what} steps through the layers of an UnfoldedModel (it perturbs or safeguards "
+            f"the intermediate iterates); {type(inner).__name__} does not expose its layers."
+        )
+    return inner
+
+
+@torch.no_grad()
+def _perturbed_errors(
+    inner: UnfoldedModel, x: torch.Tensor, sol: torch.Tensor, beta: float, gen: torch.Generator
+) -> np.ndarray:
+    """(N, 2K) distances: per layer l, of its perturbed input s̃^(l−1) and of its output s^(l)."""
+    alg = inner.algorithm
+    s = alg.init(x, inner.layer_params(1))
+    cols: list[torch.Tensor] = []
+
+    def dist(it: Any) -> torch.Tensor:
+        est = alg.estimate(it).reshape(x.shape[0], -1).double()
+        return torch.linalg.vector_norm(est - sol.reshape(x.shape[0], -1), dim=1)
+
+    for k in range(1, inner.depth + 1):
+        cols.append(dist(s))
+        s = inner.layer(s, x, k)
+        cols.append(dist(s))
+        s = relative_perturbation(s, beta, gen)
+    E = torch.stack(cols, dim=1).cpu().numpy()
+    return np.where(np.isfinite(E), E, np.inf)
+
+
+def _descends(E: np.ndarray, eps: float, floor: float) -> np.ndarray:
+    """(N, K) booleans: layer l reduced sample i's distance below (1 − eps) of its input's."""
+    before, after = E[:, :-1], E[:, 1:]
+    return (after < (1.0 - eps) * before) | (before <= floor)
+
+
+def descending_constraints(
+    model: Any,
+    problem: ProblemSpec | None = None,
+    data: Any = None,
+    *,
+    reference: str = "auto",
+    betas: Sequence[float] = PERTURBATION_BETAS,
+    eps: float = 0.0,
+    min_fraction: float = 0.9,
+    n_reference: int = 32,
+    seed: int = 0,
+) -> CheckResult:
+    r"""Fraction of samples and layers that descend, unperturbed and under perturbations.
+
+    For each :math:`\beta \in \{0\} \cup` ``betas`` the model runs with every intermediate
+    iterate perturbed by relative size :math:`\beta`
+    (:func:`~lightning_unfold.core.perturb.relative_perturbation`, seeded), and
+
+    .. math::
+
+        f_l(\beta) = \frac1N\#\{i : \|s_i^{(l)} - s_i^\star\| < (1-\epsilon)\,
+        \|\tilde s_i^{(l-1)} - s_i^\star\|\},\qquad
+        f(\beta) = \frac1K\sum_l f_l(\beta).
+
+    Passes iff :math:`\min_\beta f(\beta) \ge` ``min_fraction``. Inputs already at the
+    precision floor count as descending. ``reference`` as in
+    :func:`~lightning_unfold.checks.descent`.
+    """
+    name = "descending_constraints"
+    if not 0.0 <= eps < 1.0:
+        raise ValueError(f"eps must lie in [0, 1); got {eps}.")
+    if not 0.0 <= min_fraction <= 1.0:
+        raise ValueError(f"min_fraction must lie in [0, 1]; got {min_fraction}.")
+    betas = [float(b) for b in betas]
+    if any(not (b > 0 and math.isfinite(b)) for b in betas):
+        raise ValueError(f"betas must be finite and > 0; got {betas}.")
+    ctx = prepare(model, problem, data)
+    inner = _unfolded(ctx, "descending_constraints")
+    try:
+        ref = resolve_reference(ctx, reference, n_reference)
+    except ReferenceSolverError as exc:
+        return CheckResult.error(name, f"The LASSO reference could not be computed: {exc}")
+    from .convergence import _precision_floor
+
+    floor = _precision_floor(ctx, ref)
+    E0 = ref.errors(ctx)
+    fractions: dict[str, list[float]] = {"0": _descends(E0, eps, floor).mean(axis=0).tolist()}
+    means = E0.mean(axis=0)
+    ratios = (means[1:] / np.maximum(means[:-1], 1e-300)).tolist()
+    x = ctx.x[ref.index].to(next(iter(inner.buffers())).dtype)
+    sol = torch.from_numpy(ref.solution)
+    worst: tuple[float, float, int, int] | None = None  # (growth, beta, sample, layer)
+    was_training = inner.training
+    inner.eval()
+    try:
+        for beta in betas:
+            gen = torch.Generator().manual_seed(seed)
+            E = _perturbed_errors(inner, x, sol, beta, gen)
+            before, after = E[:, 0::2], E[:, 1::2]
+            d = (after < (1.0 - eps) * before) | (before <= floor)
+            fractions[f"{beta:g}"] = d.mean(axis=0).tolist()
+            with np.errstate(invalid="ignore"):
+                growth = np.nan_to_num(after / np.maximum(before, 1e-300), nan=np.inf)
+            i, l = np.unravel_index(int(np.argmax(growth)), growth.shape)
+            if worst is None or growth[i, l] > worst[0]:
+                worst = (float(growth[i, l]), beta, int(i), int(l) + 1)
+    finally:
+        inner.train(was_training)
+    overall = {b: float(np.mean(f)) for b, f in fractions.items()}
+    value = min(overall.values())
+    passed = value >= min_fraction
+    worst_beta = min(overall, key=overall.__getitem__)
+    counterexample = None
+    if not passed and worst is not None and worst[0] >= 1.0:
+        counterexample = {
+            "sample_index": int(ref.index[worst[2]]),
+            "beta": worst[1],
+            "layer": worst[3],
+            "growth": worst[0],
+        }
+    unpert = overall["0"]
+    message = (
+        f"{100 * unpert:.1f}% of (sample, layer) pairs reduce the distance to {ref.label} "
+        f"unperturbed; under perturbations of relative size β the lowest fraction is "
+        f"{100 * value:.1f}% (β = {worst_beta}), "
+        + (
+            f"at least {100 * min_fraction:g}%: the layers act as descent steps even off the "
+            "trajectory they were trained on."
+            if passed
+            else f"below {100 * min_fraction:g}%: some layers move away from the solution when "
+            "their input is perturbed (Hadou et al. 2024 train with descending constraints and "
+            "noise injection against this)."
+        )
+    )
+    details = {
+        "reference": ref.kind,
+        "betas": [0.0, *betas],
+        "fraction": fractions,
+        "overall": overall,
+        "ratios": ratios,
+        "mean_error": means.tolist(),
+        "eps": eps,
+        "min_fraction": min_fraction,
+        "n_samples": int(E0.shape[0]),
+    }
+    return CheckResult(name, passed, value, min_fraction, message, details, counterexample)
+
+
+def _classical_solution(sg: SafeguardedModel, x: torch.Tensor, max_iter: int) -> torch.Tensor:
+    solver = ClassicalSolver(sg.operator, sg.problem, 1, dtype=torch.float64)
+    sol = solver.solve(x, tol=1e-12, max_iter=max_iter).trajectory.final_estimate
+    return sol.reshape(x.shape[0], -1)
+
+
+def safeguard(
+    model: Any,
+    problem: ProblemSpec | None = None,
+    data: Any = None,
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 2000,
+    check_every: int = 10,
+    n_samples: int = 32,
+    delta: float = 0.01,
+    mu_update: str = "ema",
+) -> CheckResult:
+    r"""Safeguard the model, continue past layer K, and certify the limit.
+
+    ``model`` is a :class:`~lightning_unfold.core.safeguard.SafeguardedModel` (its settings are
+    used) or an :class:`~lightning_unfold.core.unfolded.UnfoldedModel` (safeguarded here with
+    ``delta`` and ``mu_update``). In float64, the first ``n_samples`` samples run the K
+    safeguarded layers, then classical iterations; every ``check_every`` iterations the
+    certificate is measured — the LASSO KKT residual (relative to :math:`\rho`) when the
+    problem is a LASSO, else :math:`\|\hat s - \hat s_{\text{classical}}\|/\|\hat s_{\text{classical}}\|`
+    — until every sample is at most ``tol`` or ``max_iter`` iterations ran.
+
+    Passes iff the largest certificate is :math:`\le` ``tol`` within ``max_iter`` iterations.
+    ``details`` holds the fallback fraction of every layer and the certificate's curve.
+    """
+    name = "safeguard"
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0; got {tol}.")
+    if not isinstance(check_every, int) or check_every < 1:
+        raise ValueError(f"check_every must be an integer >= 1; got {check_every}.")
+    ctx = prepare(model, problem, data)
+    _unfolded(ctx, "safeguard")
+    inner = ctx.inner
+    try:
+        if isinstance(inner, SafeguardedModel):
+            sg = copy.deepcopy(inner).double()
+        else:
+            sg = SafeguardedModel(
+                copy.deepcopy(inner).double(),
+                delta=delta,
+                mu_update=mu_update,
+                problem=ctx.problem,
+            )
+    except TypeError as exc:
+        raise NotApplicableError(str(exc)) from exc
+    sg.eval()
+    x = ctx.x[:n_samples].to(torch.float64)
+    try:
+        H, rho = ctx.lasso_constants()
+        certificate = "kkt"
+    except NotApplicableError:
+        H, rho, certificate = None, 0.0, "classical_distance"
+    solution: torch.Tensor | None = None
+
+    def measure(s: Any) -> np.ndarray:
+        if certificate == "kkt":
+            est = sg.model.algorithm.estimate(s).reshape(x.shape[0], -1)  # type: ignore[union-attr]
+            return np.asarray(lasso_kkt_residual(H, x.numpy(), rho, est.numpy()))
+        nonlocal solution
+        if solution is None:
+            solution = _classical_solution(sg, x, 10 * max(max_iter, 100))
+        est = sg.model.algorithm.estimate(s).reshape(x.shape[0], -1)  # type: ignore[union-attr]
+        num = torch.linalg.vector_norm(est - solution, dim=1)
+        return (num / torch.linalg.vector_norm(solution, dim=1).clamp_min(1e-30)).numpy()
+
+    with torch.no_grad():
+        iterates, fallback, t_s, _ = sg.run_layers(x, None)  # type: ignore[arg-type]
+        K = len(iterates) - 1
+        s = iterates[-1]
+        cert = measure(s)
+        curve = [(0, float(cert.max()))]
+        n = 0
+        while n < max_iter and cert.max() > tol:
+            step = min(check_every, max_iter - n)
+            for _ in range(step):
+                n += 1
+                s = t_s
+                t_s = sg.T(s, x, K + n + 1)
+            cert = measure(s)
+            curve.append((n, float(cert.max())))
+    fb = fallback.double().mean(dim=1).tolist()
+    value = float(cert.max())
+    passed = value <= tol
+    what = "LASSO KKT residual" if certificate == "kkt" else "distance to the classical solution"
+    message = (
+        f"After K = {K} safeguarded layers (fallback fraction per layer {min(fb):.2f}–"
+        f"{max(fb):.2f}) and {n} classical iterations the largest {what} is {value:.2e} "
+        + (
+            f"≤ {tol:g}: the safeguarded model reaches the solution, as Heaton et al. (2023) "
+            "guarantee for any learned weights."
+            if passed
+            else f"> {tol:g}: not converged within {max_iter} iterations; raise max_iter (the "
+            "guarantee is asymptotic) or check that the classical operator is averaged."
+        )
+    )
+    counterexample = None
+    if not passed:
+        j = int(np.argmax(cert))
+        counterexample = {"sample_index": j, "certificate": float(cert[j])}
+    details = {
+        "certificate": certificate,
+        "fallback_fraction": fb,
+        "iterations": int(n),
+        "curve": [[int(i), v] for i, v in curve],
+        "tol": tol,
+        "max_iter": max_iter,
+        "delta": sg.delta,
+        "mu_update": sg.mu_update,
+        "operator": type(sg.operator).__name__,
+        "n_samples": int(x.shape[0]),
+        "certificate_per_sample": cert.tolist(),
+    }
+    return CheckResult(name, passed, value, tol, message, details, counterexample)
