@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
-from lightning_unfold.core.iterate import iterate_flatten, iterate_map, iterate_unflatten
+from lightning_unfold.core.iterate import iterate_flatten, iterate_unflatten
 from lightning_unfold.core.trajectory import Trajectory
 
 __all__ = [
@@ -254,12 +254,11 @@ class UnfoldedModel(nn.Module):
                 net = self.nets[0 if len(self.nets) == 1 else k - 1]
                 s = iterate_unflatten(net(alg.features(s, x, p), iterate_flatten(s)), s)
             else:
-                s_next = alg.step(s, x, p, k)
                 if self.nets is not None:
                     net = self.nets[0 if len(self.nets) == 1 else k - 1]
-                    delta = iterate_unflatten(net(alg.features(s, x, p)), s_next)
-                    s_next = iterate_map(torch.add, s_next, delta)
-                s = s_next
+                    s = alg.corrected_step(s, x, p, k, net)
+                else:
+                    s = alg.step(s, x, p, k)
             iterates.append(s)
         return Trajectory(tuple(iterates), tuple(alg.estimate(it) for it in iterates))
 
@@ -347,8 +346,10 @@ class BlackBoxModel(nn.Module):
     By default an MLP on the flattened observation whose hidden width is chosen so that its
     parameter count is close to ``target_params`` (the unfolded model it is compared with);
     ``net`` replaces it (e.g. :meth:`Algorithm.make_black_box_net`, a convolutional network for
-    matrix-valued observations) and must map ``(B, *x_shape)`` to ``B`` estimates. Its
-    trajectory is ``[0, estimate]``.
+    matrix-valued observations) and must map ``(B, *x_shape)`` to ``B`` estimates (their shape
+    may follow the observation's size, as for graph networks). Its trajectory is
+    ``[0, estimate]``. ``objective(estimate, x)`` is the per-sample objective of an estimate
+    (:meth:`Algorithm.estimate_objective`), used when the black box is trained unsupervised.
     """
 
     def __init__(
@@ -358,10 +359,12 @@ class BlackBoxModel(nn.Module):
         *,
         n_hidden_layers: int = 2,
         net: nn.Module | None = None,
+        algorithm: Algorithm[Any] | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         self.problem = problem
+        self.algorithm = algorithm
         x, target = problem.sample(1, seed=0)
         self.in_dim, self.out_shape = x[0].numel(), tuple(target.shape[1:])
         self.flatten = net is None
@@ -391,9 +394,22 @@ class BlackBoxModel(nn.Module):
 
     def forward(self, x: Tensor, depth: int | None = None) -> Trajectory[Tensor]:
         self.problem.validate_observation(x)
-        out = self.net(x.reshape(x.shape[0], -1) if self.flatten else x)
-        out = out.reshape(x.shape[0], *self.out_shape)
+        if self.flatten:
+            out = self.net(x.reshape(x.shape[0], -1)).reshape(x.shape[0], *self.out_shape)
+        else:
+            out = self.net(x)
         return Trajectory((torch.zeros_like(out), out), (torch.zeros_like(out), out))
+
+    def objective(self, estimate: Tensor, x: Tensor) -> Tensor:
+        """Per-sample objective of an estimate (the algorithm's :meth:`~Algorithm.estimate_objective`)."""
+        if self.algorithm is None:
+            raise ValueError(
+                "This black box was built without an algorithm, so it has no objective to train "
+                "on; pass algorithm=... or train it supervised."
+            )
+        # not buffers: black-box checkpoints hold the network only
+        c = {k: v.to(estimate.device, estimate.dtype) for k, v in self.problem.constants().items()}
+        return self.algorithm.estimate_objective(estimate, x, c)
 
     def layer_parameters(self, k: int) -> Iterator[nn.Parameter]:
         return iter(())
