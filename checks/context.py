@@ -308,6 +308,30 @@ class CheckContext:
             )
         return H, rho
 
+    def objective_values(self) -> np.ndarray:
+        r"""Per-sample objective :math:`\mathcal L(s^{(k)}; x)` of every layer, float64
+        ``(B, K+1)``, from the model's own objective (an unfolded model or the classical solver).
+
+        Raises:
+            NotApplicableError: if the model has no objective (a black box, a plain callable).
+        """
+        key = "objective_values"
+        if key not in self._cache:
+            inner = self.inner
+            if not isinstance(inner, UnfoldedModel):
+                raise NotApplicableError(
+                    f"a {type(inner).__name__} has no solver objective to evaluate per layer "
+                    "(only unfolded models and the classical solver have one)."
+                )
+            xin = self.x.to(next(iter(inner.constants.buffers())).dtype)
+            with torch.no_grad():
+                vals = [inner.objective(s, xin) for s in self.trajectory.iterates]
+            arr = torch.stack(vals, 1).detach().to("cpu", torch.float64).numpy()
+            if not np.all(np.isfinite(arr)):
+                raise FloatingPointError("The model's objective is NaN/Inf on some layer.")
+            self._cache[key] = arr
+        return self._cache[key]
+
     def x64(self) -> np.ndarray:
         """Observations as float64 numpy ``(B, m)``."""
         return real64(self.x)

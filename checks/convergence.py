@@ -36,11 +36,11 @@ from lightning_unfold.core.algorithm import ProblemSpec
 
 from .context import CheckContext, prepare
 from .references import Reference, resolve_reference
-from .result import CheckResult
+from .result import CheckResult, NotApplicableError
 
-__all__ = ["DESCENT_QUANTITIES", "descent", "linear_convergence"]
+__all__ = ["DESCENT_QUANTITIES", "descent", "linear_convergence", "objective_descent"]
 
-DESCENT_QUANTITIES: tuple[str, ...] = ("distance", "gradient")
+DESCENT_QUANTITIES: tuple[str, ...] = ("auto", "distance", "gradient", "objective")
 
 
 def _precision_floor(ctx: CheckContext, ref: Reference) -> float:
@@ -179,7 +179,7 @@ def descent(
     problem: ProblemSpec | None = None,
     data: Any = None,
     *,
-    quantity: str = "distance",
+    quantity: str = "auto",
     reference: str = "auto",
     eps: float = 0.0,
     max_violation_rate: float = 0.0,
@@ -195,7 +195,10 @@ def descent(
     with :math:`q` the distance to the reference (``quantity="distance"``,
     :func:`~lightning_unfold.theory.distance_ratios`) or the norm of the LASSO's minimum-norm
     subgradient (``"gradient"``, :func:`~lightning_unfold.theory.lasso_gradient_norm`, the
-    quantity of Hadou et al.). Layers entered at the precision floor
+    quantity of Hadou et al.), or the model's own objective (``"objective"``, for problems
+    without a unique reference solution, e.g. WMMSE's negative sum-rate: see
+    :func:`objective_descent`). ``"auto"`` (default): ``"distance"`` when the problem is a
+    LASSO or the data have targets, else ``"objective"``. Layers entered at the precision floor
     (:math:`\mathbb E\,q(s^{(k-1)}) \le 100\,\varepsilon\,\mathbb E\|s^\star\|`) cannot descend
     measurably and are not counted as violations. Passes iff :math:`v \le`
     ``max_violation_rate`` (default 0: every layer descends).
@@ -208,6 +211,15 @@ def descent(
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"eps must lie in [0, 1); got {eps}.")
     ctx = prepare(model, problem, data)
+    if quantity == "auto":
+        has_lasso = True
+        try:
+            ctx.lasso_constants()
+        except NotApplicableError:
+            has_lasso = False
+        quantity = "distance" if has_lasso or ctx.labelled().any() else "objective"
+    if quantity == "objective":
+        return objective_descent(ctx, eps=eps, max_violation_rate=max_violation_rate)
     ref: Reference | None = None
     if quantity == "distance":
         try:
@@ -271,5 +283,77 @@ def descent(
         "violated_layers": layers.tolist(),
         "floor": floor,
         "layers_at_floor": (np.flatnonzero(~active) + 1).tolist(),
+    }
+    return CheckResult(name, passed, rate, max_violation_rate, message, details, counterexample)
+
+
+def objective_descent(
+    model: Any,
+    problem: ProblemSpec | None = None,
+    data: Any = None,
+    *,
+    eps: float = 0.0,
+    max_violation_rate: float = 0.0,
+) -> CheckResult:
+    r"""Every layer decreases the mean objective: with :math:`m_k = \mathbb E\,\mathcal
+    L(s^{(k)}; x)` (the model's own objective, e.g. WMMSE's negative sum-rate),
+
+    .. math:: m_k \le m_{k-1} - \epsilon\,|m_{k-1}|,\qquad k = 1..K,
+
+    up to a rounding floor :math:`100\,\varepsilon_{\text{mach}}|m_{k-1}|`. Classical WMMSE
+    satisfies it with :math:`\epsilon = 0` (Shi et al. 2011, Thm. 3: the sum-rate is
+    non-decreasing), so a learned model that violates it has layers that undo progress. Passes iff
+    the fraction of violating layers is :math:`\le` ``max_violation_rate``. The counterexample is
+    the sample whose objective grew most at the worst layer. Problems with a unique solution are
+    better served by ``quantity="distance"``.
+    """
+    name = "descent"
+    if not 0.0 <= eps < 1.0:
+        raise ValueError(f"eps must lie in [0, 1); got {eps}.")
+    ctx = prepare(model, problem, data)
+    if ctx.trajectory.depth < 1:
+        raise NotApplicableError("the model has no layers.")
+    Q = ctx.objective_values()  # (B, K+1)
+    mean = Q.mean(axis=0)
+    change = mean[1:] - mean[:-1]
+    floor = 100.0 * float(np.finfo(_numpy_dtype(ctx)).eps) * np.abs(mean[:-1])
+    violated = change > -eps * np.abs(mean[:-1]) + floor
+    K = change.shape[0]
+    rate = float(violated.sum()) / K
+    passed = rate <= max_violation_rate
+    layers = np.flatnonzero(violated) + 1
+    counterexample = None
+    if layers.size:
+        k = int(layers[np.argmax(change[layers - 1])])
+        growth = Q[:, k] - Q[:, k - 1]
+        j = int(np.argmax(growth))
+        counterexample = {
+            **_instance(ctx, j),
+            "layer": k,
+            "before": float(Q[j, k - 1]),
+            "after": float(Q[j, k]),
+        }
+    if not layers.size:
+        message = (
+            f"Every layer decreases the mean objective (from {mean[0]:.4g} to {mean[-1]:.4g}; "
+            f"smallest decrease {float(-change.max()):.3g}): the layers act as descent steps."
+        )
+    elif passed:
+        message = (
+            f"{layers.size} of {K} layers do not decrease the mean objective (layers "
+            f"{', '.join(map(str, layers.tolist()))}), within the allowed rate {max_violation_rate:g}."
+        )
+    else:
+        worst = int(layers[np.argmax(change[layers - 1])])
+        message = (
+            f"{layers.size} of {K} layers increase the mean objective (worst: layer {worst}, "
+            f"{mean[worst - 1]:.4g} → {mean[worst]:.4g}); those layers undo the solver's progress."
+        )
+    details = {
+        "quantity": "objective",
+        "mean_value": mean.tolist(),
+        "change": change.tolist(),
+        "eps": eps,
+        "violated_layers": layers.tolist(),
     }
     return CheckResult(name, passed, rate, max_violation_rate, message, details, counterexample)

@@ -85,8 +85,24 @@ def _final(out: Any) -> Tensor:
 
 
 def _per_sample_loss(model: nn.Module, x: Tensor, s: Tensor, scale: Tensor) -> Tensor:
+    if torch.isnan(s).all():  # no ground truth (power allocation): the model's own objective
+        out = model(x)
+        if not (isinstance(out, Trajectory) and hasattr(model, "objective")):
+            raise NotApplicableError(
+                "the data have no targets and the model has no objective to train on."
+            )
+        return model.objective(out.final, x) / scale  # type: ignore[operator]
     est = _final(model(x))
     return (est - s).flatten(1).pow(2).sum(1) / scale
+
+
+def _scale(model: nn.Module, x: Tensor, s: Tensor) -> Tensor:
+    """The loss scale: mean ‖s‖² (NMSE), or |mean objective| at initialisation without targets."""
+    if torch.isnan(s).all():
+        with torch.no_grad():
+            init = _per_sample_loss(model, x, s, torch.ones((), dtype=x.dtype))
+        return init.mean().abs().clamp_min(1e-30)
+    return s.flatten(1).pow(2).sum(1).mean().clamp_min(1e-30)
 
 
 def assess_generalization(
@@ -177,7 +193,9 @@ def generalization_across_depth(
     For every :math:`K` in ``depths``: a fresh model (``factory(K)``, default
     :func:`family_of` ``(model)``) is trained full-batch with Adam (``steps``, ``lr``) on
     :math:`|D|` = ``n_train`` samples with the end-to-end NMSE loss
-    :math:`\sum_j\|s_j^{(K)} - s_j\|^2 / \sum_j\|s_j\|^2`, then its train loss and its loss on
+    :math:`\sum_j\|s_j^{(K)} - s_j\|^2 / \sum_j\|s_j\|^2` — or, for problems without targets
+    (NaN, e.g. power allocation), the model's own objective :math:`\mathcal L(s^{(K)}; x)` divided
+    by its magnitude at initialisation — then its train loss and its loss on
     ``n_test`` fresh samples are measured; :func:`assess_generalization` judges the gaps.
     ``data`` is unused (training needs fresh draws from ``problem``).
     """
@@ -199,8 +217,8 @@ def generalization_across_depth(
         net = make(int(K))
         dtype = next((p.dtype for p in net.parameters()), torch.float32)
         xtr, str_, xte, ste = (t.to(dtype) for t in (x_tr, s_tr, x_te, s_te))
-        scale_tr = str_.flatten(1).pow(2).sum(1).mean().clamp_min(1e-30)
-        scale_te = ste.flatten(1).pow(2).sum(1).mean().clamp_min(1e-30)
+        scale_tr = _scale(net, xtr, str_)
+        scale_te = _scale(net, xte, ste)
         trainable = [p for p in net.parameters() if p.requires_grad]
         if not trainable:
             raise NotApplicableError(f"the depth-{K} model has no trainable parameters.")

@@ -84,8 +84,32 @@ def _trajectory_applies(ctx: CheckContext) -> str | None:
     return None
 
 
-def _agreement_applies(ctx: CheckContext) -> str | None:
+def _has_objective(ctx: CheckContext) -> str | None:
+    return _try(ctx.objective_values)
+
+
+def _lasso_or_objective(ctx: CheckContext) -> str | None:
+    """None when the problem is a LASSO, or has no reference but the model has an objective
+    and the problem a classical algorithm (WMMSE: agreement and descent in the objective)."""
     reason = _has_lasso(ctx)
+    if reason is None or ctx.problem is None or not ctx.problem.default_algorithm:
+        return reason
+    obj = _has_objective(ctx)
+    return None if obj is None else f"{reason} and {obj}"
+
+
+def _descent_applies(ctx: CheckContext) -> str | None:
+    if ctx.is_black_box():
+        return "the black-box baseline has no intermediate iterates (its trajectory is [0, ŝ])."
+    if ctx.trajectory.depth < 3:
+        return f"the model has {ctx.trajectory.depth} layers; a rate needs at least 3."
+    if ctx.trained_on_objective() or not ctx.labelled().any():
+        return _lasso_or_objective(ctx)
+    return None
+
+
+def _agreement_applies(ctx: CheckContext) -> str | None:
+    reason = _lasso_or_objective(ctx)
     if reason:
         return reason
     if not ctx.trained_on_objective():
@@ -144,7 +168,7 @@ CHECKS: dict[str, CheckSpec] = {
         CheckSpec(
             "descent",
             descent,
-            _trajectory_applies,
+            _descent_applies,
             "every layer reduces the expected error by 1 − ε (Hadou et al., 2024)",
         ),
         CheckSpec(

@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_unfold.algorithms.admm import ADMMLasso, ADMMState
+from lightning_unfold.algorithms.power import (
+    WMMSE,
+    InterferenceChannel,
+    WMMSEState,
+)
 from lightning_unfold.algorithms.rpca import (
     RPCA,
     RPCABlackBoxNet,
@@ -31,6 +36,7 @@ from lightning_unfold.core.algorithm import Algorithm
 ALGORITHMS: dict[str, type[Algorithm[Any]]] = {
     cls.name: cls for cls in (ISTA, FISTA, LISTA, LISTACP, LISTACPSS, ALISTA, ADMMLasso, RPCA)
 }
+ALGORITHMS[WMMSE.name] = WMMSE
 
 
 def register_algorithm(cls: type[Algorithm[Any]]) -> type[Algorithm[Any]]:
@@ -57,15 +63,18 @@ __all__ = [
     "LISTACP",
     "LISTACPSS",
     "RPCA",
+    "WMMSE",
     "ADMMLasso",
     "ADMMState",
     "FISTAState",
+    "InterferenceChannel",
     "RPCABlackBoxNet",
     "RPCAConvIteration",
     "RPCACorrectionNet",
     "RPCAProblem",
     "RPCAState",
     "SparseRecovery",
+    "WMMSEState",
     "lasso_objective",
     "make_algorithm",
     "register_algorithm",

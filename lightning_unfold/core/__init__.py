@@ -36,8 +36,8 @@ from lightning_unfold.core.unfolded import (
 )
 
 __all__ = [
-    "NMSE",
     "MU_UPDATES",
+    "NMSE",
     "PARADIGMS",
     "Algorithm",
     "BlackBoxModel",

@@ -27,7 +27,12 @@ from typing import Any, ClassVar, Generic, TypeVar
 import torch
 from torch import Tensor, nn
 
-from lightning_unfold.core.iterate import as_real_rows, iterate_flatten
+from lightning_unfold.core.iterate import (
+    as_real_rows,
+    iterate_flatten,
+    iterate_map,
+    iterate_unflatten,
+)
 from lightning_unfold.core.metrics import NMSE, ProblemMetric, labelled_rows
 
 S = TypeVar("S")
@@ -208,6 +213,15 @@ class Algorithm(ABC, Generic[S]):
     def objective(self, s: S, x: Tensor, c: Mapping[str, Tensor]) -> Tensor:
         """Per-sample objective value :math:`\\mathcal L(s; x)` with the problem constants ``c``."""
 
+    def estimate_objective(self, estimate: Tensor, x: Tensor, c: Mapping[str, Tensor]) -> Tensor:
+        """Per-sample objective of an *estimate* alone, for models without an iterate (the black
+        box) trained with ``supervision="unsupervised"``. Algorithms whose objective depends on
+        the estimate only (WMMSE's negative sum-rate) define it; by default it raises."""
+        raise NotImplementedError(
+            f"{type(self).__name__}'s objective needs its whole iterate, so a black box (which "
+            "outputs only the estimate) cannot be trained on it; train it supervised."
+        )
+
     def estimate(self, s: S) -> Tensor:
         """The quantity compared with the target (default: the iterate itself)."""
         if not isinstance(s, Tensor):
@@ -257,6 +271,20 @@ class Algorithm(ABC, Generic[S]):
     ) -> nn.Module | None:
         """A custom correction network Δ (``None``: the default MLP is used)."""
         return None
+
+    def corrected_step(self, s: S, x: Tensor, p: Mapping[str, Tensor], k: int, net: nn.Module) -> S:
+        r"""One layer of the *learned correction* paradigm with the correction network ``net``.
+
+        Default: the additive correction of the survey,
+        :math:`s^{(k)} = T(s^{(k-1)}) + \Delta(\phi(s^{(k-1)}, x))` with :math:`\phi` =
+        :meth:`features` and ``net``'s flat output unflattened like the iterate. An algorithm
+        whose correction acts *inside* the iteration (UWMMSE's affine correction of the weights,
+        :math:`w = a\odot w_{\text{class}} + b`, before the v-update) overrides this; it must
+        reduce to :meth:`step` when ``net`` is at its initialisation.
+        """
+        s_next = self.step(s, x, p, k)
+        delta = iterate_unflatten(net(self.features(s, x, p)), s_next)
+        return iterate_map(torch.add, s_next, delta)
 
     def make_inductive_bias_net(
         self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int

@@ -34,7 +34,6 @@ from lightning_unfold.core.iterate import (
     as_real_rows,
     cast_precision,
     iterate_flatten,
-    iterate_map,
     iterate_unflatten,
 )
 from lightning_unfold.core.trajectory import Trajectory
@@ -257,12 +256,10 @@ class UnfoldedModel(nn.Module):
             assert self.nets is not None
             net = self.nets[0 if len(self.nets) == 1 else k - 1]
             return iterate_unflatten(net(alg.features(s, x, p), iterate_flatten(s)), s)
-        s_next = alg.step(s, x, p, k)
         if self.nets is not None:
             net = self.nets[0 if len(self.nets) == 1 else k - 1]
-            delta = iterate_unflatten(net(alg.features(s, x, p)), s_next)
-            s_next = iterate_map(torch.add, s_next, delta)
-        return s_next
+            return alg.corrected_step(s, x, p, k, net)
+        return alg.step(s, x, p, k)
 
     def check_depth(self, depth: int | None) -> int:
         """The depth a forward pass runs at (default K); an untied model cannot run deeper."""
@@ -384,8 +381,10 @@ class BlackBoxModel(nn.Module):
     By default an MLP on the flattened observation whose hidden width is chosen so that its
     parameter count is close to ``target_params`` (the unfolded model it is compared with);
     ``net`` replaces it (e.g. :meth:`Algorithm.make_black_box_net`, a convolutional network for
-    matrix-valued observations) and must map ``(B, *x_shape)`` to ``B`` estimates. Its
-    trajectory is ``[0, estimate]``.
+    matrix-valued observations) and must map ``(B, *x_shape)`` to ``B`` estimates (their shape
+    may follow the observation's size, as for graph networks). Its trajectory is
+    ``[0, estimate]``. ``objective(estimate, x)`` is the per-sample objective of an estimate
+    (:meth:`Algorithm.estimate_objective`), used when the black box is trained unsupervised.
     """
 
     def __init__(
@@ -395,10 +394,12 @@ class BlackBoxModel(nn.Module):
         *,
         n_hidden_layers: int = 2,
         net: nn.Module | None = None,
+        algorithm: Algorithm[Any] | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         self.problem = problem
+        self.algorithm = algorithm
         x, target = problem.sample(1, seed=0)
         self.in_dim, self.out_shape = as_real_rows(x).shape[1], tuple(target.shape[1:])
         #: complex estimates are produced as (real, imaginary) pairs by the default MLP
@@ -430,11 +431,26 @@ class BlackBoxModel(nn.Module):
 
     def forward(self, x: Tensor, depth: int | None = None) -> Trajectory[Tensor]:
         self.problem.validate_observation(x)
-        out = self.net(as_real_rows(x) if self.flatten else x)
-        if self.flatten and self.complex_out:
-            out = torch.view_as_complex(out.reshape(x.shape[0], *self.out_shape, 2).contiguous())
-        out = out.reshape(x.shape[0], *self.out_shape)
+        if self.flatten:
+            out = self.net(as_real_rows(x))
+            if self.complex_out:
+                out = out.reshape(x.shape[0], *self.out_shape, 2).contiguous()
+                out = torch.view_as_complex(out)
+            out = out.reshape(x.shape[0], *self.out_shape)
+        else:  # a structured net returns estimates of its own shape (e.g. another network size)
+            out = self.net(x)
         return Trajectory((torch.zeros_like(out), out), (torch.zeros_like(out), out))
+
+    def objective(self, estimate: Tensor, x: Tensor) -> Tensor:
+        """Per-sample objective of an estimate (the algorithm's :meth:`~Algorithm.estimate_objective`)."""
+        if self.algorithm is None:
+            raise ValueError(
+                "This black box was built without an algorithm, so it has no objective to train "
+                "on; pass algorithm=... or train it supervised."
+            )
+        # not buffers: black-box checkpoints hold the network only
+        c = {k: v.to(estimate.device, estimate.dtype) for k, v in self.problem.constants().items()}
+        return self.algorithm.estimate_objective(estimate, x, c)
 
     def layer_parameters(self, k: int) -> Iterator[nn.Parameter]:
         return iter(())

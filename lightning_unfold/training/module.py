@@ -64,7 +64,7 @@ def build_model(
             ref = UnfoldedModel(alg, problem, depth, "objective", dtype=dtype)
             black_box_params = sum(p.numel() for p in ref.parameters())
         net = alg.make_black_box_net(problem, black_box_params)
-        return BlackBoxModel(problem, black_box_params, net=net, dtype=dtype)
+        return BlackBoxModel(problem, black_box_params, net=net, algorithm=alg, dtype=dtype)
     return UnfoldedModel(
         alg,
         problem,
@@ -195,6 +195,8 @@ class UnfoldedModule(L.LightningModule):
         return self.model(x, depth=depth)
 
     def _objective(self, traj: Trajectory[Any], x: Tensor, k: int) -> Tensor:
+        if isinstance(self.model, BlackBoxModel):
+            return self.model.objective(traj.estimates[k], x).mean()
         if not isinstance(self.model, UnfoldedModel):
             # a model without an iterate (the black box) is scored on its estimate, where the
             # problem defines an objective of estimates (e.g. the negative rate of precoders)

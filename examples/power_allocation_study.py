@@ -1,0 +1,354 @@
+r"""Power allocation: WMMSE unfolded four ways, UWMMSE, and size generalisation.
+
+The Unrolled-WMMSE protocol (Chowdhury et al. 2021): M = 20 transmitter–receiver pairs, one
+topology per seed, Rayleigh fading per channel realisation, noise power :math:`10^{-9.1}`,
+:math:`P_{\max} = 1` (:class:`~lightning_unfold.algorithms.power.InterferenceChannel`). WMMSE
+(:class:`~lightning_unfold.algorithms.power.WMMSE`) is unfolded to K = 4 layers and every model is
+trained *unsupervised* on the negative sum-rate:
+
+========================  ==============================================================
+``full_power``            :math:`v = \sqrt{P_{\max}}` for every user
+``wmmse_4``, ``wmmse_100`` the classical solver, 4 and 100 iterations
+``hyperparameters``       learned relaxation :math:`\gamma_k` of the v-update per layer
+``objective``             learned per-user weights :math:`\alpha^{(k)}` of the weighted sum-rate
+``correction``            **UWMMSE**: :math:`w = a\odot w_{\text{class}} + b`, (a, b) from graph nets
+``inductive_bias``        a graph network per layer that outputs the next (u, w, v)
+``black_box``             a permutation-equivariant graph network H → v of comparable size
+========================  ==============================================================
+
+First the protocol's reference figures are reproduced with the classical solver (five topologies,
+seeds 0–4; full power, WMMSE-4, WMMSE-100). Then the models are trained on topology 0 (``cpu``) or
+on each of the five (``full``, results averaged) and evaluated on held-out channels of the same
+topology; finally the M = 20 models run unchanged on M = 10 and M = 30 networks.
+
+Run::
+
+    python examples/power_allocation_study.py --preset cpu --out results/power_cpu
+    python examples/power_allocation_study.py --preset full --out results/power_full
+    python examples/power_allocation_study.py --preset tiny --out /tmp/x   # seconds (tested)
+
+``--out DIR`` writes ``DIR/results.json`` = ``{"methods": {name: {"sum_rate": [layers 0..K],
+"params", "infer_ms", "train_s"}}, "size_generalisation": {"10": {name: {"sum_rate": [...]}},
+"30": {...}}}``, ``DIR/extras.json`` (configuration, the reference figures per topology, the
+latency table, wall time) and ``DIR/sum_rate_vs_layer.png``. ``infer_ms`` is the median time of
+one forward pass on the same batch, same device, methods interleaved in one run.
+"""
+
+# %%
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from lightning_unfold.algorithms.power import WMMSE, InterferenceChannel, full_power, sum_rate
+from lightning_unfold.core.metrics import layer_curves
+from lightning_unfold.core.unfolded import ClassicalSolver
+from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
+
+LEARNED = ("hyperparameters", "objective", "correction", "inductive_bias", "black_box")
+METHODS = ("full_power", "wmmse_4", "wmmse_100", *LEARNED)
+
+
+@dataclass(frozen=True)
+class Preset:
+    M: int = 20
+    depth: int = 4
+    hidden: int = 16
+    steps: int = 1500  #: optimizer steps per model (fresh channels every batch)
+    batch: int = 64
+    lr: float = 3e-3
+    clip: float = 1.0  #: gradient-norm clipping
+    n_test: int = 2000  #: held-out channels of the training topology
+    train_topologies: tuple[int, ...] = (0,)
+    ref_topologies: tuple[int, ...] = (0, 1, 2, 3, 4)
+    n_ref: int = 6400  #: channels per topology for the reference figures
+    sizes: tuple[int, ...] = (10, 30)
+    n_size: int = 1000
+    timing_batch: int = 1000
+    timing_reps: int = 15
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        hidden=4,
+        steps=6,
+        batch=16,
+        n_test=64,
+        ref_topologies=(0,),
+        n_ref=64,
+        n_size=32,
+        timing_batch=64,
+        timing_reps=2,
+    ),
+    "cpu": Preset(),
+    "full": Preset(steps=10_000, n_test=6400, train_topologies=(0, 1, 2, 3, 4), n_size=6400),
+}
+
+_TEST = 3  # seed stream of held-out channels (SyntheticDataModule: 1 train, 2 val, 3 test)
+
+
+# %% [markdown]
+# ## The classical baselines and the reference figures
+
+
+# %%
+@torch.no_grad()
+def classical_curve(prob: InterferenceChannel, x: Tensor, K: int) -> list[float]:
+    """Mean sum-rate at WMMSE iterations 0..K (float64)."""
+    traj = ClassicalSolver(WMMSE(), prob, K, dtype=torch.float64)(x.double())
+    return layer_curves(
+        traj.stacked_estimates(), torch.zeros(x.shape[:2]), x.double(), prob.metrics()[:1]
+    )["sum_rate"]
+
+
+def reference_figures(cfg: Preset) -> dict[str, Any]:
+    """Full power, WMMSE-4 and WMMSE-100 per topology (float64), and their means."""
+    per: dict[str, dict[str, float]] = {}
+    for seed in cfg.ref_topologies:
+        prob = InterferenceChannel(M=cfg.M, seed=seed)
+        x, _ = prob.sample(cfg.n_ref, seed=1, dtype=torch.float64)
+        curve = classical_curve(prob, x, 100)
+        fp = float(sum_rate(full_power(x), x, prob.noise_power).mean())
+        per[str(seed)] = {"full_power": fp, "wmmse_4": curve[4], "wmmse_100": curve[100]}
+    keys = ("full_power", "wmmse_4", "wmmse_100")
+    mean = {k: statistics.fmean(v[k] for v in per.values()) for k in keys}
+    published = {"full_power": 49.4, "wmmse_4": 69.1, "wmmse_100": 73.7}
+    return {
+        "per_topology": per,
+        "mean": mean,
+        "published": published,
+        "relative_gap": {k: mean[k] / published[k] - 1.0 for k in keys},
+        "n_channels": cfg.n_ref,
+    }
+
+
+# %% [markdown]
+# ## Training (unsupervised: the loss is the negative sum-rate of the last layer)
+
+
+# %%
+def train(
+    prob: InterferenceChannel, paradigm: str, cfg: Preset, black_box_params: int | None
+) -> tuple[UnfoldedModule, float]:
+    L.seed_everything(0, workers=False)
+    module = UnfoldedModule(
+        prob,
+        paradigm=paradigm,
+        depth=cfg.depth,
+        hidden=cfg.hidden,
+        black_box_params=black_box_params,
+        supervision="unsupervised",
+        lr=cfg.lr,
+    )
+    data = SyntheticDataModule(prob, batch_size=cfg.batch, train_batches=cfg.steps, val_size=1)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        gradient_clip_val=cfg.clip,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    return module.eval(), time.perf_counter() - start
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@torch.no_grad()
+def model_curve(module: UnfoldedModule, prob: InterferenceChannel, x: Tensor) -> list[float]:
+    """Mean sum-rate at layers 0..K (the black box: its output repeated, layer 0 = no power)."""
+    est = module._padded(module.model(x))
+    return layer_curves(est, torch.zeros(x.shape[:2]), x, prob.metrics()[:1])["sum_rate"]
+
+
+# %% [markdown]
+# ## Inference time, side by side
+
+
+# %%
+@torch.no_grad()
+def latency(fns: dict[str, Any], reps: int) -> dict[str, float]:
+    """Median ms per call; the methods are interleaved so that machine load hits all alike."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()  # warm-up
+    for _ in range(reps):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+# %% [markdown]
+# ## The study
+
+
+# %%
+def run(cfg: Preset, out: Path) -> dict[str, Any]:
+    wall = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    K = cfg.depth
+    reference = reference_figures(cfg)
+    curves: dict[str, list[list[float]]] = {m: [] for m in METHODS}
+    train_s: dict[str, list[float]] = {m: [] for m in METHODS}
+    params: dict[str, int] = {"full_power": 0, "wmmse_4": 0, "wmmse_100": 0}
+    first: dict[str, UnfoldedModule] = {}
+    for seed in cfg.train_topologies:
+        prob = InterferenceChannel(M=cfg.M, seed=seed)
+        x, _ = prob.sample(cfg.n_test, seed=(_TEST, 0))
+        wm = classical_curve(prob, x, 100)
+        curves["full_power"].append(
+            [float(sum_rate(full_power(x), x, prob.noise_power).mean())] * (K + 1)
+        )
+        curves["wmmse_4"].append(wm[: K + 1])
+        curves["wmmse_100"].append(wm)
+        bb_params: int | None = None
+        for paradigm in LEARNED:
+            module, seconds = train(prob, paradigm, cfg, bb_params)
+            if paradigm == "correction":
+                bb_params = n_params(module.model)  # the black box matches UWMMSE's size
+            curves[paradigm].append(model_curve(module, prob, x))
+            train_s[paradigm].append(seconds)
+            params[paradigm] = n_params(module.model)
+            first.setdefault(paradigm, module)
+            print(
+                f"topology {seed} {paradigm:16s} {curves[paradigm][-1][-1]:7.2f} b/s/Hz  "
+                f"({seconds:.0f} s)",
+                flush=True,
+            )
+    mean_curve = {
+        m: [statistics.fmean(c[k] for c in cs) for k in range(len(cs[0]))]
+        for m, cs in curves.items()
+    }
+
+    # latency: topology 0, one batch, every method side by side
+    prob0 = InterferenceChannel(M=cfg.M, seed=cfg.train_topologies[0])
+    xt, _ = prob0.sample(cfg.timing_batch, seed=(_TEST, 1))
+    w4 = ClassicalSolver(WMMSE(), prob0, 4)
+    w100 = ClassicalSolver(WMMSE(), prob0, 100)
+    fns: dict[str, Any] = {
+        "full_power": lambda: full_power(xt),
+        "wmmse_4": lambda: w4(xt),
+        "wmmse_100": lambda: w100(xt),
+    }
+    fns.update({p: (lambda m=first[p]: m.model(xt)) for p in LEARNED})
+    infer_ms = latency(fns, cfg.timing_reps)
+
+    methods = {
+        m: {
+            "sum_rate": mean_curve[m],
+            "params": params[m],
+            "infer_ms": infer_ms[m],
+            "train_s": statistics.fmean(train_s[m]) if train_s[m] else 0.0,
+        }
+        for m in METHODS
+    }
+
+    # size generalisation: the topology-0 models at other M (the protocol's topology of that size)
+    size_gen: dict[str, dict[str, Any]] = {}
+    for M in cfg.sizes:
+        prob_m = prob0.with_size(M)
+        xm, _ = prob_m.sample(cfg.n_size, seed=(_TEST, 0))
+        wm = classical_curve(prob_m, xm, 100)
+        entry: dict[str, Any] = {
+            "full_power": {
+                "sum_rate": [float(sum_rate(full_power(xm), xm, prob_m.noise_power).mean())]
+                * (K + 1)
+            },
+            "wmmse_4": {"sum_rate": wm[: K + 1]},
+            "wmmse_100": {"sum_rate": wm},
+        }
+        for p in LEARNED:
+            try:
+                entry[p] = {"sum_rate": model_curve(first[p], prob_m, xm)}
+            except ValueError as err:  # a model with per-user parameters cannot change size
+                entry[p] = {"sum_rate": None, "error": str(err)}
+        size_gen[str(M)] = entry
+
+    results = {"methods": methods, "size_generalisation": size_gen}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    extras = {
+        "config": asdict(cfg),
+        "reference_figures": reference,
+        "infer_ms": infer_ms,
+        "speedup_wmmse_100_over_correction": infer_ms["wmmse_100"] / infer_ms["correction"],
+        "threads": torch.get_num_threads(),
+        "wall_s": time.perf_counter() - wall,
+    }
+    (out / "extras.json").write_text(json.dumps(extras, indent=2))
+    plot(results, cfg, out / "sum_rate_vs_layer.png")
+    return {"results": results, "extras": extras}
+
+
+def plot(results: dict[str, Any], cfg: Preset, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    K = cfg.depth
+    fig, axes = plt.subplots(1, 1 + len(cfg.sizes), figsize=(5.2 * (1 + len(cfg.sizes)), 4.2))
+    panels = [(f"M = {cfg.M} (trained)", results["methods"])]
+    panels += [
+        (f"M = {m} (M = {cfg.M} models)", results["size_generalisation"][str(m)]) for m in cfg.sizes
+    ]
+    layers = list(range(K + 1))
+    for ax, (title, entries) in zip(axes, panels, strict=True):
+        for name, entry in entries.items():
+            curve = entry.get("sum_rate")
+            if curve is None:
+                continue
+            if name == "wmmse_100":
+                ax.axhline(curve[-1], color="k", ls="--", lw=1, label="WMMSE-100")
+            elif name == "full_power":
+                ax.axhline(curve[0], color="grey", ls=":", lw=1, label="full power")
+            elif name == "black_box":
+                ax.axhline(curve[-1], color="tab:brown", ls="-.", lw=1, label="black box")
+            else:
+                label = {"wmmse_4": "WMMSE", "correction": "UWMMSE (correction)"}.get(name, name)
+                ax.plot(layers[1:], curve[1 : K + 1], marker="o", label=label)
+        ax.set_xlabel("layer / iteration k")
+        ax.set_ylabel("mean sum-rate (bit/s/Hz)")
+        ax.set_xticks(layers[1:])
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--out", type=Path, default=Path("results/power_allocation"))
+    args = parser.parse_args(argv)
+    report = run(PRESETS[args.preset], args.out)
+    res, ext = report["results"]["methods"], report["extras"]
+    for name, entry in res.items():
+        print(
+            f"{name:16s} {entry['sum_rate'][-1]:7.2f} b/s/Hz  params {entry['params']:6d}  "
+            f"infer {entry['infer_ms']:8.2f} ms  train {entry['train_s']:6.1f} s"
+        )
+    print(f"reference means {ext['reference_figures']['mean']}; wall {ext['wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

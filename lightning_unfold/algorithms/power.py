@@ -1,0 +1,636 @@
+r"""Power allocation in an interference network: WMMSE and its unfoldings (UWMMSE).
+
+Problem (Shi et al. 2011; Chowdhury et al. 2021, "Unfolding WMMSE using graph neural networks"):
+:math:`M` transmitter–receiver pairs share one band. The observation is the channel matrix
+:math:`H \in \mathbb R_{\ge 0}^{M\times M}` of amplitude gains, :math:`h_{ij}` from transmitter
+:math:`j` to receiver :math:`i` (the power gain is :math:`h_{ij}^2`). With transmit amplitudes
+:math:`v \in [0, \sqrt{P_{\max}}]^M` (powers :math:`v_i^2`) and noise power :math:`\sigma^2`, the
+sum-rate is
+
+.. math:: R(v; H) = \sum_{i=1}^M \log_2\Big(1 + \frac{h_{ii}^2 v_i^2}
+    {\sigma^2 + \sum_{j\ne i} h_{ij}^2 v_j^2}\Big)\quad\text{(bit/s/Hz)},
+
+and the solver's objective is :math:`\mathcal L(s; H) = -R(v; H)` per sample, so
+``supervision="unsupervised"`` trains on the sum-rate (as UWMMSE does).
+
+WMMSE (Shi et al. 2011) maximises the weighted sum-rate :math:`\sum_i\alpha_i\log_2(1+\mathrm{SINR}_i)`
+through the equivalent weighted-MSE problem, by block-coordinate descent on the iterate
+:math:`s = (u, w, v)` (receive coefficients, MSE weights, transmit amplitudes). Iteration
+:math:`k` of :class:`WMMSE`, with :math:`I_i = \sigma^2 + \sum_j h_{ij}^2 v_j^2` the power received
+by receiver :math:`i` (signal included):
+
+.. math::
+    u_i &= \frac{h_{ii} v_i}{I_i} \qquad\text{(MMSE receiver for the current } v\text{)},\\
+    w_i &= \frac{1}{1 - u_i h_{ii} v_i} = \frac{I_i}{I_i - h_{ii}^2 v_i^2} = 1 + \mathrm{SINR}_i,\\
+    \hat v_i &= \frac{\alpha_i w_i u_i h_{ii}}{\sum_j \alpha_j w_j u_j^2 h_{ji}^2},\qquad
+    v_i = \Pi_{[0,\sqrt{P_{\max}}]}\big((1-\gamma_k) v_i^{(k-1)} + \gamma_k \hat v_i\big),
+
+all in terms of the *previous* :math:`v` (the new :math:`u` and :math:`w` first, then :math:`v`).
+Classical values: :math:`\alpha = 1` (the sum-rate), :math:`\gamma_k = 1` (the exact block
+minimiser; the sum-rate is then non-decreasing in :math:`k`, Shi et al. 2011, Thm. 3). The
+relaxation :math:`\gamma \in (0, 1]` keeps the projected v-update a convex combination of
+feasible points; :math:`\gamma > 1` (over-relaxation) is allowed but the monotonicity guarantee
+only holds for :math:`\gamma = 1`. Initialisation: :math:`v^{(0)} = \sqrt{P_{\max}}` (full power),
+:math:`u^{(0)}, w^{(0)}` from the two formulas above. The projection makes
+:math:`0 \le v \le \sqrt{P_{\max}}` hold at every layer of every paradigm that keeps the iteration.
+
+The estimate compared across layers is the amplitude vector :math:`v` (``(B, M)``; the powers are
+:math:`v^2`). There is no ground truth: the targets of :class:`InterferenceChannel` are NaN
+(unlabelled) and the problem is scored by its sum-rate alone.
+
+Paradigms (:class:`~lightning_unfold.core.UnfoldedModel`):
+
+``hyperparameters``
+    :math:`\gamma_k` learned per layer (the step/relaxation of the v-update), K parameters.
+``objective``
+    per-user weights :math:`\alpha^{(k)} \in \mathbb R_{>0}^M` of the weighted sum-rate that the
+    iteration ascends, learned per layer with :math:`\gamma_k` (the training loss stays the plain
+    sum-rate). They are tied to the network size :math:`M`: such a model cannot run at another M
+    (a clear error says so). The classical form uses one scalar :math:`\alpha = 1` for all users.
+``correction`` (**UWMMSE**)
+    :math:`w_i = a_i\, w_{i,\text{class}} + b_i` before the v-update, with :math:`a = 1 + \hat a`,
+    :math:`\hat a, b` from two permutation-equivariant graph networks of :math:`(s^{(k-1)}, H)`
+    (:class:`UWMMSECorrection`, zero at initialisation), weights shared across users.
+``inductive_bias``
+    each iteration replaced by a graph network that outputs the next :math:`(u, w, v)`
+    (:class:`GraphIteration`).
+
+and the black box :class:`PowerBlackBoxNet`, a permutation-equivariant graph network
+:math:`H \mapsto v`. The graph networks share their weights across users, so a model trained at
+:math:`M = 20` runs unchanged at any M. See ``docs/power_allocation.md``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
+from lightning_unfold.core.iterate import require_finite
+from lightning_unfold.core.metrics import MeanOf, ProblemMetric
+
+__all__ = [
+    "CHANNEL_MODELS",
+    "WMMSE",
+    "GraphIteration",
+    "InterferenceChannel",
+    "PowerBlackBoxNet",
+    "UWMMSECorrection",
+    "WMMSEState",
+    "full_power",
+    "graph_matrix",
+    "sum_rate",
+    "user_rates",
+    "wmmse_update",
+]
+
+#: channel models of :class:`InterferenceChannel`
+CHANNEL_MODELS: tuple[str, ...] = ("geometric", "rayleigh")
+
+#: node features per user that the graph networks read from an iterate (see :func:`_node_features`)
+_N_NODE = 4
+
+
+def user_rates(v: Tensor, H: Tensor, noise: Tensor | float) -> Tensor:
+    r"""Per-user rates :math:`\log_2(1+\mathrm{SINR}_i)` (bit/s/Hz), ``(B, M)``.
+
+    ``v`` ``(B, M)`` are transmit amplitudes (powers :math:`v^2`), ``H`` ``(B, M, M)`` amplitude
+    gains :math:`h_{ij}` (transmitter j → receiver i), ``noise`` the noise power :math:`\sigma^2`.
+    """
+    gain = H.pow(2)
+    power = v.pow(2)
+    signal = gain.diagonal(dim1=1, dim2=2) * power
+    interference = (gain * power.unsqueeze(1)).sum(2) - signal
+    # the subtraction can lose the interference to rounding when the own signal dominates;
+    # it is a sum of non-negative terms, so clamp it at 0
+    sinr = signal / (noise + interference.clamp_min(0.0))
+    return torch.log2(1.0 + sinr)
+
+
+def sum_rate(v: Tensor, H: Tensor, noise: Tensor | float) -> Tensor:
+    r"""Per-sample sum-rate :math:`\sum_i\log_2(1+\mathrm{SINR}_i)` (bit/s/Hz), ``(B,)``
+    (arguments as :func:`user_rates`)."""
+    return user_rates(v, H, noise).sum(dim=1)
+
+
+def full_power(H: Tensor, p_max: float = 1.0) -> Tensor:
+    r"""The full-power baseline :math:`v = \sqrt{P_{\max}}` for every user, ``(B, M)``."""
+    return torch.full(H.shape[:2], math.sqrt(p_max), dtype=H.dtype, device=H.device)
+
+
+@dataclass(frozen=True)
+class WMMSEState:
+    """WMMSE's iterate: receive coefficients ``u``, MSE weights ``w``, amplitudes ``v``, each
+    ``(B, M)``. The estimate is ``v`` (transmit amplitudes; powers are ``v**2``)."""
+
+    u: Tensor
+    w: Tensor
+    v: Tensor
+
+
+def _receiver(v: Tensor, H: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+    r"""The MMSE receiver and MSE weight for amplitudes ``v``: :math:`(u, w)` (module docstring)."""
+    gain = H.pow(2)
+    h_ii = H.diagonal(dim1=1, dim2=2)
+    signal = h_ii.pow(2) * v.pow(2)
+    received = (gain * v.pow(2).unsqueeze(1)).sum(2) + noise
+    u = h_ii * v / received
+    # I - h²v² is noise + interference (> 0): computed as such, not by cancellation
+    rest = noise + (received - noise - signal).clamp_min(0.0)
+    w = received / rest
+    return u, w
+
+
+def wmmse_update(
+    u: Tensor, w: Tensor, v_prev: Tensor, H: Tensor, alpha: Tensor, gamma: Tensor, vmax: Tensor
+) -> Tensor:
+    r"""The projected, relaxed v-update
+    :math:`\Pi_{[0,\sqrt{P}]}((1-\gamma)v^{(k-1)} + \gamma\,\alpha w u h_{ii} / \sum_j \alpha_j w_j
+    u_j^2 h_{ji}^2)`."""
+    h_ii = H.diagonal(dim1=1, dim2=2)
+    aw = alpha * w
+    den = (H.pow(2) * (aw * u.pow(2)).unsqueeze(2)).sum(1)  # Σ_j h_ji² α_j w_j u_j²
+    v_hat = aw * u * h_ii / den.clamp_min(torch.finfo(den.dtype).tiny)
+    v = v_prev + gamma * (v_hat - v_prev)
+    return torch.minimum(v.clamp_min(0.0), vmax)
+
+
+def graph_matrix(H: Tensor, noise: Tensor | float, p_max: Tensor | float) -> Tensor:
+    r"""The graph the networks aggregate over: :math:`G_{ij} = \log_{10}(1 + h_{ij}^2 P_{\max}/
+    \sigma^2)/10`, ``(B, M, M)``.
+
+    Non-negative and monotone in each link's gain, zero for links below the noise, about 0.1 per
+    10 dB of SNR: the raw gains span twenty orders of magnitude, which no network digests.
+    """
+    return torch.log10(1.0 + H.pow(2) * (p_max / noise)) / 10.0
+
+
+def _node_features(s: WMMSEState, H: Tensor, noise: Tensor, p_max: Tensor) -> Tensor:
+    r"""Per-user features ``(B, M, 4)``: :math:`v/\sqrt{P}`, :math:`\log(1+w)`,
+    :math:`u h_{ii} v` (:math:`= \mathrm{SINR}/(1+\mathrm{SINR})` classically), :math:`G_{ii}`."""
+    h_ii = H.diagonal(dim1=1, dim2=2)
+    g_ii = graph_matrix(h_ii, noise, p_max)
+    return torch.stack(
+        [s.v / p_max.sqrt(), torch.log1p(s.w.clamp_min(0.0)), s.u * h_ii * s.v, g_ii], dim=2
+    )
+
+
+def _unpack(features: Tensor, n_node: int) -> tuple[Tensor, Tensor]:
+    """Inverse of the packing ``[node (B, M, n_node) flat, G (B, M, M) flat]``; M from the width."""
+    width = features.shape[1]
+    m = (math.isqrt(n_node * n_node + 4 * width) - n_node) // 2
+    if m < 1 or m * n_node + m * m != width:
+        raise ValueError(
+            f"Graph features of width {width} are not [M·{n_node} node features, M·M graph] "
+            "for any M; pass WMMSE.features(...)."
+        )
+    b = features.shape[0]
+    node = features[:, : m * n_node].reshape(b, m, n_node)
+    return node, features[:, m * n_node :].reshape(b, m, m)
+
+
+class GraphConv(nn.Module):
+    r"""One permutation-equivariant message-passing layer on a dense graph ``G`` ``(B, M, M)``:
+
+    .. math:: X' = \operatorname{diag}(G)\,X W_0 + \tfrac1M G X W_1 + \mathbf 1 b^\top,
+
+    :math:`X` ``(B, M, F_{in})`` node features, :math:`W_0, W_1 \in \mathbb R^{F_{in}\times F_{out}}`
+    shared across users, so the layer works for any M and permuting the users permutes the output.
+    The aggregation is a mean (:math:`1/M`), so feature scales do not grow with the network size.
+    """
+
+    def __init__(self, f_in: int, f_out: int, *, zero: bool = False) -> None:
+        super().__init__()
+        self.self_weight = nn.Linear(f_in, f_out, bias=True)
+        self.neigh_weight = nn.Linear(f_in, f_out, bias=False)
+        if zero:
+            for p in self.parameters():
+                nn.init.zeros_(p)
+
+    def forward(self, X: Tensor, G: Tensor) -> Tensor:
+        diag = G.diagonal(dim1=1, dim2=2).unsqueeze(2)
+        # G X W1 = G (X W1) = (G X) W1: aggregate on the narrower side (M² · min(F_in, F_out))
+        if X.shape[-1] <= self.neigh_weight.out_features:
+            neigh = self.neigh_weight(G @ X)
+        else:
+            neigh = G @ self.neigh_weight(X)
+        return diag * self.self_weight(X) + neigh / G.shape[-1]
+
+
+class _GNN(nn.Module):
+    """``layers`` GraphConvs, ReLU between; the last one zero-initialised when ``zero_last``."""
+
+    def __init__(
+        self, f_in: int, hidden: int, f_out: int, *, layers: int = 2, zero_last: bool = False
+    ) -> None:
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"A graph network needs layers >= 1, got {layers}.")
+        dims = [f_in] + [hidden] * (layers - 1) + [f_out]
+        self.convs = nn.ModuleList(
+            GraphConv(a, b, zero=zero_last and i == layers - 1)
+            for i, (a, b) in enumerate(itertools.pairwise(dims))
+        )
+
+    def forward(self, X: Tensor, G: Tensor) -> Tensor:
+        for i, conv in enumerate(self.convs):
+            X = conv(X, G)
+            if i < len(self.convs) - 1:
+                X = torch.relu(X)
+        return X
+
+
+class UWMMSECorrection(nn.Module):
+    r"""UWMMSE's learned correction (Chowdhury et al. 2021): two 2-layer graph networks
+    :math:`\Phi_a, \Phi_b` of the previous iterate and the channel,
+
+    .. math:: a = 1 + \Phi_a(X, G),\qquad b = \Phi_b(X, G),\qquad
+        w = \max(a\odot w_{\text{class}} + b,\ 0),
+
+    :math:`X` the node features of :math:`s^{(k-1)}` (``_node_features``) and :math:`G` =
+    :func:`graph_matrix` ``(H)``. Both last layers are zero-initialised, so :math:`a = 1, b = 0`
+    and the model starts as WMMSE exactly (:math:`w_{\text{class}} \ge 1`, the clamp is inactive).
+    The clamp keeps :math:`w` an MSE weight (non-negative). Its forward maps
+    :meth:`WMMSE.features` ``(B, 4M + M²)`` to ``(a, b)``, each ``(B, M)``.
+    """
+
+    def __init__(self, hidden: int = 16) -> None:
+        super().__init__()
+        self.phi_a = _GNN(_N_NODE, hidden, 1, zero_last=True)
+        self.phi_b = _GNN(_N_NODE, hidden, 1, zero_last=True)
+
+    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        X, G = _unpack(features, _N_NODE)
+        # the two networks' first aggregations G·X are the same product: computed once
+        diag = G.diagonal(dim1=1, dim2=2).unsqueeze(2)
+        GX, m = G @ X, G.shape[-1]
+        hidden = [
+            torch.relu(diag * phi.convs[0].self_weight(X) + phi.convs[0].neigh_weight(GX) / m)
+            for phi in (self.phi_a, self.phi_b)
+        ]
+        a, b = (
+            phi.convs[1](h, G).squeeze(2)
+            for phi, h in zip((self.phi_a, self.phi_b), hidden, strict=True)
+        )
+        return 1.0 + a, b
+
+
+class GraphIteration(nn.Module):
+    r"""The inductive-bias layer: a 2-layer graph network :math:`\Phi` that outputs the next
+    :math:`(u, w, v)` while keeping their meaning,
+
+    .. math::
+        v &= \sqrt{P}\,\sigma\big(\operatorname{logit}(\bar v^{(k-1)}) + \Phi_v(X, G)\big),\qquad
+        \bar v = \operatorname{clip}(v/\sqrt P, 10^{-3}, 1 - 10^{-3}),\\
+        u &= u_{\text{MMSE}}(v),\qquad w = w_{\text{class}}(u, v)\,e^{\Phi_w(X, G)},
+
+    (the amplitudes stay in :math:`[0, \sqrt P]` by construction, :math:`u` is the MMSE receiver
+    of the new :math:`v`, :math:`w > 0` a learned MSE weight passed to the next layer). There is
+    no closed-form v-update: the network is the iteration. Φ's last layer is zero-initialised, so
+    an untrained layer keeps :math:`v` (full power at layer 1) — not the classical step.
+    The core calls it with ``(features, flat iterate)`` and it returns the flat next iterate.
+    """
+
+    def __init__(self, hidden: int = 16, *, noise: float = 1.0, p_max: float = 1.0) -> None:
+        super().__init__()
+        self.phi = _GNN(_N_NODE, hidden, 2, zero_last=True)
+        self.register_buffer("noise", torch.tensor(float(noise)))
+        self.register_buffer("p_max", torch.tensor(float(p_max)))
+
+    def forward(self, features: Tensor, flat_iterate: Tensor) -> Tensor:
+        X, G = _unpack(features, _N_NODE)
+        b, m = X.shape[:2]
+        vmax = self.p_max.sqrt()
+        out = self.phi(X, G)
+        vbar = X[:, :, 0].clamp(1e-3, 1.0 - 1e-3)
+        v = vmax * torch.sigmoid(torch.logit(vbar) + out[:, :, 0])
+        # recover power gains from G: h² = (10^(10 G) − 1) σ² / P (exact inverse of graph_matrix)
+        gain = torch.expm1(G * (10.0 * math.log(10.0))) * (self.noise / self.p_max)
+        u, w = _receiver(v, gain.clamp_min(0.0).sqrt(), self.noise.to(v.dtype))
+        w = w * torch.exp(out[:, :, 1].clamp(-30.0, 30.0))
+        return torch.cat([u, w, v], dim=1).reshape(b, 3 * m)
+
+
+class PowerBlackBoxNet(nn.Module):
+    r"""The black box: a permutation-equivariant graph network :math:`H \mapsto v`,
+
+    .. math:: v = \sqrt{P}\,\sigma\big(\Phi(X_0, G)\big),\quad X_0 = \big[G_{ii},\ \textstyle
+        \frac1M\sum_j G_{ij},\ \frac1M\sum_j G_{ji}\big],
+
+    Φ ``layers`` :class:`GraphConv` layers (ReLU between) whose width is chosen to match
+    ``target_params``. It knows nothing of the iteration; shared across users, it runs at any M.
+    """
+
+    def __init__(
+        self, target_params: int, *, noise: float, p_max: float = 1.0, layers: int = 4
+    ) -> None:
+        super().__init__()
+        if layers < 2:
+            raise ValueError(f"PowerBlackBoxNet needs layers >= 2, got {layers}.")
+        width = 1
+        while self._count(width + 1, layers) <= max(target_params, self._count(1, layers)):
+            width += 1
+        self.width = width
+        self.phi = _GNN(3, width, 1, layers=layers)
+        self.register_buffer("noise", torch.tensor(float(noise)))
+        self.register_buffer("p_max", torch.tensor(float(p_max)))
+
+    @staticmethod
+    def _count(h: int, layers: int) -> int:
+        return (2 * 3 * h + h) + (layers - 2) * (2 * h * h + h) + (2 * h + 1)
+
+    def forward(self, H: Tensor) -> Tensor:
+        G = graph_matrix(H, self.noise, self.p_max)
+        X0 = torch.stack([G.diagonal(dim1=1, dim2=2), G.mean(2), G.mean(1)], dim=2)
+        return self.p_max.sqrt() * torch.sigmoid(self.phi(X0, G).squeeze(2))
+
+
+class InterferenceChannel(ProblemSpec):
+    r"""Seeded interference networks of M transmitter–receiver pairs (x = H, no target).
+
+    ``channel="geometric"`` (the Unrolled-WMMSE protocol, Chowdhury et al. 2021): one topology per
+    ``seed`` — transmitters uniform in :math:`[-M, M]^2`, receiver :math:`i` at transmitter
+    :math:`i` plus :math:`U[-M/4, M/4]^2` — and per sample amplitude gains
+    :math:`h_{ij} = d_{ij}^{-2.2}\,r_{ij}`, :math:`d_{ij}` the distance from transmitter j to
+    receiver i, :math:`r_{ij}` i.i.d. Rayleigh(1) fading (``numpy``'s ``rayleigh(1.0)``,
+    :math:`\mathbb E r^2 = 2`). ``channel="rayleigh"``: :math:`h_{ij} = r_{ij}` (no geometry).
+
+    Args:
+        M: number of pairs (>= 1; M = 1 has no interference).
+        channel: one of :data:`CHANNEL_MODELS`.
+        noise_power: :math:`\sigma^2 > 0` (default :math:`10^{-9.1}`).
+        p_max: :math:`P_{\max} > 0` (amplitudes :math:`v \in [0, \sqrt{P_{\max}}]`).
+        path_loss: the exponent of :math:`d^{-\text{path\_loss}}` (amplitude), default 2.2.
+        seed: the topology (and, combined with ``sample``'s seed, the fading).
+
+    ``sample`` returns ``x = H`` ``(B, M, M)`` and ``target`` = NaN ``(B, M)`` (unlabelled:
+    power allocation has no ground truth; supervised training raises a clear error).
+    ``validate_observation`` accepts any M, so that models that generalise across sizes run on
+    other networks; models with per-user parameters raise their own error.
+    """
+
+    default_algorithm = "wmmse"
+
+    def __init__(
+        self,
+        M: int = 20,
+        channel: str = "geometric",
+        noise_power: float = 10**-9.1,
+        p_max: float = 1.0,
+        path_loss: float = 2.2,
+        seed: int = 0,
+    ) -> None:
+        if isinstance(M, bool) or not isinstance(M, int) or M < 1:
+            raise ValueError(
+                f"M (number of transmitter-receiver pairs) must be an int >= 1, got {M!r}."
+            )
+        if channel not in CHANNEL_MODELS:
+            raise ValueError(f"Unknown channel {channel!r}; valid: {list(CHANNEL_MODELS)}.")
+        for name, value in (("noise_power", noise_power), ("p_max", p_max)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"{name} must be finite and > 0, got {value}: a power budget or noise power "
+                    "of zero makes every rate 0 (or infinite)."
+                )
+        if not (math.isfinite(path_loss) and path_loss >= 0):
+            raise ValueError(f"path_loss must be finite and >= 0, got {path_loss}.")
+        self.M, self.channel, self.seed = M, channel, seed
+        self.noise_power, self.p_max, self.path_loss = (
+            float(noise_power),
+            float(p_max),
+            float(path_loss),
+        )
+        if channel == "geometric":
+            rng = np.random.default_rng(seed)
+            tx = rng.uniform(-M, M, size=(M, 2))
+            rx = tx + rng.uniform(-M / 4, M / 4, size=(M, 2))
+            dist = np.linalg.norm(rx[:, None, :] - tx[None, :, :], axis=2)
+            self.distances: np.ndarray | None = dist
+            self.path_gain = dist ** (-self.path_loss)
+        else:
+            self.distances = None
+            self.path_gain = np.ones((M, M))
+
+    def init_args(self) -> dict[str, Any]:
+        return {
+            "M": self.M,
+            "channel": self.channel,
+            "noise_power": self.noise_power,
+            "p_max": self.p_max,
+            "path_loss": self.path_loss,
+            "seed": self.seed,
+        }
+
+    def constants(self) -> dict[str, Tensor]:
+        """``noise`` (σ²) and ``p_max`` (P_max), float64 scalars."""
+        f64 = torch.float64
+        return {
+            "noise": torch.tensor(self.noise_power, dtype=f64),
+            "p_max": torch.tensor(self.p_max, dtype=f64),
+        }
+
+    def with_size(self, M: int) -> InterferenceChannel:
+        """The same protocol (channel model, noise, power, seed) at another network size."""
+        return InterferenceChannel(**{**self.init_args(), "M": M})
+
+    def sample(
+        self, n: int, *, seed: int | Sequence[int], dtype: torch.dtype = torch.float32
+    ) -> tuple[Tensor, Tensor]:
+        extra = [seed] if isinstance(seed, int) else list(seed)
+        rng = np.random.default_rng([self.seed, *extra])
+        H = self.path_gain[None] * rng.rayleigh(1.0, size=(n, self.M, self.M))
+        target = torch.full((n, self.M), float("nan"), dtype=dtype)
+        return torch.from_numpy(H).to(dtype), target
+
+    def metrics(self) -> tuple[ProblemMetric, ...]:
+        r"""The mean sum-rate :math:`\mathbb E\,R(v; H)` (bit/s/Hz, higher is better) — primary —
+        then the mean rate of the worst user :math:`\mathbb E\min_i \log_2(1+\mathrm{SINR}_i)`."""
+        noise = self.noise_power
+
+        def rate(v: Tensor, target: Tensor, H: Tensor) -> Tensor:
+            return sum_rate(v.to(H.dtype), H, noise)
+
+        def worst(v: Tensor, target: Tensor, H: Tensor) -> Tensor:
+            return user_rates(v.to(H.dtype), H, noise).min(dim=1).values
+
+        return (
+            MeanOf(
+                "sum_rate",
+                rate,
+                label="sum-rate",
+                unit="bit/s/Hz",
+                higher_is_better=True,
+                needs_target=False,
+            ),
+            MeanOf(
+                "min_rate",
+                worst,
+                label="worst-user rate",
+                unit="bit/s/Hz",
+                higher_is_better=True,
+                needs_target=False,
+            ),
+        )
+
+    def validate_observation(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError("x must be a torch.Tensor of channel matrices, shape (B, M, M).")
+        if x.ndim != 3 or x.shape[1] != x.shape[2]:
+            raise ValueError(
+                f"x has shape {tuple(x.shape)}; an InterferenceChannel observation is a batch of "
+                "square channel matrices (B, M, M), H[b, i, j] the amplitude gain from "
+                "transmitter j to receiver i (use H.unsqueeze(0) for one matrix)."
+            )
+        if x.shape[1] < 1:
+            raise ValueError("x has M = 0 pairs; a network needs at least one pair.")
+        require_finite(x, "The channel matrix H")
+        if bool((x < 0).any()):
+            raise ValueError(
+                f"The channel matrix H has {int((x < 0).sum())} negative entries; H holds "
+                "amplitude gains |h_ij| >= 0 (pass the magnitudes of complex channels)."
+            )
+
+
+def _require_channel(problem: ProblemSpec) -> InterferenceChannel:
+    if not isinstance(problem, InterferenceChannel):
+        raise TypeError(f"WMMSE solves InterferenceChannel problems, got {type(problem).__name__}.")
+    return problem
+
+
+class WMMSE(Algorithm[WMMSEState]):
+    r"""WMMSE power allocation (Shi et al. 2011) — the recursion is in the module docstring.
+
+    Args:
+        relax: classical relaxation :math:`\gamma` of the v-update (> 0; 1 = the exact block
+            minimiser, for which the sum-rate is non-decreasing; the projection onto
+            :math:`[0, \sqrt{P_{\max}}]` keeps every :math:`\gamma` feasible).
+        per_user_weights: the weights :math:`\alpha` as one entry per user (``(M,)``, tied to the
+            network size) instead of one scalar; the ``objective`` paradigm uses this form.
+
+    Parameters: θo = {``weights`` α > 0}, θh = {``relax`` γ ≥ 0}; the problem's ``noise`` and
+    ``p_max`` are constants. ``estimate(s)`` is the amplitude vector ``v`` (powers ``v**2``).
+    """
+
+    name: ClassVar[str] = "wmmse"
+    objective_variants: ClassVar[tuple[str, ...]] = ("per_user",)
+
+    def __init__(self, relax: float = 1.0, per_user_weights: bool = False) -> None:
+        if not (math.isfinite(relax) and relax > 0):
+            raise ValueError(
+                f"relax (γ of the v-update) must be finite and > 0, got {relax}; 1 is the "
+                "classical WMMSE step."
+            )
+        self.relax, self.per_user_weights = float(relax), bool(per_user_weights)
+
+    def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:
+        return (
+            ParamSpec(
+                "weights",
+                Role.OBJECTIVE,
+                Constraint.POSITIVE,
+                "weights α of the weighted sum-rate the iteration ascends (1: the sum-rate)",
+            ),
+            ParamSpec(
+                "relax", Role.HYPER, Constraint.NONNEGATIVE, "relaxation γ_k of the v-update"
+            ),
+        )
+
+    def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
+        prob = _require_channel(problem)
+        f64 = torch.float64
+        n = prob.M if self.per_user_weights else 1
+        return {
+            "weights": torch.ones(n, dtype=f64),
+            "relax": torch.tensor(self.relax, dtype=f64),
+        }
+
+    def objective_form(self, variant: str | None) -> Algorithm[Any]:
+        """The ``objective`` paradigm learns per-user weights α (variant ``"per_user"``)."""
+        if variant not in (None, "per_user"):
+            raise ValueError(
+                f"WMMSE has no objective-paradigm variant {variant!r}; valid: "
+                f"{list(self.objective_variants)} (a scalar α cancels out of the v-update, so "
+                "learning it would learn nothing)."
+            )
+        return WMMSE(relax=self.relax, per_user_weights=True)
+
+    @staticmethod
+    def _weights(alpha: Tensor, x: Tensor) -> Tensor:
+        m = x.shape[-1]
+        if alpha.numel() not in (1, m):
+            raise ValueError(
+                f"This WMMSE model has per-user weights α for M = {alpha.numel()} pairs but x has "
+                f"M = {m}: per-user parameters do not transfer to another network size. Run it "
+                f"on {alpha.numel()}-pair networks, or use a model whose parameters are shared "
+                "across users (paradigm 'hyperparameters', 'correction', 'inductive_bias' or the "
+                "black box), which run at any M."
+            )
+        return alpha
+
+    @torch.no_grad()
+    def init(self, x: Tensor, p: Mapping[str, Tensor]) -> WMMSEState:
+        v = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device) * p["p_max"].sqrt()
+        u, w = _receiver(v, x, p["noise"])
+        return WMMSEState(u=u, w=w, v=v)
+
+    def _v_step(
+        self, u: Tensor, w: Tensor, s: WMMSEState, x: Tensor, p: Mapping[str, Tensor]
+    ) -> WMMSEState:
+        alpha = self._weights(p["weights"], x)
+        v = wmmse_update(u, w, s.v, x, alpha, p["relax"], p["p_max"].sqrt())
+        return WMMSEState(u=u, w=w, v=v)
+
+    def step(self, s: WMMSEState, x: Tensor, p: Mapping[str, Tensor], k: int) -> WMMSEState:
+        u, w = _receiver(s.v, x, p["noise"])
+        return self._v_step(u, w, s, x, p)
+
+    def corrected_step(
+        self, s: WMMSEState, x: Tensor, p: Mapping[str, Tensor], k: int, net: nn.Module
+    ) -> WMMSEState:
+        r"""UWMMSE: :math:`w = \max(a\odot w_{\text{class}} + b, 0)` with ``(a, b) =
+        net(features(s^{(k-1)}))``, then the classical v-update with that :math:`w`."""
+        u, w = _receiver(s.v, x, p["noise"])
+        a, b = net(self.features(s, x, p))
+        return self._v_step(u, (a * w + b).clamp_min(0.0), s, x, p)
+
+    def objective(self, s: WMMSEState, x: Tensor, c: Mapping[str, Tensor]) -> Tensor:
+        """:math:`-R(v; H)` per sample (the negative sum-rate)."""
+        return -sum_rate(s.v, x, c["noise"])
+
+    def estimate_objective(self, estimate: Tensor, x: Tensor, c: Mapping[str, Tensor]) -> Tensor:
+        """:math:`-R(v; H)` of amplitudes ``v`` alone (for the black box trained unsupervised)."""
+        return -sum_rate(estimate, x, c["noise"])
+
+    def estimate(self, s: WMMSEState) -> Tensor:
+        return s.v
+
+    def features(self, s: WMMSEState, x: Tensor, p: Mapping[str, Tensor]) -> Tensor:
+        r"""``(B, 4M + M²)``: the node features of ``s`` (:math:`v/\sqrt P`, :math:`\log(1+w)`,
+        :math:`u h_{ii} v`, :math:`G_{ii}`) and the graph :math:`G` = :func:`graph_matrix`, flat."""
+        b = x.shape[0]
+        node = _node_features(s, x, p["noise"], p["p_max"])
+        G = graph_matrix(x, p["noise"], p["p_max"])
+        return torch.cat([node.reshape(b, -1), G.reshape(b, -1)], dim=1)
+
+    def make_correction_net(
+        self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
+    ) -> nn.Module:
+        _require_channel(problem)
+        return UWMMSECorrection(hidden)
+
+    def make_inductive_bias_net(
+        self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
+    ) -> nn.Module:
+        prob = _require_channel(problem)
+        return GraphIteration(hidden, noise=prob.noise_power, p_max=prob.p_max)
+
+    def make_black_box_net(self, problem: ProblemSpec, target_params: int) -> nn.Module:
+        prob = _require_channel(problem)
+        return PowerBlackBoxNet(target_params, noise=prob.noise_power, p_max=prob.p_max)

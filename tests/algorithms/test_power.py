@@ -1,0 +1,374 @@
+"""Power allocation: the interference channel, WMMSE, its four paradigms, errors, generalisation."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from lightning_unfold import ALGORITHMS, ClassicalSolver, UnfoldedModel
+from lightning_unfold.algorithms.power import (
+    WMMSE,
+    InterferenceChannel,
+    PowerBlackBoxNet,
+    UWMMSECorrection,
+    WMMSEState,
+    full_power,
+    graph_matrix,
+    sum_rate,
+    user_rates,
+)
+from lightning_unfold.core.iterate import iterate_blocks
+from lightning_unfold.core.metrics import layer_curves
+from lightning_unfold.core.trajectory import Trajectory
+from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
+from lightning_unfold.training.module import build_model
+
+F64 = torch.float64
+NOISE = 10**-9.1
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _max_gap(a: Trajectory[Any], b: Trajectory[Any]) -> float:
+    gap = 0.0
+    for sa, sb in zip(a.iterates, b.iterates, strict=True):
+        for ta, tb in zip(iterate_blocks(sa).values(), iterate_blocks(sb).values(), strict=True):
+            gap = max(gap, float(((ta - tb).abs() / tb.abs().clamp_min(1.0)).max().detach()))
+    return gap
+
+
+# -- the problem ---------------------------------------------------------------------------
+def test_sample_shapes_geometry_and_reproducibility() -> None:
+    prob = InterferenceChannel(M=8, seed=3)
+    x, target = prob.sample(5, seed=1, dtype=F64)
+    assert x.shape == (5, 8, 8) and target.shape == (5, 8)
+    assert torch.isnan(target).all()  # no ground truth
+    assert (x >= 0).all()
+    assert torch.equal(x, prob.sample(5, seed=1, dtype=F64)[0])
+    assert not torch.equal(x, prob.sample(5, seed=2, dtype=F64)[0])
+    # the geometry: receiver i within M/4 (per axis) of its transmitter, d^-2.2 amplitude law
+    assert prob.distances is not None
+    assert (np.diag(prob.distances) <= math.sqrt(2) * 8 / 4).all()
+    fading = x / torch.from_numpy(prob.path_gain)
+    r2 = float(fading.pow(2).mean())
+    assert 1.5 < r2 < 2.5  # Rayleigh(1): E r² = 2
+    iid = InterferenceChannel(M=8, channel="rayleigh").sample(4, seed=0)[0]
+    assert iid.shape == (4, 8, 8)
+    # the same seed gives the same topology at another size's call
+    assert np.array_equal(InterferenceChannel(M=8, seed=3).path_gain, prob.path_gain)
+    assert prob.with_size(5).M == 5
+
+
+def test_sum_rate_matches_a_direct_formula() -> None:
+    prob = InterferenceChannel(M=5, seed=0)
+    x, _ = prob.sample(3, seed=0, dtype=F64)
+    v = torch.rand(3, 5, dtype=F64, generator=torch.Generator().manual_seed(0))
+    expected = torch.zeros(3, dtype=F64)
+    for b in range(3):
+        for i in range(5):
+            sig = x[b, i, i] ** 2 * v[b, i] ** 2
+            intf = sum(x[b, i, j] ** 2 * v[b, j] ** 2 for j in range(5) if j != i)
+            expected[b] += math.log2(1 + sig / (NOISE + intf))
+    torch.testing.assert_close(sum_rate(v, x, NOISE), expected, rtol=1e-12, atol=0)
+    assert user_rates(v, x, NOISE).shape == (3, 5)
+
+
+def test_reference_figures_on_one_topology() -> None:
+    """The protocol's figures, topology 0 (the five-topology means are in the docs / study)."""
+    prob = InterferenceChannel(seed=0)
+    x, _ = prob.sample(400, seed=1, dtype=F64)
+    fp = float(sum_rate(full_power(x), x, NOISE).mean())
+    w4 = float(
+        sum_rate(ClassicalSolver(WMMSE(), prob, 4, dtype=F64)(x).final_estimate, x, NOISE).mean()
+    )
+    w100 = ClassicalSolver(WMMSE(), prob, 100, dtype=F64)(x).final_estimate
+    r100 = float(sum_rate(w100, x, NOISE).mean())
+    # measured on 6400 channels: 57.4, 77.7, 82.2 (the five-topology means 49.5, 69.2, 73.7)
+    assert 55.0 < fp < 60.0 and 75.5 < w4 < 80.0 and 80.0 < r100 < 84.5
+    assert fp < w4 < r100
+
+
+# -- the classical solver ------------------------------------------------------------------
+def test_wmmse_is_registered_and_monotone_and_feasible() -> None:
+    assert ALGORITHMS["wmmse"] is WMMSE
+    prob = InterferenceChannel(M=10, seed=1, p_max=2.0)
+    x, _ = prob.sample(64, seed=0, dtype=F64)
+    traj = ClassicalSolver(WMMSE(), prob, 30, dtype=F64)(x)
+    rates = torch.stack([sum_rate(v, x, NOISE) for v in traj.estimates])  # (K+1, B)
+    # Shi et al. 2011: the sum-rate is non-decreasing per sample with γ = 1
+    assert (rates[1:] - rates[:-1] >= -1e-9 * rates[:-1].abs()).all()
+    assert float(rates[-1].mean()) > float(rates[0].mean()) + 1.0
+    for s in traj.iterates:
+        assert isinstance(s, WMMSEState)
+        assert (s.v >= 0).all() and (s.v <= math.sqrt(2.0) + 1e-15).all()
+        assert (s.w >= 1.0 - 1e-12).all()
+
+
+def test_wmmse_to_convergence_is_a_fixed_point_above_every_truncation() -> None:
+    """Reference: float64 WMMSE run to convergence (relative change <= 1e-4; its tail is
+    sublinear — one instance here still moves by 1e-5 per iteration after 20 000 iterations — so
+    a tighter tolerance costs minutes) is a fixed point of the map, and its sum-rate bounds every
+    truncated run from above, per sample (monotonicity). WMMSE is a local method: for two
+    strongly interfering pairs the grid optimum is often binary (one pair off) while WMMSE from
+    full power settles at another stationary point, so no global optimum is asserted."""
+    prob = InterferenceChannel(M=6, seed=0)
+    x, _ = prob.sample(4, seed=3, dtype=F64)
+    res = ClassicalSolver(WMMSE(), prob, 1, dtype=F64).solve(x, tol=1e-4, max_iter=3_000)
+    assert res.converged
+    v = res.trajectory.final_estimate
+    again = ClassicalSolver(WMMSE(), prob, 1, dtype=F64)
+    s = res.trajectory.final
+    step = again.algorithm.step(s, x, again.layer_params(1), 1).v
+    assert float(((step - v).norm(dim=1) / v.norm(dim=1)).max()) <= 1e-4
+    r_conv = sum_rate(v, x, NOISE)
+    for k in (1, 4, 100):
+        rk = sum_rate(ClassicalSolver(WMMSE(), prob, k, dtype=F64)(x).final_estimate, x, NOISE)
+        assert (r_conv >= rk - 1e-9 * rk).all()
+
+
+# -- the paradigms -------------------------------------------------------------------------
+KEEPS = [
+    ("hyperparameters", False),
+    ("hyperparameters", True),
+    ("objective", False),
+    ("correction", False),
+    ("correction", True),
+]
+
+
+@pytest.mark.parametrize(("paradigm", "tied"), KEEPS, ids=lambda v: str(v))
+def test_classical_init_reproduces_wmmse(paradigm: str, tied: bool) -> None:
+    prob = InterferenceChannel(M=12, seed=4)
+    x, _ = prob.sample(16, seed=7, dtype=F64)
+    ref = ClassicalSolver(WMMSE(), prob, 10, dtype=F64)(x)
+    model = UnfoldedModel(WMMSE(), prob, 10, paradigm, tied=tied, hidden=8, dtype=F64)
+    traj = model(x)
+    assert _max_gap(traj, ref) <= 1e-8
+    assert float((ref.estimates[-1] - ref.estimates[0]).abs().max().detach()) > 1e-2  # it moved
+
+
+def test_uwmmse_correction_is_affine_in_w_and_trains_its_graph_nets() -> None:
+    prob = InterferenceChannel(M=6, seed=0)
+    model = UnfoldedModel(WMMSE(), prob, 3, "correction", hidden=8, dtype=F64)
+    assert all(isinstance(n, UWMMSECorrection) for n in model.nets or [])
+    x, _ = prob.sample(4, seed=0, dtype=F64)
+    loss = model.objective(model(x).final, x).mean()
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert any(g is not None and float(g.abs().max()) > 0 for g in grads)
+    # a = 2, b = 0 doubles w before the v-update
+    net = model.nets[0]  # type: ignore[index]
+    with torch.no_grad():
+        net.phi_a.convs[1].self_weight.bias.fill_(1.0)
+    s0 = model.algorithm.init(x, model.layer_params(1))
+    p = model.layer_params(1)
+    s1 = model.algorithm.corrected_step(s0, x, p, 1, net)
+    classical = model.algorithm.step(s0, x, p, 1)
+    torch.testing.assert_close(s1.u, classical.u)
+    diag = graph_matrix(x, NOISE, 1.0).diagonal(dim1=1, dim2=2)
+    torch.testing.assert_close(s1.w, (1.0 + diag) * classical.w)
+
+
+@pytest.mark.parametrize(
+    "paradigm", ["hyperparameters", "objective", "correction", "inductive_bias", "black_box"]
+)
+def test_every_paradigm_keeps_v_in_the_box_even_with_wild_parameters(paradigm: str) -> None:
+    prob = InterferenceChannel(M=7, seed=1, p_max=0.5)
+    model = build_model(prob, paradigm=paradigm, depth=3, hidden=8)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 5.0)
+    if hasattr(model, "project_parameters_"):
+        model.project_parameters_()
+    x, _ = prob.sample(32, seed=0)
+    traj = model(x)
+    for v in traj.estimates[1:]:
+        assert torch.isfinite(v).all()
+        assert (v >= 0).all() and (v <= math.sqrt(0.5) * (1 + 1e-6)).all()
+
+
+def test_parameter_counts_and_black_box_of_comparable_size() -> None:
+    prob = InterferenceChannel(M=20)
+    K = 4
+
+    def count(m: torch.nn.Module) -> int:
+        return sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+    assert count(build_model(prob, paradigm="hyperparameters", depth=K)) == K
+    assert count(build_model(prob, paradigm="objective", depth=K)) == K * (20 + 1)
+    corr = count(build_model(prob, paradigm="correction", depth=K, hidden=16))
+    assert corr == K * 2 * ((2 * 4 * 16 + 16) + (2 * 16 + 1))
+    box = build_model(prob, paradigm="black_box", depth=K, black_box_params=corr)
+    assert isinstance(box.net, PowerBlackBoxNet)
+    assert 0.8 * corr <= count(box) <= 1.2 * corr
+
+
+# -- size generalisation and bad input -----------------------------------------------------
+@pytest.mark.parametrize(
+    "paradigm", ["hyperparameters", "correction", "inductive_bias", "black_box"]
+)
+def test_a_model_built_at_m20_runs_at_m10_and_m30(paradigm: str) -> None:
+    prob = InterferenceChannel(M=20)
+    model = build_model(prob, paradigm=paradigm, depth=3, hidden=8)
+    for m in (10, 30):
+        x, _ = prob.with_size(m).sample(4, seed=0)
+        v = model(x).final_estimate
+        assert v.shape == (4, m) and torch.isfinite(v).all()
+
+
+def test_uwmmse_is_permutation_equivariant() -> None:
+    prob = InterferenceChannel(M=9, seed=2)
+    model = UnfoldedModel(WMMSE(), prob, 3, "correction", hidden=8, dtype=F64)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x, _ = prob.sample(3, seed=5, dtype=F64)
+    perm = torch.randperm(9)
+    v = model(x).final_estimate
+    v_perm = model(x[:, perm][:, :, perm]).final_estimate
+    torch.testing.assert_close(v_perm, v[:, perm])
+
+
+def test_the_per_user_objective_model_refuses_another_size_clearly() -> None:
+    prob = InterferenceChannel(M=20)
+    model = build_model(prob, paradigm="objective", depth=3)
+    x, _ = prob.with_size(10).sample(2, seed=0)
+    with pytest.raises(ValueError, match=r"per-user weights .* M = 20 .* M = 10.*correction"):
+        model(x)
+    with pytest.raises(ValueError, match="valid: \\['per_user'\\]"):
+        build_model(prob, paradigm="objective", variant="direct", depth=2)
+
+
+def test_bad_channel_matrices_and_configuration_are_rejected() -> None:
+    prob = InterferenceChannel(M=4)
+    model = build_model(prob, paradigm="correction", depth=2, hidden=4)
+    x, _ = prob.sample(2, seed=0)
+    with pytest.raises(ValueError, match="square channel matrices"):
+        model(x[:, :3])
+    with pytest.raises(ValueError, match="square channel matrices"):
+        model(x[0, 0])
+    bad = x.clone()
+    bad[0, 1, 2] = -0.1
+    with pytest.raises(ValueError, match="1 negative entries"):
+        model(bad)
+    for value in (float("nan"), float("inf")):
+        bad = x.clone()
+        bad[1, 0, 0] = value
+        with pytest.raises(ValueError, match="non-finite"):
+            model(bad)
+    for kw in ({"p_max": 0.0}, {"p_max": -1.0}, {"noise_power": 0.0}, {"p_max": float("inf")}):
+        with pytest.raises(ValueError, match="must be finite and > 0"):
+            InterferenceChannel(**kw)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"M .* must be an int >= 1"):
+        InterferenceChannel(M=0)
+    with pytest.raises(ValueError, match="Unknown channel"):
+        InterferenceChannel(channel="awgn")
+    with pytest.raises(ValueError, match="relax"):
+        WMMSE(relax=0.0)
+    with pytest.raises(ValueError, match="Supervised training got a batch without any label"):
+        module = UnfoldedModule(prob, paradigm="hyperparameters", depth=2)
+        module.loss(module(x), x, torch.full((2, 4), float("nan")))
+
+
+def test_single_pair_has_no_interference_and_wmmse_uses_full_power() -> None:
+    prob = InterferenceChannel(M=1, seed=0)
+    x, _ = prob.sample(5, seed=0, dtype=F64)
+    for paradigm in ("classical", "correction", "inductive_bias", "black_box"):
+        v = build_model(prob, paradigm=paradigm, depth=3, hidden=4, dtype=F64)(x).final_estimate
+        assert v.shape == (5, 1) and torch.isfinite(v).all()
+    v = ClassicalSolver(WMMSE(), prob, 3, dtype=F64)(x).final_estimate
+    torch.testing.assert_close(v, torch.ones_like(v))  # no interference: full power is optimal
+    expected = torch.log2(1 + x[:, 0, 0] ** 2 / NOISE)
+    torch.testing.assert_close(sum_rate(v, x, NOISE), expected)
+
+
+# -- metrics and training ------------------------------------------------------------------
+def test_sum_rate_is_the_primary_metric_and_unsupervised_training_raises_it() -> None:
+    prob = InterferenceChannel(M=6, seed=0)
+    metrics = prob.metrics()
+    assert metrics[0].name == "sum_rate" and metrics[0].higher_is_better
+    assert not metrics[0].needs_target and metrics[0].unit == "bit/s/Hz"
+    L.seed_everything(0, workers=False)
+    module = UnfoldedModule(
+        prob, paradigm="correction", depth=2, hidden=8, supervision="unsupervised", lr=3e-3
+    )
+    data = SyntheticDataModule(prob, batch_size=32, train_batches=20, val_size=128)
+    trainer = L.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+    )
+    trainer.validate(module, datamodule=data, verbose=False)
+    before = module.primary_curves["val"]
+    trainer.fit(module, datamodule=data)
+    after = module.primary_curves["val"]
+    assert len(after) == 3 and after[-1] > before[-1]
+    assert "min_rate" in module.curves["val"]
+    x, _ = data._val.tensors  # type: ignore[union-attr]
+    curves = layer_curves(module(x).stacked_estimates(), torch.zeros(len(x), 6), x, metrics)
+    assert curves["sum_rate"][-1] == pytest.approx(after[-1], rel=1e-5)
+
+
+def test_black_box_trains_unsupervised_on_the_sum_rate() -> None:
+    prob = InterferenceChannel(M=6, seed=0)
+    module = UnfoldedModule(
+        prob, paradigm="black_box", depth=2, black_box_params=200, supervision="unsupervised"
+    )
+    x, t = prob.sample(16, seed=0)
+    loss = module.loss(module(x), x, t)
+    loss.backward()
+    assert float(loss.detach()) < 0  # −sum-rate
+    assert any(p.grad is not None for p in module.parameters())
+
+
+# -- the study -----------------------------------------------------------------------------
+def test_study_tiny_preset_writes_the_schema(tmp_path: Path) -> None:
+    path = ROOT / "examples" / "power_allocation_study.py"
+    spec = importlib.util.spec_from_file_location("power_allocation_study", path)
+    assert spec is not None and spec.loader is not None
+    study = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = study
+    spec.loader.exec_module(study)
+    study.main(["--preset", "tiny", "--out", str(tmp_path)])
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert set(res) == {"methods", "size_generalisation"}
+    names = {
+        "full_power",
+        "wmmse_4",
+        "wmmse_100",
+        "hyperparameters",
+        "objective",
+        "correction",
+        "inductive_bias",
+        "black_box",
+    }
+    assert set(res["methods"]) == names
+    for entry in res["methods"].values():
+        assert set(entry) == {"sum_rate", "params", "infer_ms", "train_s"}
+        assert all(math.isfinite(v) for v in entry["sum_rate"])
+    assert len(res["methods"]["correction"]["sum_rate"]) == 5  # K = 4: layers 0..4
+    assert set(res["size_generalisation"]) == {"10", "30"}
+    assert (tmp_path / "sum_rate_vs_layer.png").stat().st_size > 1000
