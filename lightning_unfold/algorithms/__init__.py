@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_unfold.algorithms.admm import ADMMLasso, ADMMState
+from lightning_unfold.algorithms.detection import (
+    MIMODetection,
+    ProjectedGradientDetector,
+    SoftIC,
+)
 from lightning_unfold.algorithms.rpca import (
     RPCA,
     RPCABlackBoxNet,
@@ -31,6 +36,7 @@ from lightning_unfold.core.algorithm import Algorithm
 ALGORITHMS: dict[str, type[Algorithm[Any]]] = {
     cls.name: cls for cls in (ISTA, FISTA, LISTA, LISTACP, LISTACPSS, ALISTA, ADMMLasso, RPCA)
 }
+ALGORITHMS.update({cls.name: cls for cls in (SoftIC, ProjectedGradientDetector)})
 
 
 def register_algorithm(cls: type[Algorithm[Any]]) -> type[Algorithm[Any]]:
@@ -60,11 +66,14 @@ __all__ = [
     "ADMMLasso",
     "ADMMState",
     "FISTAState",
+    "MIMODetection",
+    "ProjectedGradientDetector",
     "RPCABlackBoxNet",
     "RPCAConvIteration",
     "RPCACorrectionNet",
     "RPCAProblem",
     "RPCAState",
+    "SoftIC",
     "SparseRecovery",
     "lasso_objective",
     "make_algorithm",

@@ -347,7 +347,9 @@ class BlackBoxModel(nn.Module):
     By default an MLP on the flattened observation whose hidden width is chosen so that its
     parameter count is close to ``target_params`` (the unfolded model it is compared with);
     ``net`` replaces it (e.g. :meth:`Algorithm.make_black_box_net`, a convolutional network for
-    matrix-valued observations) and must map ``(B, *x_shape)`` to ``B`` estimates. Its
+    matrix-valued observations) and must map ``(B, *x_shape)`` to ``B`` estimates of the shape the
+    problem's metrics read (not necessarily the target's: a detector's estimate is a probability
+    vector per symbol index). Its
     trajectory is ``[0, estimate]``.
     """
 
@@ -391,8 +393,10 @@ class BlackBoxModel(nn.Module):
 
     def forward(self, x: Tensor, depth: int | None = None) -> Trajectory[Tensor]:
         self.problem.validate_observation(x)
-        out = self.net(x.reshape(x.shape[0], -1) if self.flatten else x)
-        out = out.reshape(x.shape[0], *self.out_shape)
+        if self.flatten:
+            out = self.net(x.reshape(x.shape[0], -1)).reshape(x.shape[0], *self.out_shape)
+        else:  # a custom net returns the estimate's own shape (e.g. per-user probabilities)
+            out = self.net(x)
         return Trajectory((torch.zeros_like(out), out), (torch.zeros_like(out), out))
 
     def layer_parameters(self, k: int) -> Iterator[nn.Parameter]:
