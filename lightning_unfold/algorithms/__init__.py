@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_unfold.algorithms.admm import ADMMLasso, ADMMState
+from lightning_unfold.algorithms.detection import (
+    MIMODetection,
+    ProjectedGradientDetector,
+    SoftIC,
+)
 from lightning_unfold.algorithms.power import (
     WMMSE,
     InterferenceChannel,
@@ -37,6 +42,7 @@ ALGORITHMS: dict[str, type[Algorithm[Any]]] = {
     cls.name: cls for cls in (ISTA, FISTA, LISTA, LISTACP, LISTACPSS, ALISTA, ADMMLasso, RPCA)
 }
 ALGORITHMS[WMMSE.name] = WMMSE
+ALGORITHMS.update({cls.name: cls for cls in (SoftIC, ProjectedGradientDetector)})
 
 
 def register_algorithm(cls: type[Algorithm[Any]]) -> type[Algorithm[Any]]:
@@ -68,11 +74,14 @@ __all__ = [
     "ADMMState",
     "FISTAState",
     "InterferenceChannel",
+    "MIMODetection",
+    "ProjectedGradientDetector",
     "RPCABlackBoxNet",
     "RPCAConvIteration",
     "RPCACorrectionNet",
     "RPCAProblem",
     "RPCAState",
+    "SoftIC",
     "SparseRecovery",
     "WMMSEState",
     "lasso_objective",

@@ -381,8 +381,9 @@ class BlackBoxModel(nn.Module):
     By default an MLP on the flattened observation whose hidden width is chosen so that its
     parameter count is close to ``target_params`` (the unfolded model it is compared with);
     ``net`` replaces it (e.g. :meth:`Algorithm.make_black_box_net`, a convolutional network for
-    matrix-valued observations) and must map ``(B, *x_shape)`` to ``B`` estimates (their shape
-    may follow the observation's size, as for graph networks). Its trajectory is
+    matrix-valued observations) and must map ``(B, *x_shape)`` to ``B`` estimates of the shape the
+    problem's metrics read (not necessarily the target's: a detector's estimate is a probability
+    vector per symbol index; a graph network's follows the observation's size). Its trajectory is
     ``[0, estimate]``. ``objective(estimate, x)`` is the per-sample objective of an estimate
     (:meth:`Algorithm.estimate_objective`), used when the black box is trained unsupervised.
     """

@@ -64,7 +64,7 @@ class SyntheticDataModule(L.LightningDataModule):
     either drawn fresh every epoch (``fresh_train=True``, ``train_batches`` batches per epoch; each
     DDP rank draws its own) or a fixed set of ``train_size`` samples, shuffled with a seeded
     generator. With ``labelled_fraction < 1`` a seeded random subset of training targets is set to
-    NaN (unlabelled), for semi-supervised training.
+    NaN (``-1`` for integer targets; unlabelled), for semi-supervised training.
     """
 
     def __init__(
@@ -119,7 +119,8 @@ class SyntheticDataModule(L.LightningDataModule):
         g = torch.Generator().manual_seed(hash((self.seed, *key)) & 0x7FFF_FFFF)
         unlabelled = torch.rand(target.shape[0], generator=g) >= self.labelled_fraction
         target = target.clone()
-        target[unlabelled] = float("nan")
+        # floating targets mark unlabelled rows with NaN, integer targets (symbol indices) with -1
+        target[unlabelled] = float("nan") if target.is_floating_point() else -1
         return target
 
     def _fixed(self, stream: int, size: int) -> TensorDataset:

@@ -11,7 +11,12 @@ from torch import Tensor, nn
 
 from lightning_unfold.algorithms import make_algorithm
 from lightning_unfold.core.algorithm import ProblemSpec, problem_from_config
-from lightning_unfold.core.metrics import ProblemMetric, check_metrics, primary_metric
+from lightning_unfold.core.metrics import (
+    ProblemMetric,
+    check_metrics,
+    labelled_rows,
+    primary_metric,
+)
 from lightning_unfold.core.trajectory import Trajectory
 from lightning_unfold.core.unfolded import (
     PARADIGMS,
@@ -268,7 +273,7 @@ class UnfoldedModule(L.LightningModule):
         est = self._padded(traj)
         for metric in metrics.values():
             metric.update(est, target, x)
-        if self.hparams["supervision"] != "supervised" or not torch.isnan(target).any():
+        if self.hparams["supervision"] != "supervised" or bool(labelled_rows(target).all()):
             self.log(
                 f"{prefix}/loss", self.loss(traj, x, target), batch_size=x.shape[0], sync_dist=True
             )
