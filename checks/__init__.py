@@ -8,6 +8,8 @@ Each check takes a trajectory producer (a model of this library, or any callable
 * :func:`descent` — per-layer descent ratios against 1 − ε (Hadou et al., 2024);
 * :func:`reference_agreement` — s^(K) against the CVXPY LASSO solution, KKT residual;
 * :func:`alista_coherence` — coherence of ALISTA's analytic weight (Liu et al., 2019);
+* :func:`restricted_isometry` — restricted isometry constant of IHT/ISTA-type layers' W·H
+  (Xin et al., 2016), on sampled supports (opt-in, not in the default suite);
 * :func:`generalization_across_depth` — gap vs depth against √(P log K/|D|) (heavy, opt-in).
 
 :func:`run_checks` runs a suite, :func:`generate_checks` / :func:`pytest_parametrize` expose the
@@ -32,6 +34,7 @@ from .cli import CheckpointError, check_command, load_checkpoint
 from .context import CheckContext, as_check_data, as_trajectory_fn, describe_model, prepare
 from .convergence import descent, linear_convergence
 from .generalization import assess_generalization, family_of, generalization_across_depth
+from .isometry import effective_operators, restricted_isometry
 from .plots import plot_result, plot_results
 from .references import REFERENCES, Reference, resolve_reference
 from .report import Report, format_table, report_for_module
@@ -71,6 +74,7 @@ __all__ = [
     "coupling",
     "descent",
     "describe_model",
+    "effective_operators",
     "family_of",
     "format_table",
     "generalization_across_depth",
@@ -86,6 +90,7 @@ __all__ = [
     "report_for_module",
     "resolve_reference",
     "resolve_suite",
+    "restricted_isometry",
     "run_checks",
 ]
 

@@ -21,6 +21,7 @@ from .agreement import reference_agreement
 from .context import CheckContext, prepare
 from .convergence import descent, linear_convergence
 from .generalization import family_of, generalization_across_depth
+from .isometry import effective_operators, restricted_isometry
 from .result import CheckResult, NotApplicableError
 from .weights import alista_coherence, analytic_weight, coupling, lista_weights
 
@@ -103,6 +104,14 @@ def _alista_applies(ctx: CheckContext) -> str | None:
     return _try(probe)
 
 
+def _isometry_applies(ctx: CheckContext) -> str | None:
+    def probe() -> None:
+        H, _ = ctx.lasso_constants()
+        effective_operators(ctx.inner, H)
+
+    return _try(probe)
+
+
 def _generalization_applies(ctx: CheckContext) -> str | None:
     return _try(lambda: family_of(ctx.model))
 
@@ -141,6 +150,13 @@ CHECKS: dict[str, CheckSpec] = {
             "generalised coherence of ALISTA's analytic weight (Liu et al., 2019)",
         ),
         CheckSpec(
+            "restricted_isometry",
+            restricted_isometry,
+            _isometry_applies,
+            "restricted isometry constant of each layer's W·H vs the classical HᵀH/‖H‖² "
+            "(Xin et al., 2016) [sampled supports: lower bounds]",
+        ),
+        CheckSpec(
             "generalization",
             generalization_across_depth,
             _generalization_applies,
@@ -166,6 +182,7 @@ SUITES: dict[str, tuple[str, ...]] = {
         "descent",
         "reference_agreement",
         "generalization",
+        "restricted_isometry",
     ),
 }
 

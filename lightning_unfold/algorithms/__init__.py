@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_unfold.algorithms.admm import ADMMLasso, ADMMState
+from lightning_unfold.algorithms.iht import IHT, LIHT, LIHTCP, hard_threshold, l0_objective
 from lightning_unfold.algorithms.rpca import (
     RPCA,
     RPCABlackBoxNet,
@@ -31,6 +32,7 @@ from lightning_unfold.core.algorithm import Algorithm
 ALGORITHMS: dict[str, type[Algorithm[Any]]] = {
     cls.name: cls for cls in (ISTA, FISTA, LISTA, LISTACP, LISTACPSS, ALISTA, ADMMLasso, RPCA)
 }
+ALGORITHMS.update({cls.name: cls for cls in (IHT, LIHT, LIHTCP)})
 
 
 def register_algorithm(cls: type[Algorithm[Any]]) -> type[Algorithm[Any]]:
@@ -52,7 +54,10 @@ __all__ = [
     "ALGORITHMS",
     "ALISTA",
     "FISTA",
+    "IHT",
     "ISTA",
+    "LIHT",
+    "LIHTCP",
     "LISTA",
     "LISTACP",
     "LISTACPSS",
@@ -66,6 +71,8 @@ __all__ = [
     "RPCAProblem",
     "RPCAState",
     "SparseRecovery",
+    "hard_threshold",
+    "l0_objective",
     "lasso_objective",
     "make_algorithm",
     "register_algorithm",
