@@ -10,7 +10,9 @@ Each check takes a trajectory producer (a model of this library, or any callable
 * :func:`descending_constraints` — descent under perturbed inputs (Hadou et al., 2024);
 * :func:`safeguard` — the safeguarded model continued past K reaches the solution (Heaton et al., 2023);
 * :func:`alista_coherence` — coherence of ALISTA's analytic weight (Liu et al., 2019);
-* :func:`generalization_across_depth` — gap vs depth against ``√(P log K/|D|)`` (heavy, opt-in).
+* :func:`restricted_isometry` — restricted isometry constant of IHT/ISTA-type layers' W·H
+  (Xin et al., 2016), on sampled supports (opt-in, not in the default suite);
+* :func:`generalization_across_depth` — gap vs depth against √(P log K/|D|) (heavy, opt-in).
 
 :func:`run_checks` runs a suite, :func:`generate_checks` / :func:`pytest_parametrize` expose the
 checks to a test suite, :class:`~lightning_unfold.checks.callback.VerificationCallback` runs
@@ -35,6 +37,7 @@ from .context import CheckContext, as_check_data, as_trajectory_fn, describe_mod
 from .convergence import descent, linear_convergence
 from .descending import PERTURBATION_BETAS, descending_constraints, safeguard
 from .generalization import assess_generalization, family_of, generalization_across_depth
+from .isometry import effective_operators, restricted_isometry
 from .plots import plot_result, plot_results
 from .references import REFERENCES, Reference, resolve_reference
 from .report import Report, format_table, report_for_module
@@ -76,6 +79,7 @@ __all__ = [
     "descending_constraints",
     "descent",
     "describe_model",
+    "effective_operators",
     "family_of",
     "format_table",
     "generalization_across_depth",
@@ -91,6 +95,7 @@ __all__ = [
     "report_for_module",
     "resolve_reference",
     "resolve_suite",
+    "restricted_isometry",
     "run_checks",
     "safeguard",
 ]

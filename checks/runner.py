@@ -22,6 +22,7 @@ from .context import CheckContext, prepare
 from .convergence import descent, linear_convergence
 from .descending import descending_constraints, safeguard
 from .generalization import family_of, generalization_across_depth
+from .isometry import effective_operators, restricted_isometry
 from .result import CheckResult, NotApplicableError
 from .weights import alista_coherence, analytic_weight, coupling, lista_weights
 
@@ -146,6 +147,14 @@ def _descending_applies(ctx: CheckContext) -> str | None:
     return _layers_applies(ctx) or _trajectory_applies(ctx)
 
 
+def _isometry_applies(ctx: CheckContext) -> str | None:
+    def probe() -> None:
+        H, _ = ctx.lasso_constants()
+        effective_operators(ctx.inner, H)
+
+    return _try(probe)
+
+
 def _generalization_applies(ctx: CheckContext) -> str | None:
     return _try(lambda: family_of(ctx.model))
 
@@ -196,6 +205,13 @@ CHECKS: dict[str, CheckSpec] = {
             "safeguarded model continued past K reaches the solution (Heaton et al., 2023)",
         ),
         CheckSpec(
+            "restricted_isometry",
+            restricted_isometry,
+            _isometry_applies,
+            "restricted isometry constant of each layer's W·H vs the classical HᵀH/‖H‖² "
+            "(Xin et al., 2016) [sampled supports: lower bounds]",
+        ),
+        CheckSpec(
             "generalization",
             generalization_across_depth,
             _generalization_applies,
@@ -225,6 +241,7 @@ SUITES: dict[str, tuple[str, ...]] = {
         "descending_constraints",
         "safeguard",
         "generalization",
+        "restricted_isometry",
     ),
 }
 

@@ -20,6 +20,7 @@ from .descent import (
     objective_decrease,
 )
 from .generalization import count_parameters, generalization_bound_shape, generalization_gap
+from .isometry import IsometryEstimate, gershgorin_upper_bound, restricted_isometry_estimate
 from .lasso import (
     ista_iterates,
     lasso_gradient_norm,
@@ -40,6 +41,7 @@ from .reference import (
 __all__ = [
     "DescentReport",
     "Envelope",
+    "IsometryEstimate",
     "LinearRateFit",
     "ReferenceSolverError",
     "alista_theory_iterates",
@@ -58,6 +60,7 @@ __all__ = [
     "fit_linear_rate",
     "generalization_bound_shape",
     "generalization_gap",
+    "gershgorin_upper_bound",
     "ista_iterates",
     "lasso_fista_reference",
     "lasso_gradient_norm",
@@ -67,6 +70,7 @@ __all__ = [
     "lipschitz_constant",
     "mutual_coherence",
     "objective_decrease",
+    "restricted_isometry_estimate",
     "rpca_pcp_reference",
     "soft_threshold",
 ]

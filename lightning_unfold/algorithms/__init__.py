@@ -10,6 +10,7 @@ from lightning_unfold.algorithms.detection import (
     ProjectedGradientDetector,
     SoftIC,
 )
+from lightning_unfold.algorithms.iht import IHT, LIHT, LIHTCP, hard_threshold, l0_objective
 from lightning_unfold.algorithms.power import (
     WMMSE,
     InterferenceChannel,
@@ -43,6 +44,7 @@ ALGORITHMS: dict[str, type[Algorithm[Any]]] = {
 }
 ALGORITHMS[WMMSE.name] = WMMSE
 ALGORITHMS.update({cls.name: cls for cls in (SoftIC, ProjectedGradientDetector)})
+ALGORITHMS.update({cls.name: cls for cls in (IHT, LIHT, LIHTCP)})
 
 
 def register_algorithm(cls: type[Algorithm[Any]]) -> type[Algorithm[Any]]:
@@ -64,7 +66,10 @@ __all__ = [
     "ALGORITHMS",
     "ALISTA",
     "FISTA",
+    "IHT",
     "ISTA",
+    "LIHT",
+    "LIHTCP",
     "LISTA",
     "LISTACP",
     "LISTACPSS",
@@ -84,6 +89,8 @@ __all__ = [
     "SoftIC",
     "SparseRecovery",
     "WMMSEState",
+    "hard_threshold",
+    "l0_objective",
     "lasso_objective",
     "make_algorithm",
     "register_algorithm",
