@@ -12,7 +12,7 @@ Each check takes a trajectory producer (a model of this library, or any callable
 * :func:`alista_coherence` — coherence of ALISTA's analytic weight (Liu et al., 2019);
 * :func:`restricted_isometry` — restricted isometry constant of IHT/ISTA-type layers' W·H
   (Xin et al., 2016), on sampled supports (opt-in, not in the default suite);
-* :func:`generalization_across_depth` — gap vs depth against √(P log K/|D|) (heavy, opt-in).
+* :func:`generalization_across_depth` — gap vs depth against ``√(P log K/|D|)`` (heavy, opt-in).
 
 :func:`run_checks` runs a suite, :func:`generate_checks` / :func:`pytest_parametrize` expose the
 checks to a test suite, :class:`~lightning_unfold.checks.callback.VerificationCallback` runs
