@@ -64,6 +64,12 @@ def write_api_pages(
         )
         _write(api_dir / f"{module}.rst", _page(module, title, names, note))
         listed[module] = names
+    # A name removed from __all__ leaves its stub behind, which Sphinx (-W) would reject as a
+    # page in no toctree: delete stubs that no current name owns.
+    current = {f"{m}.{n}" for m, names in listed.items() for n in names}
+    for stub in (api_dir / "generated").glob("*.rst"):
+        if stub.stem not in current:
+            stub.unlink()
     toc = "\n".join(f"   {m}" for m, _, _ in modules)
     _write(
         api_dir / "index.rst",
