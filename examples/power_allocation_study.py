@@ -41,7 +41,7 @@ import argparse
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,16 @@ class Preset:
     M: int = 20
     depth: int = 4
     hidden: int = 16
-    steps: int = 1500  #: optimizer steps per model (fresh channels every batch)
+    #: optimizer steps per model (fresh channels every batch); UWMMSE gets the most
+    steps: dict[str, int] = field(
+        default_factory=lambda: {
+            "hyperparameters": 800,
+            "objective": 800,
+            "correction": 3000,
+            "inductive_bias": 2000,
+            "black_box": 3000,
+        }
+    )
     batch: int = 64
     lr: float = 3e-3
     clip: float = 1.0  #: gradient-norm clipping
@@ -80,7 +89,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         hidden=4,
-        steps=6,
+        steps=dict.fromkeys(LEARNED, 6),
         batch=16,
         n_test=64,
         ref_topologies=(0,),
@@ -90,7 +99,12 @@ PRESETS: dict[str, Preset] = {
         timing_reps=2,
     ),
     "cpu": Preset(),
-    "full": Preset(steps=10_000, n_test=6400, train_topologies=(0, 1, 2, 3, 4), n_size=6400),
+    "full": Preset(
+        steps=dict.fromkeys(LEARNED, 10_000),
+        n_test=6400,
+        train_topologies=(0, 1, 2, 3, 4),
+        n_size=6400,
+    ),
 }
 
 _TEST = 3  # seed stream of held-out channels (SyntheticDataModule: 1 train, 2 val, 3 test)
@@ -149,7 +163,9 @@ def train(
         supervision="unsupervised",
         lr=cfg.lr,
     )
-    data = SyntheticDataModule(prob, batch_size=cfg.batch, train_batches=cfg.steps, val_size=1)
+    data = SyntheticDataModule(
+        prob, batch_size=cfg.batch, train_batches=cfg.steps[paradigm], val_size=1
+    )
     trainer = L.Trainer(
         max_epochs=1,
         accelerator="cpu",
