@@ -14,8 +14,9 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning_unfold.checks import Status
 
-from lightning_unfold import ALGORITHMS, ClassicalSolver, UnfoldedModel
+from lightning_unfold import ALGORITHMS, ClassicalSolver, UnfoldedModel, checks
 from lightning_unfold.algorithms.power import (
     WMMSE,
     InterferenceChannel,
@@ -376,9 +377,6 @@ def test_study_tiny_preset_writes_the_schema(tmp_path: Path) -> None:
 
 # -- checks --------------------------------------------------------------------------------
 def test_checks_that_apply_run_and_the_others_say_why() -> None:
-    from lightning_unfold import checks
-    from lightning_unfold.checks import Status
-
     prob = InterferenceChannel(M=8, seed=0)
     data = prob.sample(64, seed=(3, 0), dtype=F64)
     module = UnfoldedModule(
@@ -407,9 +405,6 @@ def test_checks_that_apply_run_and_the_others_say_why() -> None:
 
 
 def test_objective_agreement_passes_for_wmmse_100_and_descent_fails_for_a_bad_layer() -> None:
-    from lightning_unfold import checks
-    from lightning_unfold.checks import Status
-
     prob = InterferenceChannel(M=8, seed=0)
     data = prob.sample(16, seed=(3, 0), dtype=F64)
     # WMMSE's tail is slow (here WMMSE-100 is 4 % short of 2000 iterations): 300 agree with 400
@@ -439,8 +434,6 @@ def test_objective_agreement_passes_for_wmmse_100_and_descent_fails_for_a_bad_la
 
 
 def test_generalization_check_trains_on_the_sum_rate_without_targets() -> None:
-    from lightning_unfold import checks
-
     prob = InterferenceChannel(M=6, seed=0)
     module = UnfoldedModule(prob, paradigm="hyperparameters", depth=2, supervision="unsupervised")
     res = checks.generalization_across_depth(
