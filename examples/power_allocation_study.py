@@ -56,6 +56,14 @@ from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
 
 LEARNED = ("hyperparameters", "objective", "correction", "inductive_bias", "black_box")
 METHODS = ("full_power", "wmmse_4", "wmmse_100", *LEARNED)
+#: one colour per method in every panel
+COLORS = {
+    "wmmse_4": "tab:blue",
+    "hyperparameters": "tab:orange",
+    "objective": "tab:green",
+    "correction": "tab:red",
+    "inductive_bias": "tab:purple",
+}
 
 
 @dataclass(frozen=True)
@@ -369,12 +377,21 @@ def plot(results: dict[str, Any], cfg: Preset, path: Path) -> None:
                 ax.axhline(curve[-1], color="tab:brown", ls="-.", lw=1, label="black box")
             else:
                 label = {"wmmse_4": "WMMSE", "correction": "UWMMSE (correction)"}.get(name, name)
-                ax.plot(layers[1:], curve[1 : K + 1], marker="o", label=label)
+                ax.plot(layers[1:], curve[1 : K + 1], marker="o", label=label, color=COLORS[name])
         ax.set_xlabel("layer / iteration k")
         ax.set_ylabel("mean sum-rate (bit/s/Hz)")
         ax.set_xticks(layers[1:])
         ax.set_title(title)
         ax.grid(alpha=0.3)
+        missing = [n for n, e in entries.items() if e.get("sum_rate") is None]
+        if missing:
+            ax.text(
+                0.02,
+                0.02,
+                f"cannot run at this M: {', '.join(missing)}",
+                fontsize=8,
+                transform=ax.transAxes,
+            )
     axes[0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

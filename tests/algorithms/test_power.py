@@ -404,7 +404,7 @@ def test_checks_that_apply_run_and_the_others_say_why() -> None:
         assert "not a LASSO problem" in results[name].message
 
 
-def test_objective_agreement_passes_for_wmmse_100_and_descent_fails_for_a_bad_layer() -> None:
+def test_objective_agreement_passes_for_long_wmmse_and_descent_fails_for_a_bad_layer() -> None:
     prob = InterferenceChannel(M=8, seed=0)
     data = prob.sample(16, seed=(3, 0), dtype=F64)
     # WMMSE's tail is slow (here WMMSE-100 is 4 % short of 2000 iterations): 300 agree with 400
