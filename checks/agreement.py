@@ -42,6 +42,7 @@ def reference_agreement(
     reference_kkt_tol: float = 0.05,
     objective_rtol: float = 0.02,
     n_objective_reference: int = 256,
+    objective_max_iter: int = 2000,
 ) -> CheckResult:
     r"""Relative distance of :math:`s^{(K)}` to the CVXPY reference, and its KKT residual.
 
@@ -58,7 +59,7 @@ def reference_agreement(
 
     Problems that are not a LASSO (no ``H``, ``rho`` constants) but name a classical algorithm
     (``default_algorithm``, e.g. WMMSE) are judged by :func:`objective_agreement` instead, with
-    ``objective_rtol`` and ``n_objective_reference``.
+    ``objective_rtol``, ``n_objective_reference`` and ``objective_max_iter``.
 
     Args:
         n_reference: number of samples solved (CVXPY costs ~0.5–1 s per sample at n = 500).
@@ -71,7 +72,12 @@ def reference_agreement(
     except NotApplicableError:
         if ctx.problem is None or not ctx.problem.default_algorithm:
             raise
-        return objective_agreement(ctx, rel_tol=objective_rtol, n_reference=n_objective_reference)
+        return objective_agreement(
+            ctx,
+            rel_tol=objective_rtol,
+            n_reference=n_objective_reference,
+            max_iter=objective_max_iter,
+        )
     n = min(n_reference, ctx.x.shape[0])
     X = ctx.x64()[:n]
     try:

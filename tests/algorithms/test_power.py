@@ -14,8 +14,9 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning_unfold.checks import Status
 
-from lightning_unfold import ALGORITHMS, ClassicalSolver, UnfoldedModel
+from lightning_unfold import ALGORITHMS, ClassicalSolver, UnfoldedModel, checks
 from lightning_unfold.algorithms.power import (
     WMMSE,
     InterferenceChannel,
@@ -372,3 +373,72 @@ def test_study_tiny_preset_writes_the_schema(tmp_path: Path) -> None:
     assert len(res["methods"]["correction"]["sum_rate"]) == 5  # K = 4: layers 0..4
     assert set(res["size_generalisation"]) == {"10", "30"}
     assert (tmp_path / "sum_rate_vs_layer.png").stat().st_size > 1000
+
+
+# -- checks --------------------------------------------------------------------------------
+def test_checks_that_apply_run_and_the_others_say_why() -> None:
+    prob = InterferenceChannel(M=8, seed=0)
+    data = prob.sample(64, seed=(3, 0), dtype=F64)
+    module = UnfoldedModule(
+        prob, paradigm="correction", depth=4, hidden=4, supervision="unsupervised"
+    ).double()
+    results = {
+        r.name: r
+        for r in checks.run_checks(
+            module,
+            data=data,
+            options={
+                "reference_agreement": {"n_objective_reference": 16, "objective_max_iter": 200}
+            },
+        )
+    }
+    # WMMSE's sum-rate never decreases: the descent check on the objective passes
+    assert results["descent"].status is Status.PASSED, results["descent"].message
+    assert results["descent"].details["quantity"] == "objective"
+    # four iterations stop several per cent short of WMMSE run to convergence: agreement fails
+    agree = results["reference_agreement"]
+    assert agree.status is Status.FAILED and agree.value > 0.02, agree.message
+    assert "run to convergence" in agree.message
+    for name in ("coupling", "alista_coherence", "linear_convergence"):
+        assert results[name].status is Status.SKIPPED
+        assert "not a LASSO problem" in results[name].message
+
+
+def test_objective_agreement_passes_for_long_wmmse_and_descent_fails_for_a_bad_layer() -> None:
+    prob = InterferenceChannel(M=8, seed=0)
+    data = prob.sample(16, seed=(3, 0), dtype=F64)
+    # WMMSE's tail is slow (here WMMSE-100 is 4 % short of 2000 iterations): 300 agree with 400
+    long = ClassicalSolver(WMMSE(), prob, 300, dtype=F64)
+    res = checks.reference_agreement(
+        long, prob, data, n_objective_reference=16, objective_max_iter=400
+    )
+    assert res.status is Status.PASSED, res.message
+    assert res.details["reference_iterations"] == 400
+    short = checks.reference_agreement(
+        ClassicalSolver(WMMSE(), prob, 20, dtype=F64),
+        prob,
+        data,
+        n_objective_reference=16,
+        objective_max_iter=400,
+    )
+    assert short.status is Status.FAILED and short.counterexample is not None
+    # a correction layer that zeroes every weight w switches all users off: the rate collapses
+    model = UnfoldedModel(WMMSE(), prob, 4, "correction", hidden=4, dtype=F64)
+    with torch.no_grad():
+        model.nets[2].phi_b.convs[1].self_weight.bias.fill_(-1e6)  # type: ignore[index]
+    bad = checks.descent(model, prob, data, quantity="objective")
+    assert bad.status is Status.FAILED and bad.details["violated_layers"] == [3], bad.message
+    assert bad.counterexample is not None and bad.counterexample["layer"] == 3
+    good = checks.descent(ClassicalSolver(WMMSE(), prob, 4, dtype=F64), prob, data)
+    assert good.status is Status.PASSED, good.message
+
+
+def test_generalization_check_trains_on_the_sum_rate_without_targets() -> None:
+    prob = InterferenceChannel(M=6, seed=0)
+    module = UnfoldedModule(prob, paradigm="hyperparameters", depth=2, supervision="unsupervised")
+    res = checks.generalization_across_depth(
+        module, depths=(1, 2), n_train=16, n_test=32, steps=3, lr=1e-2
+    )
+    assert res.status.name in ("PASSED", "FAILED"), res.message
+    assert all(math.isfinite(v) for v in res.details["test_loss"])
+    assert all(v < 0 for v in res.details["train_loss"])  # −sum-rate / |−sum-rate at init|
