@@ -5,6 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_unfold.algorithms.admm import ADMMLasso, ADMMState
+from lightning_unfold.algorithms.precoding import (
+    HybridBlackBoxNet,
+    HybridPGA,
+    HybridPrecoding,
+    PrecoderState,
+)
 from lightning_unfold.algorithms.rpca import (
     RPCA,
     RPCABlackBoxNet,
@@ -29,7 +35,8 @@ from lightning_unfold.algorithms.sparse import (
 from lightning_unfold.core.algorithm import Algorithm
 
 ALGORITHMS: dict[str, type[Algorithm[Any]]] = {
-    cls.name: cls for cls in (ISTA, FISTA, LISTA, LISTACP, LISTACPSS, ALISTA, ADMMLasso, RPCA)
+    cls.name: cls
+    for cls in (ISTA, FISTA, LISTA, LISTACP, LISTACPSS, ALISTA, ADMMLasso, RPCA, HybridPGA)
 }
 
 
@@ -60,6 +67,10 @@ __all__ = [
     "ADMMLasso",
     "ADMMState",
     "FISTAState",
+    "HybridBlackBoxNet",
+    "HybridPGA",
+    "HybridPrecoding",
+    "PrecoderState",
     "RPCABlackBoxNet",
     "RPCAConvIteration",
     "RPCACorrectionNet",
