@@ -8,7 +8,8 @@ Each check takes a trajectory producer (a model of this library, or any callable
 * :func:`descent` — per-layer descent ratios against 1 − ε (Hadou et al., 2024);
 * :func:`reference_agreement` — s^(K) against the CVXPY LASSO solution, KKT residual;
 * :func:`alista_coherence` — coherence of ALISTA's analytic weight (Liu et al., 2019);
-* :func:`generalization_across_depth` — gap vs depth against √(P log K/|D|) (heavy, opt-in).
+* :func:`generalization_across_depth` — gap vs depth against √(P log K/|D|) (heavy, opt-in);
+* :func:`objective_descent` — every layer lowers the model's own objective (−rate for precoding).
 
 :func:`run_checks` runs a suite, :func:`generate_checks` / :func:`pytest_parametrize` expose the
 checks to a test suite, :class:`~lightning_unfold.checks.callback.VerificationCallback` runs
@@ -32,6 +33,7 @@ from .cli import CheckpointError, check_command, load_checkpoint
 from .context import CheckContext, as_check_data, as_trajectory_fn, describe_model, prepare
 from .convergence import descent, linear_convergence
 from .generalization import assess_generalization, family_of, generalization_across_depth
+from .objective import objective_descent
 from .plots import plot_result, plot_results
 from .references import REFERENCES, Reference, resolve_reference
 from .report import Report, format_table, report_for_module
@@ -78,6 +80,7 @@ __all__ = [
     "linear_convergence",
     "lista_weights",
     "load_checkpoint",
+    "objective_descent",
     "plot_result",
     "plot_results",
     "prepare",

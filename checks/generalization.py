@@ -24,6 +24,7 @@ from lightning_unfold.theory import count_parameters, generalization_bound_shape
 from torch import Tensor, nn
 
 from lightning_unfold.core.algorithm import ProblemSpec
+from lightning_unfold.core.iterate import cast_precision, real_dtype
 from lightning_unfold.core.trajectory import Trajectory
 from lightning_unfold.core.unfolded import ClassicalSolver, UnfoldedModel
 
@@ -84,9 +85,19 @@ def _final(out: Any) -> Tensor:
     raise TypeError(f"The model returned {type(out).__name__}, not a trajectory or a list.")
 
 
-def _per_sample_loss(model: nn.Module, x: Tensor, s: Tensor, scale: Tensor) -> Tensor:
-    est = _final(model(x))
-    return (est - s).flatten(1).pow(2).sum(1) / scale
+def _per_sample_loss(model: nn.Module, x: Tensor, s: Tensor, scale: Tensor | None) -> Tensor:
+    """Supervised ``‖ŝ⁽ᴷ⁾ − s‖² / scale`` or, with ``scale=None``, the model's own objective at
+    its final iterate (unlabelled problems, e.g. the negative rate of hybrid precoding)."""
+    out = model(x)
+    if scale is None:
+        if not (isinstance(model, UnfoldedModel) and isinstance(out, Trajectory)):
+            raise NotApplicableError(
+                "the problem has no labels, so the gap is measured on the model's objective, "
+                f"which a {type(model).__name__} does not have."
+            )
+        return model.objective(out.final, x)
+    est = _final(out)
+    return (est - s).flatten(1).abs().pow(2).sum(1) / scale
 
 
 def assess_generalization(
@@ -179,6 +190,8 @@ def generalization_across_depth(
     :math:`|D|` = ``n_train`` samples with the end-to-end NMSE loss
     :math:`\sum_j\|s_j^{(K)} - s_j\|^2 / \sum_j\|s_j\|^2`, then its train loss and its loss on
     ``n_test`` fresh samples are measured; :func:`assess_generalization` judges the gaps.
+    A problem without labels (all targets NaN, e.g. hybrid precoding) is trained and scored on
+    the model's own objective at its last iterate instead (the negative rate).
     ``data`` is unused (training needs fresh draws from ``problem``).
     """
     prob = problem
@@ -193,14 +206,19 @@ def generalization_across_depth(
         raise ValueError("n_train >= 1, n_test >= 2 and steps >= 1 are required.")
     x_tr, s_tr = prob.sample(n_train, seed=(7, seed))
     x_te, s_te = prob.sample(n_test, seed=(8, seed))
+    # an unlabelled problem (NaN targets: hybrid precoding) is trained and scored on its objective
+    unlabelled = bool(torch.isnan(s_tr.real if s_tr.is_complex() else s_tr).all())
     train_l, test_l, test_se, params = [], [], [], []
     for K in depths:
         torch.manual_seed(seed)
         net = make(int(K))
-        dtype = next((p.dtype for p in net.parameters()), torch.float32)
-        xtr, str_, xte, ste = (t.to(dtype) for t in (x_tr, s_tr, x_te, s_te))
-        scale_tr = str_.flatten(1).pow(2).sum(1).mean().clamp_min(1e-30)
-        scale_te = ste.flatten(1).pow(2).sum(1).mean().clamp_min(1e-30)
+        dtype = real_dtype(next((p.dtype for p in net.parameters()), torch.float32))
+        xtr, str_, xte, ste = (cast_precision(t, dtype) for t in (x_tr, s_tr, x_te, s_te))
+        scale_tr: Tensor | None = None
+        scale_te: Tensor | None = None
+        if not unlabelled:
+            scale_tr = str_.flatten(1).abs().pow(2).sum(1).mean().clamp_min(1e-30)
+            scale_te = ste.flatten(1).abs().pow(2).sum(1).mean().clamp_min(1e-30)
         trainable = [p for p in net.parameters() if p.requires_grad]
         if not trainable:
             raise NotApplicableError(f"the depth-{K} model has no trainable parameters.")

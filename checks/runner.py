@@ -21,6 +21,7 @@ from .agreement import reference_agreement
 from .context import CheckContext, prepare
 from .convergence import descent, linear_convergence
 from .generalization import family_of, generalization_across_depth
+from .objective import objective_descent, objective_values
 from .result import CheckResult, NotApplicableError
 from .weights import alista_coherence, analytic_weight, coupling, lista_weights
 
@@ -103,6 +104,12 @@ def _alista_applies(ctx: CheckContext) -> str | None:
     return _try(probe)
 
 
+def _objective_descent_applies(ctx: CheckContext) -> str | None:
+    if ctx.is_black_box():
+        return "the black-box baseline has no intermediate iterates (its trajectory is [0, ŝ])."
+    return _try(lambda: objective_values(ctx))
+
+
 def _generalization_applies(ctx: CheckContext) -> str | None:
     return _try(lambda: family_of(ctx.model))
 
@@ -146,6 +153,12 @@ CHECKS: dict[str, CheckSpec] = {
             _generalization_applies,
             "train at several depths; gap vs √(P log K/|D|) (Schnoor et al., 2023) [heavy]",
         ),
+        CheckSpec(
+            "objective_descent",
+            objective_descent,
+            _objective_descent_applies,
+            "every layer lowers the mean of the model's own objective (−rate for precoding)",
+        ),
     )
 }
 
@@ -166,6 +179,7 @@ SUITES: dict[str, tuple[str, ...]] = {
         "descent",
         "reference_agreement",
         "generalization",
+        "objective_descent",
     ),
 }
 

@@ -442,3 +442,35 @@ def test_study_tiny_preset_writes_the_schema(tmp_path: Path) -> None:
     assert (tmp_path / "rate_vs_iteration.png").stat().st_size > 10_000
     protocol = json.loads((tmp_path / "protocol.json").read_text())
     assert set(protocol["anchor"]["classical_step_0.5"]) == {"k5", "k30"}
+
+
+# -- checks --------------------------------------------------------------------------------
+def test_objective_descent_check_passes_for_small_steps_and_fails_for_overshooting_ones() -> None:
+    from lightning_unfold import checks
+
+    prob = _problem(analog="unconstrained")
+    good = checks.objective_descent(ClassicalSolver(HybridPGA(0.05), prob, 8, dtype=F64), prob)
+    assert good.passed and good.value == 0.0 and good.counterexample is None
+    assert all(d > 0 for d in good.details["decrease"])
+    bad = checks.objective_descent(ClassicalSolver(HybridPGA(5.0), prob, 8, dtype=F64), prob)
+    assert not bad.passed and bad.value > 0
+    assert bad.counterexample is not None
+    assert bad.counterexample["after"] > bad.counterexample["before"]  # −rate went up
+    assert checks.objective_descent(
+        ClassicalSolver(HybridPGA(5.0), prob, 8, dtype=F64), prob, max_violation_rate=1.0
+    ).passed
+    by_name = {r.name: r for r in checks.run_checks(BlackBoxModel(prob, 500), prob, suite="all")}
+    assert by_name["objective_descent"].status is checks.Status.SKIPPED
+    assert by_name["descent"].status is checks.Status.SKIPPED  # a LASSO check: does not apply
+
+
+def test_generalization_check_uses_the_objective_for_unlabelled_problems() -> None:
+    from lightning_unfold import checks
+
+    prob = _problem()
+    model = UnfoldedModel(HybridPGA(0.3), prob, 4)
+    result = checks.generalization_across_depth(
+        model, prob, depths=(2, 4), n_train=16, n_test=32, steps=5, lr=0.05
+    )
+    assert result.status in (checks.Status.PASSED, checks.Status.FAILED)
+    assert all(v < 0 for v in result.details["test_loss"])  # −rate, not an NMSE of NaN targets
