@@ -349,6 +349,7 @@ def plot(results: dict[str, Any], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
     for ax, (name, res) in zip(axes, results.items(), strict=True):
@@ -359,8 +360,12 @@ def plot(results: dict[str, Any], path: Path, title: str) -> None:
                 continue
             style = "-" if method.startswith("pga") else "-o"
             ax.plot(range(len(r)), r, style, ms=3, label=method)
-        ax.set_xscale("symlog", linthresh=5)
-        ax.set_xlabel("iteration k (linear up to 5, then log)")
+        ax.set_xscale("symlog", linthresh=5, linscale=2)
+        ticks = [0, 1, 2, 3, 4, 5, 10, 20, 50, 100]
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlim(-0.2, 110)
+        ax.set_xlabel("iteration k (linear up to 5, then logarithmic)")
         ax.set_ylabel("achievable rate (nat/s/Hz)")
         ax.set_title(name.replace("_", " "))
         ax.grid(True, which="both", alpha=0.3)
