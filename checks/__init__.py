@@ -12,7 +12,8 @@ Each check takes a trajectory producer (a model of this library, or any callable
 * :func:`alista_coherence` — coherence of ALISTA's analytic weight (Liu et al., 2019);
 * :func:`restricted_isometry` — restricted isometry constant of IHT/ISTA-type layers' W·H
   (Xin et al., 2016), on sampled supports (opt-in, not in the default suite);
-* :func:`generalization_across_depth` — gap vs depth against ``√(P log K/|D|)`` (heavy, opt-in).
+* :func:`generalization_across_depth` — gap vs depth against ``√(P log K/|D|)`` (heavy, opt-in);
+* :func:`objective_descent` — every layer lowers the model's own objective (−rate for precoding).
 
 :func:`run_checks` runs a suite, :func:`generate_checks` / :func:`pytest_parametrize` expose the
 checks to a test suite, :class:`~lightning_unfold.checks.callback.VerificationCallback` runs
@@ -38,6 +39,7 @@ from .convergence import descent, linear_convergence
 from .descending import PERTURBATION_BETAS, descending_constraints, safeguard
 from .generalization import assess_generalization, family_of, generalization_across_depth
 from .isometry import effective_operators, restricted_isometry
+from .objective import objective_descent
 from .plots import plot_result, plot_results
 from .references import REFERENCES, Reference, resolve_reference
 from .report import Report, format_table, report_for_module
@@ -87,6 +89,7 @@ __all__ = [
     "linear_convergence",
     "lista_weights",
     "load_checkpoint",
+    "objective_descent",
     "plot_result",
     "plot_results",
     "prepare",

@@ -24,6 +24,7 @@ from lightning_unfold.theory import count_parameters, generalization_bound_shape
 from torch import Tensor, nn
 
 from lightning_unfold.core.algorithm import ProblemSpec
+from lightning_unfold.core.iterate import cast_precision, real_dtype
 from lightning_unfold.core.trajectory import Trajectory
 from lightning_unfold.core.unfolded import ClassicalSolver, UnfoldedModel
 
@@ -93,7 +94,7 @@ def _per_sample_loss(model: nn.Module, x: Tensor, s: Tensor, scale: Tensor) -> T
             )
         return model.objective(out.final, x) / scale  # type: ignore[operator]
     est = _final(model(x))
-    return (est - s).flatten(1).pow(2).sum(1) / scale
+    return (est - s).flatten(1).abs().pow(2).sum(1) / scale
 
 
 def _scale(model: nn.Module, x: Tensor, s: Tensor) -> Tensor:
@@ -102,7 +103,7 @@ def _scale(model: nn.Module, x: Tensor, s: Tensor) -> Tensor:
         with torch.no_grad():
             init = _per_sample_loss(model, x, s, torch.ones((), dtype=x.dtype))
         return init.mean().abs().clamp_min(1e-30)
-    return s.flatten(1).pow(2).sum(1).mean().clamp_min(1e-30)
+    return s.flatten(1).abs().pow(2).sum(1).mean().clamp_min(1e-30)
 
 
 def assess_generalization(
@@ -215,8 +216,8 @@ def generalization_across_depth(
     for K in depths:
         torch.manual_seed(seed)
         net = make(int(K))
-        dtype = next((p.dtype for p in net.parameters()), torch.float32)
-        xtr, str_, xte, ste = (t.to(dtype) for t in (x_tr, s_tr, x_te, s_te))
+        dtype = real_dtype(next((p.dtype for p in net.parameters()), torch.float32))
+        xtr, str_, xte, ste = (cast_precision(t, dtype) for t in (x_tr, s_tr, x_te, s_te))
         scale_tr = _scale(net, xtr, str_)
         scale_te = _scale(net, xte, ste)
         trainable = [p for p in net.parameters() if p.requires_grad]

@@ -23,6 +23,7 @@ from .convergence import descent, linear_convergence
 from .descending import descending_constraints, safeguard
 from .generalization import family_of, generalization_across_depth
 from .isometry import effective_operators, restricted_isometry
+from .objective import objective_descent, objective_values
 from .result import CheckResult, NotApplicableError
 from .weights import alista_coherence, analytic_weight, coupling, lista_weights
 
@@ -155,6 +156,12 @@ def _isometry_applies(ctx: CheckContext) -> str | None:
     return _try(probe)
 
 
+def _objective_descent_applies(ctx: CheckContext) -> str | None:
+    if ctx.is_black_box():
+        return "the black-box baseline has no intermediate iterates (its trajectory is [0, ŝ])."
+    return _try(lambda: objective_values(ctx))
+
+
 def _generalization_applies(ctx: CheckContext) -> str | None:
     return _try(lambda: family_of(ctx.model))
 
@@ -217,6 +224,12 @@ CHECKS: dict[str, CheckSpec] = {
             _generalization_applies,
             "train at several depths; gap vs √(P log K/|D|) (Schnoor et al., 2023) [heavy]",
         ),
+        CheckSpec(
+            "objective_descent",
+            objective_descent,
+            _objective_descent_applies,
+            "every layer lowers the mean of the model's own objective (−rate for precoding)",
+        ),
     )
 }
 
@@ -242,6 +255,7 @@ SUITES: dict[str, tuple[str, ...]] = {
         "safeguard",
         "generalization",
         "restricted_isometry",
+        "objective_descent",
     ),
 }
 

@@ -58,11 +58,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning_unfold.theory import lasso_kkt_residual
 from torch import Tensor
 
 from lightning_unfold import SparseRecovery, checks
 from lightning_unfold.core.safeguard import SafeguardedModel
-from lightning_unfold.theory import lasso_kkt_residual
 from lightning_unfold.training import DescendingConstraints, SyntheticDataModule, UnfoldedModule
 
 MODELS: tuple[str, ...] = ("lista", "lista_constrained", "lista_cp", "lista_cp_constrained")

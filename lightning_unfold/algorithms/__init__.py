@@ -16,6 +16,12 @@ from lightning_unfold.algorithms.power import (
     InterferenceChannel,
     WMMSEState,
 )
+from lightning_unfold.algorithms.precoding import (
+    HybridBlackBoxNet,
+    HybridPGA,
+    HybridPrecoding,
+    PrecoderState,
+)
 from lightning_unfold.algorithms.rpca import (
     RPCA,
     RPCABlackBoxNet,
@@ -40,7 +46,8 @@ from lightning_unfold.algorithms.sparse import (
 from lightning_unfold.core.algorithm import Algorithm
 
 ALGORITHMS: dict[str, type[Algorithm[Any]]] = {
-    cls.name: cls for cls in (ISTA, FISTA, LISTA, LISTACP, LISTACPSS, ALISTA, ADMMLasso, RPCA)
+    cls.name: cls
+    for cls in (ISTA, FISTA, LISTA, LISTACP, LISTACPSS, ALISTA, ADMMLasso, RPCA, HybridPGA)
 }
 ALGORITHMS[WMMSE.name] = WMMSE
 ALGORITHMS.update({cls.name: cls for cls in (SoftIC, ProjectedGradientDetector)})
@@ -78,8 +85,12 @@ __all__ = [
     "ADMMLasso",
     "ADMMState",
     "FISTAState",
+    "HybridBlackBoxNet",
+    "HybridPGA",
+    "HybridPrecoding",
     "InterferenceChannel",
     "MIMODetection",
+    "PrecoderState",
     "ProjectedGradientDetector",
     "RPCABlackBoxNet",
     "RPCAConvIteration",

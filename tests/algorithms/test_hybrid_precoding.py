@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -21,7 +26,8 @@ from lightning_unfold.algorithms.precoding import (
     unpack_precoders,
 )
 from lightning_unfold.core.algorithm import project_unit_modulus
-from lightning_unfold.core.unfolded import BlackBoxModel
+from lightning_unfold.core.unfolded import PARADIGMS, BlackBoxModel
+from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
 
 F64, C128 = torch.float64, torch.complex128
 SETTINGS = ("unit_modulus", "unconstrained")
@@ -193,7 +199,7 @@ def test_tune_step_picks_the_best_constant_step() -> None:
 
 # -- paradigms -----------------------------------------------------------------------------
 @pytest.mark.parametrize("analog", SETTINGS)
-@pytest.mark.parametrize("paradigm", ["hyperparameters", "objective"])
+@pytest.mark.parametrize("paradigm", ["hyperparameters", "objective", "correction"])
 def test_classical_init_equivalence_complex128(analog: str, paradigm: str) -> None:
     prob = _problem(analog=analog)
     x, _ = prob.sample(5, seed=7, dtype=F64)
@@ -221,11 +227,12 @@ def _perturb(model: torch.nn.Module) -> None:
 
 
 @pytest.mark.parametrize("analog", SETTINGS)
-@pytest.mark.parametrize("paradigm", ["hyperparameters", "objective"])
+@pytest.mark.parametrize("paradigm", PARADIGMS)
 def test_every_paradigm_returns_feasible_precoders(analog: str, paradigm: str) -> None:
+    """With perturbed (non-classical) parameters and networks, every layer's precoder is feasible."""
     prob = _problem(analog=analog)
     x, _ = prob.sample(4, seed=8)
-    model = UnfoldedModel(HybridPGA(0.3), prob, 4, paradigm)
+    model = UnfoldedModel(HybridPGA(0.3), prob, 4, paradigm, hidden=16)
     _perturb(model)
     for est in model(x).estimates:
         modulus, power = _feasibility(prob, est.to(torch.complex128))
@@ -325,3 +332,145 @@ def test_singular_channels_give_finite_feasible_precoders(analog: str, digital_i
     rate = prob.rate_of_estimate(traj.final_estimate, x)
     assert float(rate[0]) == 0.0 and bool(torch.isfinite(rate).all())
     assert not math.isnan(float(model.objective(traj.final, x).sum()))
+
+
+# -- training, checkpoints, the study -------------------------------------------------------
+def _trainer(tmp_path: Path, steps: int) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+
+
+@pytest.mark.parametrize("formulation", ["end_to_end", "multi_iteration"])
+def test_unsupervised_training_keeps_feasibility_and_raises_the_rate(
+    tmp_path: Path, formulation: str
+) -> None:
+    prob = _problem()
+    module = UnfoldedModule(
+        prob,
+        algorithm="hybrid_pga",
+        algorithm_options={"step": 0.05},
+        paradigm="hyperparameters",
+        depth=3,
+        supervision="unsupervised",
+        formulation=formulation,
+        lr=0.05,
+    )
+    x, _ = prob.sample(64, seed=(3, 0))
+    with torch.no_grad():
+        before = float(prob.rate_of_estimate(module.model(x).final_estimate, x).mean())
+    data = SyntheticDataModule(prob, batch_size=32, train_batches=20, val_size=32, test_size=32)
+    _trainer(tmp_path, 20).fit(module, data)
+    with torch.no_grad():
+        traj = module.model(x)
+    after = float(prob.rate_of_estimate(traj.final_estimate, x).mean())
+    assert after > before + 0.05
+    assert float(module.model.stacked("mu_a").detach().min()) >= 0.0  # projected onto μ ≥ 0
+    for est in traj.estimates:
+        modulus, power = _feasibility(prob, est.to(C128))
+        assert modulus < 1e-6 and power < 1e-6
+    with pytest.raises(ValueError, match="supervision='unsupervised'"):
+        prob.supervised_loss(traj.final_estimate, torch.zeros(64, 1))
+
+
+def test_black_box_trains_on_the_negative_rate_through_the_module(tmp_path: Path) -> None:
+    prob = _problem()
+    module = UnfoldedModule(
+        prob, paradigm="black_box", black_box_params=3000, supervision="unsupervised", lr=3e-3
+    )
+    assert isinstance(module.model.net, HybridBlackBoxNet)
+    x, _ = prob.sample(64, seed=(3, 0))
+    with torch.no_grad():
+        before = float(prob.rate_of_estimate(module.model(x).final_estimate, x).mean())
+    data = SyntheticDataModule(prob, batch_size=32, train_batches=30, val_size=32, test_size=32)
+    _trainer(tmp_path, 30).fit(module, data)
+    with torch.no_grad():
+        est = module.model(x).final_estimate
+    assert float(prob.rate_of_estimate(est, x).mean()) > before
+    modulus, power = _feasibility(prob, est.to(C128))
+    assert modulus < 1e-6 and power < 1e-6
+
+
+def test_checkpoint_round_trip_keeps_complex_buffers_and_learned_steps(tmp_path: Path) -> None:
+    prob = _problem()
+    module = UnfoldedModule(
+        prob, paradigm="hyperparameters", depth=3, supervision="unsupervised", lr=0.05
+    )
+    wd0 = module.model.constants.wd_init
+    assert wd0.dtype == torch.complex64 and float(wd0.imag.abs().max()) > 0
+    data = SyntheticDataModule(prob, batch_size=16, train_batches=3, val_size=16, test_size=16)
+    trainer = _trainer(tmp_path, 3)
+    trainer.fit(module, data)
+    path = tmp_path / "hybrid.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = UnfoldedModule.load_from_checkpoint(path)
+    assert loaded.model.constants.wd_init.dtype == torch.complex64
+    assert torch.equal(loaded.model.constants.wd_init, wd0)
+    for name in ("mu_a", "mu_d"):
+        assert torch.equal(loaded.model.stacked(name), module.model.stacked(name))
+    x, _ = prob.sample(4, seed=1)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x).final_estimate, module.model(x).final_estimate)
+
+
+def test_study_tiny_preset_writes_the_schema(tmp_path: Path) -> None:
+    path = Path(__file__).resolve().parents[2] / "examples" / "hybrid_precoding_study.py"
+    spec = importlib.util.spec_from_file_location("hybrid_precoding_study", path)
+    assert spec is not None and spec.loader is not None
+    study = importlib.util.module_from_spec(spec)
+    sys.modules["hybrid_precoding_study"] = study
+    spec.loader.exec_module(study)
+    study.main(["--preset", "tiny", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results) == {"settings"}
+    assert set(results["settings"]) == {"unit_modulus", "unconstrained_analog"}
+    for methods in results["settings"].values():
+        assert set(methods) == set(study.METHODS)
+        for method, entry in methods.items():
+            assert set(entry) == {"rate", "infer_ms", "train_s"}
+            assert all(math.isfinite(r) for r in entry["rate"])
+            expected = {"pga_5": 6, "pga_50": 51, "pga_100": 101, "black_box": 1}.get(method, 4)
+            assert len(entry["rate"]) == expected
+    assert (tmp_path / "rate_vs_iteration.png").stat().st_size > 10_000
+    protocol = json.loads((tmp_path / "protocol.json").read_text())
+    assert set(protocol["anchor"]["classical_step_0.5"]) == {"k5", "k30"}
+
+
+# -- checks --------------------------------------------------------------------------------
+def test_objective_descent_check_passes_for_small_steps_and_fails_for_overshooting_ones() -> None:
+    from lightning_unfold import checks
+
+    prob = _problem(analog="unconstrained")
+    good = checks.objective_descent(ClassicalSolver(HybridPGA(0.05), prob, 8, dtype=F64), prob)
+    assert good.passed and good.value == 0.0 and good.counterexample is None
+    assert all(d > 0 for d in good.details["decrease"])
+    bad = checks.objective_descent(ClassicalSolver(HybridPGA(5.0), prob, 8, dtype=F64), prob)
+    assert not bad.passed and bad.value > 0
+    assert bad.counterexample is not None
+    assert bad.counterexample["after"] > bad.counterexample["before"]  # −rate went up
+    assert checks.objective_descent(
+        ClassicalSolver(HybridPGA(5.0), prob, 8, dtype=F64), prob, max_violation_rate=1.0
+    ).passed
+    by_name = {r.name: r for r in checks.run_checks(BlackBoxModel(prob, 500), prob, suite="all")}
+    assert by_name["objective_descent"].status is checks.Status.SKIPPED
+    assert by_name["descent"].status is checks.Status.SKIPPED  # a LASSO check: does not apply
+
+
+def test_generalization_check_uses_the_objective_for_unlabelled_problems() -> None:
+    from lightning_unfold import checks
+
+    prob = _problem()
+    model = UnfoldedModel(HybridPGA(0.3), prob, 4)
+    result = checks.generalization_across_depth(
+        model, prob, depths=(2, 4), n_train=16, n_test=32, steps=5, lr=0.05
+    )
+    assert result.status in (checks.Status.PASSED, checks.Status.FAILED)
+    assert all(v < 0 for v in result.details["test_loss"])  # −rate, not an NMSE of NaN targets
