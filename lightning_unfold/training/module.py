@@ -200,20 +200,20 @@ class UnfoldedModule(L.LightningModule):
         return self.model(x, depth=depth)
 
     def _objective(self, traj: Trajectory[Any], x: Tensor, k: int) -> Tensor:
+        if isinstance(self.model, UnfoldedModel):
+            return self.model.objective(traj.iterates[k], x).mean()
+        # a model without an iterate (the black box) is scored on its estimate: by the problem's
+        # objective of estimates (the negative rate of precoders) or else the algorithm's
+        # (WMMSE's negative sum-rate of powers)
+        of_estimate = getattr(self.problem, "estimate_objective", None)
+        if of_estimate is not None:
+            return of_estimate(traj.estimates[k], x).mean()
         if isinstance(self.model, BlackBoxModel):
             return self.model.objective(traj.estimates[k], x).mean()
-        if not isinstance(self.model, UnfoldedModel):
-            # a model without an iterate (the black box) is scored on its estimate, where the
-            # problem defines an objective of estimates (e.g. the negative rate of precoders)
-            of_estimate = getattr(self.problem, "estimate_objective", None)
-            if of_estimate is None:
-                raise ValueError(
-                    "The unsupervised loss needs a model with an objective (an unfolded "
-                    f"model), not {type(self.model).__name__}, or a problem that defines "
-                    "estimate_objective(estimate, x)."
-                )
-            return of_estimate(traj.estimates[k], x).mean()
-        return self.model.objective(traj.iterates[k], x).mean()
+        raise ValueError(
+            "The unsupervised loss needs a model with an objective (an unfolded model), not "
+            f"{type(self.model).__name__}, or a problem that defines estimate_objective(estimate, x)."
+        )
 
     def layer_loss(self, traj: Trajectory[Any], x: Tensor, target: Tensor, k: int) -> Tensor:
         """The supervision's loss :math:`\\ell_k` at layer ``k``."""
