@@ -6,6 +6,16 @@ from typing import Any
 
 from lightning_unfold.algorithms.admm import ADMMLasso, ADMMState
 from lightning_unfold.algorithms.iht import IHT, LIHT, LIHTCP, hard_threshold, l0_objective
+from lightning_unfold.algorithms.nmf import (
+    NMF,
+    NMFBlackBoxNet,
+    NMFCorrectionNet,
+    NMFNetIteration,
+    NMFSeparation,
+    NMFState,
+    beta_divergence,
+    bss_decomposition,
+)
 from lightning_unfold.algorithms.rpca import (
     RPCA,
     RPCABlackBoxNet,
@@ -32,7 +42,7 @@ from lightning_unfold.core.algorithm import Algorithm
 ALGORITHMS: dict[str, type[Algorithm[Any]]] = {
     cls.name: cls for cls in (ISTA, FISTA, LISTA, LISTACP, LISTACPSS, ALISTA, ADMMLasso, RPCA)
 }
-ALGORITHMS.update({cls.name: cls for cls in (IHT, LIHT, LIHTCP)})
+ALGORITHMS.update({cls.name: cls for cls in (IHT, LIHT, LIHTCP, NMF)})
 
 
 def register_algorithm(cls: type[Algorithm[Any]]) -> type[Algorithm[Any]]:
@@ -61,16 +71,24 @@ __all__ = [
     "LISTA",
     "LISTACP",
     "LISTACPSS",
+    "NMF",
     "RPCA",
     "ADMMLasso",
     "ADMMState",
     "FISTAState",
+    "NMFBlackBoxNet",
+    "NMFCorrectionNet",
+    "NMFNetIteration",
+    "NMFSeparation",
+    "NMFState",
     "RPCABlackBoxNet",
     "RPCAConvIteration",
     "RPCACorrectionNet",
     "RPCAProblem",
     "RPCAState",
     "SparseRecovery",
+    "beta_divergence",
+    "bss_decomposition",
     "hard_threshold",
     "l0_objective",
     "lasso_objective",
