@@ -11,6 +11,16 @@ from lightning_unfold.algorithms.detection import (
     SoftIC,
 )
 from lightning_unfold.algorithms.iht import IHT, LIHT, LIHTCP, hard_threshold, l0_objective
+from lightning_unfold.algorithms.nmf import (
+    NMF,
+    NMFBlackBoxNet,
+    NMFCorrectionNet,
+    NMFNetIteration,
+    NMFSeparation,
+    NMFState,
+    beta_divergence,
+    bss_decomposition,
+)
 from lightning_unfold.algorithms.power import (
     WMMSE,
     InterferenceChannel,
@@ -51,7 +61,7 @@ ALGORITHMS: dict[str, type[Algorithm[Any]]] = {
 }
 ALGORITHMS[WMMSE.name] = WMMSE
 ALGORITHMS.update({cls.name: cls for cls in (SoftIC, ProjectedGradientDetector)})
-ALGORITHMS.update({cls.name: cls for cls in (IHT, LIHT, LIHTCP)})
+ALGORITHMS.update({cls.name: cls for cls in (IHT, LIHT, LIHTCP, NMF)})
 
 
 def register_algorithm(cls: type[Algorithm[Any]]) -> type[Algorithm[Any]]:
@@ -80,6 +90,7 @@ __all__ = [
     "LISTA",
     "LISTACP",
     "LISTACPSS",
+    "NMF",
     "RPCA",
     "WMMSE",
     "ADMMLasso",
@@ -90,6 +101,11 @@ __all__ = [
     "HybridPrecoding",
     "InterferenceChannel",
     "MIMODetection",
+    "NMFBlackBoxNet",
+    "NMFCorrectionNet",
+    "NMFNetIteration",
+    "NMFSeparation",
+    "NMFState",
     "PrecoderState",
     "ProjectedGradientDetector",
     "RPCABlackBoxNet",
@@ -100,6 +116,8 @@ __all__ = [
     "SoftIC",
     "SparseRecovery",
     "WMMSEState",
+    "beta_divergence",
+    "bss_decomposition",
     "hard_threshold",
     "l0_objective",
     "lasso_objective",

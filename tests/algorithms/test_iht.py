@@ -238,6 +238,11 @@ def test_isometry_check_reads_liht_and_refuses_corrections() -> None:
     res = restricted_isometry(liht, problem, n_supports=50)
     # classical init: exactly the reference operator
     assert res.value == pytest.approx(res.threshold, rel=1e-12) and not res.passed
+    from lightning_unfold import ISTA
+
+    ista = ClassicalSolver(ISTA(), problem, 3, dtype=F64)  # the ISTA family: A = μHᵀH as well
+    same = restricted_isometry(ista, problem, n_supports=50)
+    assert same.value == pytest.approx(same.threshold, rel=1e-12)
     corr = UnfoldedModel(IHT(), problem, 3, "correction", dtype=F64)
     with pytest.raises(NotApplicableError, match="correction"):
         restricted_isometry(corr, problem)
