@@ -54,7 +54,7 @@ from torch import Tensor
 
 from lightning_unfold.algorithms.precoding import HybridPGA, HybridPrecoding, tune_step
 from lightning_unfold.core.metrics import layer_curves
-from lightning_unfold.core.unfolded import ClassicalSolver
+from lightning_unfold.core.unfolded import BlackBoxModel, ClassicalSolver
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
 
 SETTINGS: dict[str, str] = {"unit_modulus": "unit_modulus", "unconstrained_analog": "unconstrained"}
@@ -160,7 +160,7 @@ def rates(model: torch.nn.Module, problem: HybridPrecoding, x: Tensor) -> list[f
         traj = model(x)
     metric = problem.metrics()[0]
     est = traj.stacked_estimates()
-    if getattr(model, "paradigm", None) is None and not hasattr(model, "algorithm"):
+    if isinstance(model, BlackBoxModel):
         est = est[-1:]  # the black box: one output (its iterate 0 is a placeholder)
     target = torch.full((x.shape[0], 1), float("nan"))
     return layer_curves(est, target, x, [metric])[metric.name]
