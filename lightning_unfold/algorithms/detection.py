@@ -148,6 +148,7 @@ def check_probabilities(
 ) -> None:
     """Raise a ``ValueError`` unless ``p`` ``(..., M)`` holds probability vectors (finite,
     non-negative, each summing to 1 within ``tol``)."""
+    p = p.detach()
     require_finite(p, what)
     if bool((p < -tol).any()):
         raise ValueError(
