@@ -84,8 +84,13 @@ def _final(out: Any) -> Tensor:
     raise TypeError(f"The model returned {type(out).__name__}, not a trajectory or a list.")
 
 
-def _per_sample_loss(model: nn.Module, x: Tensor, s: Tensor, scale: Tensor) -> Tensor:
+def _per_sample_loss(
+    model: nn.Module, x: Tensor, s: Tensor, scale: Tensor, problem: ProblemSpec | None = None
+) -> Tensor:
     est = _final(model(x))
+    own = None if problem is None else problem.per_sample_loss(est, s)
+    if own is not None:  # the problem's own loss (e.g. cross-entropy for discrete targets)
+        return own
     return (est - s).flatten(1).pow(2).sum(1) / scale
 
 
@@ -177,7 +182,8 @@ def generalization_across_depth(
     For every :math:`K` in ``depths``: a fresh model (``factory(K)``, default
     :func:`family_of` ``(model)``) is trained full-batch with Adam (``steps``, ``lr``) on
     :math:`|D|` = ``n_train`` samples with the end-to-end NMSE loss
-    :math:`\sum_j\|s_j^{(K)} - s_j\|^2 / \sum_j\|s_j\|^2`, then its train loss and its loss on
+    :math:`\sum_j\|s_j^{(K)} - s_j\|^2 / \sum_j\|s_j\|^2` (or the problem's own
+    :meth:`~lightning_unfold.core.algorithm.ProblemSpec.per_sample_loss`, e.g. cross-entropy), then its train loss and its loss on
     ``n_test`` fresh samples are measured; :func:`assess_generalization` judges the gaps.
     ``data`` is unused (training needs fresh draws from ``problem``).
     """
@@ -199,8 +205,10 @@ def generalization_across_depth(
         net = make(int(K))
         dtype = next((p.dtype for p in net.parameters()), torch.float32)
         xtr, str_, xte, ste = (t.to(dtype) for t in (x_tr, s_tr, x_te, s_te))
-        scale_tr = str_.flatten(1).pow(2).sum(1).mean().clamp_min(1e-30)
-        scale_te = ste.flatten(1).pow(2).sum(1).mean().clamp_min(1e-30)
+        if not s_tr.is_floating_point():  # discrete targets keep their dtype (symbol indices)
+            str_, ste = s_tr, s_te
+        scale_tr = str_.double().flatten(1).pow(2).sum(1).mean().clamp_min(1e-30).to(dtype)
+        scale_te = ste.double().flatten(1).pow(2).sum(1).mean().clamp_min(1e-30).to(dtype)
         trainable = [p for p in net.parameters() if p.requires_grad]
         if not trainable:
             raise NotApplicableError(f"the depth-{K} model has no trainable parameters.")
@@ -208,13 +216,13 @@ def generalization_across_depth(
         net.train()
         for _ in range(steps):
             opt.zero_grad()
-            loss = _per_sample_loss(net, xtr, str_, scale_tr).mean()
+            loss = _per_sample_loss(net, xtr, str_, scale_tr, prob).mean()
             loss.backward()
             opt.step()
         net.eval()
         with torch.no_grad():
-            ltr = _per_sample_loss(net, xtr, str_, scale_tr)
-            lte = _per_sample_loss(net, xte, ste, scale_te)
+            ltr = _per_sample_loss(net, xtr, str_, scale_tr, prob)
+            lte = _per_sample_loss(net, xte, ste, scale_te, prob)
         if not (torch.isfinite(ltr).all() and torch.isfinite(lte).all()):
             return CheckResult.error(
                 "generalization",

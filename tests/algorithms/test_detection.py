@@ -456,3 +456,23 @@ def test_study_tiny_preset(tmp_path: Path) -> None:
         res["deepsic_4x4"]["perfect_csi"]
     )
     assert (tmp_path / "ber_vs_snr.png").stat().st_size > 0
+
+
+# -- checks ------------------------------------------------------------------------------------
+def test_checks_on_deepsic_generalization_runs_and_the_others_say_why_not() -> None:
+    from lightning_unfold.checks import run_checks
+
+    module = _deepsic(3)
+    results = {r.name: r for r in run_checks(module, n_samples=64)}
+    for name in ("linear_convergence", "descent"):
+        assert "discrete labels" in results[name].message, results[name]
+    for name in ("coupling", "alista_coherence", "reference_agreement"):
+        assert "not a LASSO problem" in results[name].message, results[name]
+    gen = run_checks(
+        module,
+        suite="generalization",
+        options={"generalization": {"depths": (1, 2), "n_train": 32, "n_test": 64, "steps": 5}},
+    )[0]
+    assert gen.details["depths"] == [1, 2] and all(math.isfinite(v) for v in gen.details["gap"])
+    # the cross-entropy of a classifier of two equiprobable symbols starts near log 2
+    assert 0.3 < gen.details["test_loss"][0] < 1.5
