@@ -6,6 +6,7 @@ import importlib.util
 import itertools
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -439,6 +440,7 @@ def test_study_tiny_preset(tmp_path: Path) -> None:
     )
     assert spec is not None and spec.loader is not None
     study = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = study  # dataclasses look their module up there
     spec.loader.exec_module(study)
     study.main(["--preset", "tiny", "--out", str(tmp_path)])
     res = json.loads((tmp_path / "results.json").read_text())
