@@ -85,8 +85,15 @@ def _final(out: Any) -> Tensor:
     raise TypeError(f"The model returned {type(out).__name__}, not a trajectory or a list.")
 
 
-def _per_sample_loss(model: nn.Module, x: Tensor, s: Tensor, scale: Tensor) -> Tensor:
-    if torch.isnan(s).all():  # no ground truth (power allocation): the model's own objective
+def _unlabelled(s: Tensor) -> bool:
+    """No ground truth at all (power allocation, precoding): every target is NaN."""
+    return (s.is_floating_point() or s.is_complex()) and bool(torch.isnan(s).all())
+
+
+def _per_sample_loss(
+    model: nn.Module, x: Tensor, s: Tensor, scale: Tensor, problem: ProblemSpec | None = None
+) -> Tensor:
+    if _unlabelled(s):  # the model's own objective, scaled by its magnitude at initialisation
         out = model(x)
         if not (isinstance(out, Trajectory) and hasattr(model, "objective")):
             raise NotApplicableError(
@@ -94,15 +101,22 @@ def _per_sample_loss(model: nn.Module, x: Tensor, s: Tensor, scale: Tensor) -> T
             )
         return model.objective(out.final, x) / scale  # type: ignore[operator]
     est = _final(model(x))
+    own = None if problem is None else problem.per_sample_loss(est, s)
+    if own is not None:  # the problem's own loss (e.g. cross-entropy for discrete targets)
+        return own
     return (est - s).flatten(1).abs().pow(2).sum(1) / scale
 
 
 def _scale(model: nn.Module, x: Tensor, s: Tensor) -> Tensor:
-    """The loss scale: mean ‖s‖² (NMSE), or |mean objective| at initialisation without targets."""
-    if torch.isnan(s).all():
+    """The loss scale: mean ‖s‖² (NMSE), |mean objective| at initialisation without targets, or
+    1 for discrete targets (the problem's own loss, e.g. cross-entropy, is used as it is)."""
+    one = torch.ones((), dtype=real_dtype(x.dtype))
+    if _unlabelled(s):
         with torch.no_grad():
-            init = _per_sample_loss(model, x, s, torch.ones((), dtype=x.dtype))
+            init = _per_sample_loss(model, x, s, one)
         return init.mean().abs().clamp_min(1e-30)
+    if not (s.is_floating_point() or s.is_complex()):
+        return one
     return s.flatten(1).abs().pow(2).sum(1).mean().clamp_min(1e-30)
 
 
@@ -194,9 +208,11 @@ def generalization_across_depth(
     For every :math:`K` in ``depths``: a fresh model (``factory(K)``, default
     :func:`family_of` ``(model)``) is trained full-batch with Adam (``steps``, ``lr``) on
     :math:`|D|` = ``n_train`` samples with the end-to-end NMSE loss
-    :math:`\sum_j\|s_j^{(K)} - s_j\|^2 / \sum_j\|s_j\|^2` — or, for problems without targets
-    (NaN, e.g. power allocation), the model's own objective :math:`\mathcal L(s^{(K)}; x)` divided
-    by its magnitude at initialisation — then its train loss and its loss on
+    :math:`\sum_j\|s_j^{(K)} - s_j\|^2 / \sum_j\|s_j\|^2` (or the problem's own
+    :meth:`~lightning_unfold.core.algorithm.ProblemSpec.per_sample_loss`, e.g. cross-entropy) —
+    or, for problems without targets (NaN, e.g. power allocation, hybrid precoding), the model's
+    own objective :math:`\mathcal L(s^{(K)}; x)` divided by its magnitude at initialisation —
+    then its train loss and its loss on
     ``n_test`` fresh samples are measured; :func:`assess_generalization` judges the gaps.
     ``data`` is unused (training needs fresh draws from ``problem``).
     """
@@ -227,13 +243,13 @@ def generalization_across_depth(
         net.train()
         for _ in range(steps):
             opt.zero_grad()
-            loss = _per_sample_loss(net, xtr, str_, scale_tr).mean()
+            loss = _per_sample_loss(net, xtr, str_, scale_tr, prob).mean()
             loss.backward()
             opt.step()
         net.eval()
         with torch.no_grad():
-            ltr = _per_sample_loss(net, xtr, str_, scale_tr)
-            lte = _per_sample_loss(net, xte, ste, scale_te)
+            ltr = _per_sample_loss(net, xtr, str_, scale_tr, prob)
+            lte = _per_sample_loss(net, xte, ste, scale_te, prob)
         if not (torch.isfinite(ltr).all() and torch.isfinite(lte).all()):
             return CheckResult.error(
                 "generalization",

@@ -79,6 +79,11 @@ def _coupling_applies(ctx: CheckContext) -> str | None:
 def _trajectory_applies(ctx: CheckContext) -> str | None:
     if ctx.is_black_box():
         return "the black-box baseline has no intermediate iterates (its trajectory is [0, ŝ])."
+    if ctx.target is not None and not (ctx.target.is_floating_point() or ctx.target.is_complex()):
+        return (
+            "the targets are discrete labels (e.g. symbol indices) and the estimates live in "
+            "another space (probability vectors); rates of ||s^(k) - s|| need a continuous target."
+        )
     if ctx.trajectory.depth < 3:
         return f"the model has {ctx.trajectory.depth} layers; a rate needs at least 3."
     if ctx.trained_on_objective() or not ctx.labelled().any():

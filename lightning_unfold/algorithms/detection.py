@@ -148,6 +148,7 @@ def check_probabilities(
 ) -> None:
     """Raise a ``ValueError`` unless ``p`` ``(..., M)`` holds probability vectors (finite,
     non-negative, each summing to 1 within ``tol``)."""
+    p = p.detach()
     require_finite(p, what)
     if bool((p < -tol).any()):
         raise ValueError(
@@ -405,6 +406,15 @@ class MIMODetection(ProblemSpec):
             RateOf("ber", self._errors, label="BER"),
             RateOf("ser", self._symbol_errors, label="SER"),
         )
+
+    def per_sample_loss(self, estimate: Tensor, target: Tensor) -> Tensor:
+        """The supervised loss of each sample ``(B,)`` (rows assumed labelled): the mean over
+        users of the cross-entropy, or the ``symbol_mse`` squared error."""
+        if self.loss == "cross_entropy":
+            picked = estimate.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            return -picked.clamp_min(1e-12).log().mean(dim=1)
+        pts = self.const.points.to(estimate)
+        return (estimate @ pts - pts[target]).pow(2).sum(dim=(1, 2))
 
     def supervised_loss(self, estimate: Tensor, target: Tensor) -> Tensor | None:
         r"""Cross-entropy :math:`-\frac1{|\mathcal B_\ell|U}\sum_{i,u}\log p_{iu}(s_{iu})` over

@@ -159,6 +159,12 @@ class ProblemSpec(ABC):
         diff = (estimate[labelled] - target[labelled]).flatten(1)
         return diff.abs().pow(2).sum(dim=1).mean()
 
+    def per_sample_loss(self, estimate: Tensor, target: Tensor) -> Tensor | None:
+        """The supervised loss of each sample ``(B,)``, for checks that need its spread (the
+        generalization gap). ``None`` (the default): the checks use their normalised squared
+        error. Problems whose loss is not a squared error (cross-entropy) return theirs."""
+        return None
+
     def to_config(self) -> dict[str, Any]:
         cls = type(self)
         return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": self.init_args()}
