@@ -138,7 +138,7 @@ def test_mu_rules(mu_update: str) -> None:
 def test_continued_mode_and_fallback_statistics() -> None:
     model = _lista(PROBLEM)
     _garble(model, 0, 5.0, poison=False)
-    sg = SafeguardedModel(model, continued=True, tol=1e-11, max_iter=20_000)
+    sg = SafeguardedModel(model, continued=True, tol=1e-10, max_iter=20_000)
     traj = sg(X)
     assert traj.depth > 6
     assert _kkt(PROBLEM, X, traj.final_estimate).max() <= 1e-6
@@ -156,9 +156,9 @@ def test_continued_mode_and_fallback_statistics() -> None:
 def test_tuple_iterates_admm_and_rpca() -> None:
     admm = UnfoldedModel(ADMMLasso(), PROBLEM, 4, "correction", hidden=8, dtype=F64)
     _garble(admm, 1, 3.0, poison=False)
-    res = SafeguardedModel(admm).solve(X, tol=1e-11, max_iter=20_000)
+    res = SafeguardedModel(admm).solve(X[:4], tol=1e-10, max_iter=20_000)
     assert bool(res.converged.all())
-    assert _kkt(PROBLEM, X, res.trajectory.final_estimate).max() <= 1e-6
+    assert _kkt(PROBLEM, X[:4], res.trajectory.final_estimate).max() <= 1e-6
     rp = RPCAProblem(n1=16, n2=16, rank=2)
     rpca = UnfoldedModel(RPCA(), rp, 3, "hyperparameters", dtype=F64)
     xr, _ = rp.sample(2, seed=0, dtype=F64)
