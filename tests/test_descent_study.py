@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,6 +16,7 @@ def test_descent_study_tiny_preset(tmp_path: Path) -> None:
     )
     assert spec is not None and spec.loader is not None
     study = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = study  # dataclasses look their module up there
     spec.loader.exec_module(study)
     study.main(["--preset", "tiny", "--out", str(tmp_path)])
     res = json.loads((tmp_path / "results.json").read_text())
