@@ -241,9 +241,12 @@ class SafeguardedModel(nn.Module):
             t_s = t_y if bool(accept.all()) else _where(accept, t_y, self.T(s, x, k + 1))
         return iterates, fallback, t_s, mu
 
+    @torch.no_grad()
     def _continue(
         self, x: Tensor, s: Any, t_s: Any, k0: int, tol: float, max_iter: int
     ) -> tuple[list[Any], Tensor, int]:
+        """Classical iterations from ``s`` (``t_s = T(s)``) until the residual is ``<= tol``;
+        not differentiated (a continuation of thousands of steps keeps no autograd graph)."""
         its: list[Any] = []
         res = self.residual(s, t_s)
         n = 0

@@ -199,6 +199,7 @@ class DescendingConstraints(Callback):
         self.history: list[dict[str, Any]] = []
         self._solver: ClassicalSolver | None = None
         self._module: Any = None
+        self._last_batch: list[float] = []
 
     # -- set-up ----------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -276,10 +277,7 @@ class DescendingConstraints(Callback):
             for l in range(q.shape[1]):
                 self._sums[l] += float(sums[l])
                 self._counts[l] += float(q.shape[0])
-        for l in range(c.shape[0]):
-            module.log(
-                f"descent/batch_constraint/{l + 1:02d}", c[l].detach(), on_step=True, on_epoch=False
-            )
+        self._last_batch = [float(v) for v in c.detach()]
         return (nu * c).sum()
 
     def _perturbation(self, step: int, rank: int) -> Callable[[int, Any], Any]:
@@ -352,6 +350,9 @@ class DescendingConstraints(Callback):
         batch_idx: int,
     ) -> None:
         self.steps_since_update += 1
+        for l, v in enumerate(self._last_batch, start=1):
+            pl_module.log(f"descent/batch_constraint/{l:02d}", v, on_step=True, on_epoch=False)
+        self._last_batch = []
         if self.dual_every_n_steps is not None and (
             self.steps_since_update >= self.dual_every_n_steps
         ):

@@ -1,0 +1,87 @@
+"""The descending_constraints and safeguard checks: must pass, must fail, report with plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from checks_helpers import DEPTH, PlainLISTA
+from lightning_unfold.checks import Status
+
+from lightning_unfold import ISTA, BlackBoxModel, SparseRecovery, UnfoldedModel, checks
+from lightning_unfold.core.safeguard import SafeguardedModel
+
+_PROBLEM = SparseRecovery(m=20, n=40, seed=0)
+_DATA = _PROBLEM.sample(64, seed=(3, 0))
+
+
+def _ista() -> UnfoldedModel:
+    return UnfoldedModel(ISTA(), _PROBLEM, DEPTH, "hyperparameters")
+
+
+def _overshooting_lista() -> UnfoldedModel:
+    model = UnfoldedModel(ISTA(), _PROBLEM, DEPTH, "objective", variant="lista")
+    with torch.no_grad():
+        for w in model.learned["W2"]:
+            w.mul_(3.0)  # ||W2|| ~ 3: every layer expands the error
+    return model
+
+
+def test_descending_constraints_passes_for_ista_under_every_perturbation() -> None:
+    # ISTA is firmly non-expansive towards the LASSO solution: it descends from any input
+    r = checks.descending_constraints(_ista(), _PROBLEM, _DATA, reference="lasso")
+    assert r.passed and r.value == 1.0, r.message
+    assert set(r.details["fraction"]) == {"0", "0.01", "0.1", "1", "10", "100", "1000"}
+    assert all(len(v) == DEPTH for v in r.details["fraction"].values())
+
+
+def test_descending_constraints_fails_for_an_expanding_model() -> None:
+    r = checks.descending_constraints(_overshooting_lista(), _PROBLEM, _DATA, reference="lasso")
+    assert not r.passed and r.value is not None and r.value < 0.9
+    assert r.counterexample is not None and r.counterexample["growth"] > 1
+
+
+def test_descending_constraints_bad_input_and_models_without_layers() -> None:
+    with pytest.raises(ValueError, match="betas"):
+        checks.descending_constraints(_ista(), _PROBLEM, _DATA, betas=[-1.0])
+    with pytest.raises(ValueError, match="min_fraction"):
+        checks.descending_constraints(_ista(), _PROBLEM, _DATA, min_fraction=2.0)
+    plain = PlainLISTA(_PROBLEM.H, _PROBLEM.rho, DEPTH)
+    with pytest.raises(checks.NotApplicableError, match="does not expose its layers"):
+        checks.descending_constraints(plain, _PROBLEM, _DATA)
+
+
+def test_safeguard_passes_for_garbage_weights_when_continued() -> None:
+    r = checks.safeguard(_overshooting_lista(), _PROBLEM, _DATA, tol=1e-6, max_iter=5000)
+    assert r.passed and r.value is not None and r.value <= 1e-6, r.message
+    assert r.details["certificate"] == "kkt" and max(r.details["fallback_fraction"]) > 0
+
+
+def test_safeguard_fails_without_enough_continuation() -> None:
+    r = checks.safeguard(_overshooting_lista(), _PROBLEM, _DATA, tol=1e-6, max_iter=5)
+    assert not r.passed and r.value is not None and r.value > 1e-6
+    assert "not converged" in r.message
+
+
+def test_safeguard_uses_a_safeguarded_models_own_settings() -> None:
+    sg = SafeguardedModel(_ista(), delta=0.3, mu_update="geometric")
+    r = checks.safeguard(sg, _PROBLEM, _DATA, max_iter=5000)
+    assert r.passed and r.details["mu_update"] == "geometric" and r.details["delta"] == 0.3
+
+
+def test_both_checks_in_the_report_with_plots(tmp_path: Path) -> None:
+    suite = "descending_constraints,safeguard"
+    results = checks.run_checks(_overshooting_lista(), _PROBLEM, _DATA, suite, out_dir=tmp_path)
+    report = checks.Report(results, checks.describe_model(_overshooting_lista()))
+    report.write(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    for name in ("descending_constraints", "safeguard"):
+        assert f"![{name}]({name}.png)" in md
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    assert "descending_constraints — FAIL" in md and "safeguard — PASS" in md
+    # in a named suite both are skipped for a model without layers
+    box = BlackBoxModel(_PROBLEM, 200)
+    res = {r.name: r for r in checks.run_checks(box, _PROBLEM, _DATA, "default")}
+    assert res["safeguard"].status is Status.SKIPPED
+    assert res["descending_constraints"].status is Status.SKIPPED
