@@ -28,6 +28,7 @@ import torch
 from lightning_unfold.theory import ReferenceSolverError, lasso_kkt_residual
 
 from lightning_unfold.core.algorithm import ProblemSpec
+from lightning_unfold.core.iterate import as_real_rows, cast_precision
 from lightning_unfold.core.perturb import relative_perturbation
 from lightning_unfold.core.safeguard import SafeguardedModel
 from lightning_unfold.core.unfolded import ClassicalSolver, UnfoldedModel
@@ -54,6 +55,12 @@ def _unfolded(ctx: CheckContext, what: str) -> UnfoldedModel:
     return inner
 
 
+def _float64(module: Any) -> Any:
+    """The module in float64 precision, complex parameters in complex128 (``Module.double()``
+    leaves complex tensors as they are)."""
+    return module._apply(lambda t: cast_precision(t, torch.float64))
+
+
 @torch.no_grad()
 def _perturbed_errors(
     inner: UnfoldedModel, x: torch.Tensor, sol: torch.Tensor, beta: float, gen: torch.Generator
@@ -64,8 +71,10 @@ def _perturbed_errors(
     cols: list[torch.Tensor] = []
 
     def dist(it: Any) -> torch.Tensor:
-        est = alg.estimate(it).reshape(x.shape[0], -1).double()
-        return torch.linalg.vector_norm(est - sol.reshape(x.shape[0], -1), dim=1)
+        est = as_real_rows(alg.estimate(it)).double()  # complex entries as (re, im): same norm
+        return torch.linalg.vector_norm(
+            est - as_real_rows(sol.reshape(x.shape[0], -1)).double(), dim=1
+        )
 
     for k in range(1, inner.depth + 1):
         cols.append(dist(s))
@@ -231,10 +240,10 @@ def safeguard(
     inner = ctx.inner
     try:
         if isinstance(inner, SafeguardedModel):
-            sg = copy.deepcopy(inner).double()
+            sg = _float64(copy.deepcopy(inner))
         else:
             sg = SafeguardedModel(
-                copy.deepcopy(inner).double(),
+                _float64(copy.deepcopy(inner)),
                 delta=delta,
                 mu_update=mu_update,
                 problem=ctx.problem,
@@ -242,7 +251,7 @@ def safeguard(
     except TypeError as exc:
         raise NotApplicableError(str(exc)) from exc
     sg.eval()
-    x = ctx.x[:n_samples].to(torch.float64)
+    x = cast_precision(ctx.x[:n_samples], torch.float64)
     try:
         H, rho = ctx.lasso_constants()
         certificate = "kkt"

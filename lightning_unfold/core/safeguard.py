@@ -43,8 +43,9 @@ import torch
 from torch import Tensor, nn
 
 from lightning_unfold.core.algorithm import Algorithm, ProblemSpec
-from lightning_unfold.core.iterate import iterate_blocks, iterate_map
+from lightning_unfold.core.iterate import cast_precision, iterate_blocks, iterate_map, real_dtype
 from lightning_unfold.core.trajectory import Trajectory
+from lightning_unfold.core.unfolded import _Constants
 
 __all__ = [
     "MU_UPDATES",
@@ -104,17 +105,6 @@ class SafeguardResult:
     def fallback_fraction(self) -> list[float]:
         """Fraction of samples that fell back, per layer ``1..K``."""
         return [float(v) for v in self.fallback.double().mean(dim=1)]
-
-
-class _Buffers(nn.Module):
-    def __init__(self, values: dict[str, Tensor], dtype: torch.dtype) -> None:
-        super().__init__()
-        self.names = tuple(values)
-        for name, v in values.items():
-            self.register_buffer(name, v.detach().to(dtype).clone())
-
-    def as_dict(self) -> dict[str, Tensor]:
-        return {name: getattr(self, name) for name in self.names}
 
 
 def _where(mask: Tensor, a: Any, b: Any) -> Any:
@@ -183,9 +173,9 @@ class SafeguardedModel(nn.Module):
         self.blocks = None if blocks is None else tuple(blocks)
         self.continued, self.tol, self.max_iter = continued, float(tol), max_iter
         self.depth: int = model.depth  # type: ignore[assignment]
-        dtype = next(iter(model.buffers()), torch.zeros(())).dtype
+        dtype = real_dtype(next(iter(model.buffers()), torch.zeros(())).dtype)
         params = self.operator.classical_params(self.problem)
-        self.classical = _Buffers({**self.problem.constants(), **params}, dtype)
+        self.classical = _Constants({**self.problem.constants(), **params}, dtype)
         self.last_fallback: Tensor | None = None
         self._fallback_sum: Tensor | None = None
         self._fallback_count = 0
@@ -193,7 +183,8 @@ class SafeguardedModel(nn.Module):
     # -- the classical operator ------------------------------------------------------------
     def T(self, s: Any, x: Tensor, k: int) -> Any:
         """One classical iteration :math:`T(s)` (at iteration index ``k``)."""
-        p = {name: v.to(x.dtype) for name, v in self.classical.as_dict().items()}
+        prec = real_dtype(x.dtype)
+        p = {name: cast_precision(v, prec) for name, v in self.classical.as_dict().items()}
         return self.operator.step(s, x, p, k)
 
     def residual(self, s: Any, t_s: Any) -> Tensor:
@@ -208,7 +199,7 @@ class SafeguardedModel(nn.Module):
                 f"The model's iterate has blocks {list(a)} but the classical operator's has "
                 f"{list(b)}; pass operator= an algorithm with the model's iterate."
             )
-        sq = sum((a[n] - b[n]).reshape(a[n].shape[0], -1).pow(2).sum(dim=1) for n in names)
+        sq = sum((a[n] - b[n]).reshape(a[n].shape[0], -1).abs().pow(2).sum(dim=1) for n in names)
         return torch.as_tensor(sq).sqrt()
 
     # -- forward ---------------------------------------------------------------------------
