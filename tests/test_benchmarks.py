@@ -64,7 +64,7 @@ def test_tiny_ddp_throughput_section(tmp_path: Path) -> None:
     main(["--preset", "tiny", "--out", str(tmp_path), "--sections", "ddp", "--families", "sparse"])
     ddp = json.loads((tmp_path / "results.json").read_text())["sparse"]["ddp"]
     assert _finite_positive(ddp["ratio"], ddp["ratio_vs_2_threads"], *ddp["samples_per_s"].values())
-    assert "2 processes ÷ 1" in (tmp_path / "results.md").read_text()
+    assert "2 procs ÷ 1 proc" in (tmp_path / "results.md").read_text()
 
 
 def test_registering_a_family_is_checked() -> None:
