@@ -18,6 +18,12 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+#: wall-clock limit of the tests' subprocesses: a guard against a hang, not a speed test. On a
+#: loaded 2-core machine (load ~17) the 2-rank CLI run took over 300 s — just starting its two
+#: interpreters — so a tight limit made a correct run fail; gloo's own 30-minute timeout bounds a
+#: real DDP hang.
+SUBPROCESS_TIMEOUT_S = 1800
+
 _PROBES = count()
 #: the MASTER_PORT the session started with (normally unset); no test may leave another behind
 SESSION_MASTER_PORT = os.environ.get("MASTER_PORT")
