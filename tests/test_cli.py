@@ -110,7 +110,7 @@ def test_cli_fit_with_ddp_in_a_subprocess(tmp_path: Path) -> None:
         f"--trainer.default_root_dir={tmp_path}",
     ]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    from conftest import SUBPROCESS_TIMEOUT_S
+    from ddp_isolation import SUBPROCESS_TIMEOUT_S
 
     proc = subprocess.run(
         cmd, cwd=tmp_path, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S, env=env
@@ -122,7 +122,7 @@ def test_cli_fit_with_ddp_in_a_subprocess(tmp_path: Path) -> None:
 
 def test_ddp_tests_get_a_port_the_kernel_never_hands_out() -> None:
     """Runs after the DDP tests above: their MASTER_PORT must not have leaked into this one."""
-    from conftest import (
+    from ddp_isolation import (
         SESSION_MASTER_PORT,
         _ephemeral_range,
         _port_is_free,
