@@ -110,7 +110,11 @@ def test_cli_fit_with_ddp_in_a_subprocess(tmp_path: Path) -> None:
         f"--trainer.default_root_dir={tmp_path}",
     ]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    from ddp_isolation import SUBPROCESS_TIMEOUT_S
+
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "max_steps=4" in proc.stderr + proc.stdout
     assert list(tmp_path.rglob("*.ckpt")), "the DDP run saved no checkpoint"
@@ -118,7 +122,7 @@ def test_cli_fit_with_ddp_in_a_subprocess(tmp_path: Path) -> None:
 
 def test_ddp_tests_get_a_port_the_kernel_never_hands_out() -> None:
     """Runs after the DDP tests above: their MASTER_PORT must not have leaked into this one."""
-    from conftest import (
+    from ddp_isolation import (
         SESSION_MASTER_PORT,
         _ephemeral_range,
         _port_is_free,

@@ -100,6 +100,12 @@ class UnfoldedModule(L.LightningModule):
             latter (default log(1 + k)).
         unsupervised_weight: w of the semi-supervised mix (1 − w)·supervised + w·objective.
         lr: Adam learning rate.
+        check_finite_every: the training loss is tested for NaN/Inf on the device every step,
+            but read on the host (a synchronisation) only every this many steps and at the end
+            of each epoch; the error then names the window of steps. 1 = every step.
+        compile: run the training forward pass through ``torch.compile`` (opt-in; each distinct
+            ``train_depth`` compiles once; validation and test stay eager). See
+            ``python -m benchmarks --sections options`` for the gain and compile time.
 
     The attribute :attr:`train_depth` (``None`` = K) truncates the training forward pass to the
     first layers; schedule callbacks set it to train layer by layer.
@@ -128,6 +134,8 @@ class UnfoldedModule(L.LightningModule):
         layer_weights: Sequence[float] | None = None,
         unsupervised_weight: float = 0.5,
         lr: float = 1e-3,
+        check_finite_every: int = 50,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if supervision not in SUPERVISIONS:
@@ -138,6 +146,11 @@ class UnfoldedModule(L.LightningModule):
             raise ValueError(f"unsupervised_weight must lie in [0, 1], got {unsupervised_weight}.")
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}.")
+        if not (isinstance(check_finite_every, int) and check_finite_every >= 1):
+            raise ValueError(
+                "check_finite_every must be an integer >= 1 (1 = every step), "
+                f"got {check_finite_every!r}."
+            )
         prob = problem_from_config(problem)
         self.save_hyperparameters(ignore=["problem"])
         self.hparams["problem"] = prob.to_config()
@@ -157,6 +170,11 @@ class UnfoldedModule(L.LightningModule):
         self.depth = int(getattr(self.model, "depth", depth))
         self.alphas = _layer_weights(self.depth, layer_weights)
         self.train_depth: int | None = None
+        self.check_finite_every = check_finite_every
+        self.compile_training = bool(compile)
+        self._compiled: tuple[int, Any] | None = None  # (id of the model, its compiled forward)
+        self._finite: Tensor | None = None  # all training losses since the last host check
+        self._unchecked: list[int] = []  # their steps
         #: the problem's metrics; the first is the primary one
         self.metric_specs: tuple[ProblemMetric, ...] = check_metrics(prob.metrics(), prob)
         self.val_metrics = nn.ModuleDict(
@@ -244,19 +262,40 @@ class UnfoldedModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, target = batch
         if self.train_perturbation is None:
-            traj = self.model(x, depth=self.train_depth)
-        else:
+            traj = self._training_forward()(x, depth=self.train_depth)
+        else:  # perturbed intermediate iterates (DescendingConstraints' noise injection)
             traj = self.model(x, depth=self.train_depth, perturb=self.train_perturbation)
         loss = self.loss(traj, x, target)
         for term in self.loss_terms:
             loss = loss + term(self, traj, x, target)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"Training loss became {float(loss)} at step {self.global_step}; lower the "
-                "learning rate or check the data (NaN/Inf)."
-            )
+        finite = torch.isfinite(loss.detach())  # stays on the device: no synchronisation here
+        self._finite = finite if self._finite is None else self._finite & finite
+        self._unchecked.append(self.global_step)
+        if len(self._unchecked) >= self.check_finite_every:
+            self._raise_if_not_finite()
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
         return loss
+
+    def _training_forward(self) -> Any:
+        if not self.compile_training:
+            return self.model
+        if self._compiled is None or self._compiled[0] != id(self.model):
+            # a compiled bound method, not a submodule: the state dict keeps its keys
+            self._compiled = (id(self.model), torch.compile(self.model.forward))
+        return self._compiled[1]
+
+    def _raise_if_not_finite(self) -> None:
+        steps, self._unchecked = self._unchecked, []
+        finite, self._finite = self._finite, None
+        if finite is not None and not bool(finite):
+            window = f"step {steps[0]}" if len(steps) == 1 else f"steps {steps[0]}..{steps[-1]}"
+            raise FloatingPointError(
+                f"Training loss became NaN/Inf at {window}; lower the learning rate or check the "
+                "data (NaN/Inf). check_finite_every=1 pinpoints the step."
+            )
+
+    def on_train_epoch_end(self) -> None:
+        self._raise_if_not_finite()
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The optimizer's step, then the projection of the raw constrained parameters into their
