@@ -76,14 +76,21 @@ def _coupling_applies(ctx: CheckContext) -> str | None:
     return _try(probe)
 
 
-def _trajectory_applies(ctx: CheckContext) -> str | None:
-    if ctx.is_black_box():
-        return "the black-box baseline has no intermediate iterates (its trajectory is [0, ŝ])."
+def _discrete_targets(ctx: CheckContext) -> str | None:
     if ctx.target is not None and not (ctx.target.is_floating_point() or ctx.target.is_complex()):
         return (
             "the targets are discrete labels (e.g. symbol indices) and the estimates live in "
             "another space (probability vectors); rates of ||s^(k) - s|| need a continuous target."
         )
+    return None
+
+
+def _trajectory_applies(ctx: CheckContext) -> str | None:
+    if ctx.is_black_box():
+        return "the black-box baseline has no intermediate iterates (its trajectory is [0, ŝ])."
+    discrete = _discrete_targets(ctx)
+    if discrete:
+        return discrete
     if ctx.trajectory.depth < 3:
         return f"the model has {ctx.trajectory.depth} layers; a rate needs at least 3."
     if ctx.trained_on_objective() or not ctx.labelled().any():
@@ -108,6 +115,9 @@ def _lasso_or_objective(ctx: CheckContext) -> str | None:
 def _descent_applies(ctx: CheckContext) -> str | None:
     if ctx.is_black_box():
         return "the black-box baseline has no intermediate iterates (its trajectory is [0, ŝ])."
+    discrete = _discrete_targets(ctx)
+    if discrete:
+        return discrete
     if ctx.trajectory.depth < 3:
         return f"the model has {ctx.trajectory.depth} layers; a rate needs at least 3."
     if ctx.trained_on_objective() or not ctx.labelled().any():
@@ -116,7 +126,7 @@ def _descent_applies(ctx: CheckContext) -> str | None:
 
 
 def _agreement_applies(ctx: CheckContext) -> str | None:
-    reason = _lasso_or_objective(ctx)
+    reason = _discrete_targets(ctx) or _lasso_or_objective(ctx)
     if reason:
         return reason
     if not ctx.trained_on_objective():

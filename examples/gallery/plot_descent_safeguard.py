@@ -23,6 +23,9 @@ follows the fixed-point residual of the plain and the safeguarded network contin
 # %%
 # Train a small LISTA on sparse recovery (20 × 40 dictionary, 8 layers)
 # ---------------------------------------------------------------------
+# ``LU_GALLERY_FAST=1`` runs the example at its smallest size (the test suite does).
+import os
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -31,12 +34,13 @@ from lightning_unfold.theory import lasso_kkt_residual
 from lightning_unfold import ISTA, SparseRecovery, UnfoldedModel
 from lightning_unfold.core.safeguard import SafeguardedModel
 
+FAST = os.environ.get("LU_GALLERY_FAST") == "1"
 torch.manual_seed(0)
 torch.set_num_threads(1)
 problem = SparseRecovery(m=20, n=40, sparsity=0.1, rho=0.05, seed=0)
 model = UnfoldedModel(ISTA(), problem, depth=8, paradigm="objective", variant="lista")
 opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-for step in range(300):
+for step in range(60 if FAST else 300):
     x, s = problem.sample(64, seed=(1, step))
     loss = (model(x).final_estimate - s).pow(2).sum(dim=1).mean()
     opt.zero_grad()
