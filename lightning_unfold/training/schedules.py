@@ -470,11 +470,6 @@ class LayerwiseSchedule(Callback):
         model on the held-out set at layers 0..K."""
         return self._held_out_metric(trainer, pl_module, self._primary(pl_module))
 
-    def held_out_nmse(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[float]:
-        """Pooled NMSE (dB) of the full model on the held-out set at layers 0..K (labelled rows),
-        for estimation problems; :meth:`held_out_curve` is the problem's primary metric."""
-        return self._held_out_metric(trainer, pl_module, NMSE())
-
     @torch.no_grad()
     def _held_out_metric(
         self, trainer: L.Trainer, pl_module: L.LightningModule, spec: ProblemMetric

@@ -82,6 +82,6 @@ def test_both_checks_in_the_report_with_plots(tmp_path: Path) -> None:
     assert "descending_constraints — FAIL" in md and "safeguard — PASS" in md
     # in a named suite both are skipped for a model without layers
     box = BlackBoxModel(_PROBLEM, 200)
-    res = {r.name: r for r in checks.run_checks(box, _PROBLEM, _DATA, "default")}
+    res = {r.name: r for r in checks.run_checks(box, _PROBLEM, _DATA, "all")}
     assert res["safeguard"].status is Status.SKIPPED
     assert res["descending_constraints"].status is Status.SKIPPED
