@@ -41,9 +41,8 @@ import argparse
 import json
 import math
 import os
-import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +56,7 @@ from lightning_unfold import ClassicalSolver, SparseRecovery, SyntheticDataModul
 from lightning_unfold.algorithms import FISTA, IHT, ISTA
 from lightning_unfold.core.metrics import NMSE, layer_curves
 from lightning_unfold.training import StagewiseSchedule
+from lightning_unfold.training.study import median_time as _timed
 
 CLASSICAL: tuple[str, ...] = ("iht", "ista", "fista")
 LEARNED: tuple[str, ...] = ("iht_hyperparameters", "liht_cp", "liht", "lista_cp", "lista")
@@ -116,18 +116,6 @@ def _nmse(model: torch.nn.Module, x: Tensor, s: Tensor) -> list[float]:
     with torch.no_grad():
         est = model(x).stacked_estimates()
     return layer_curves(est, s, x, [NMSE()])["nmse_db"][1:]
-
-
-def _timed(fn: Callable[[], Any], repeats: int = 5) -> float:
-    """Median wall time of ``fn()`` in seconds after a warm-up call."""
-    with torch.no_grad():
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def tune_iht(p: Preset, problem: SparseRecovery) -> dict[str, Any]:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -55,6 +54,7 @@ from lightning_unfold.algorithms.detection import (
 )
 from lightning_unfold.core.unfolded import ClassicalSolver
 from lightning_unfold.training import SequentialSchedule, SyntheticDataModule, UnfoldedModule
+from lightning_unfold.training.study import median_time, study_trainer
 
 DEEPSIC_METHODS: tuple[str, ...] = ("soft_ic", "deepsic", "lmmse", "zf", "ml", "black_box")
 DETNET_METHODS: tuple[str, ...] = ("detnet", "lmmse", "zf")
@@ -133,20 +133,9 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def _trainer(accelerator: str, max_steps: int, callbacks: list[L.Callback]) -> L.Trainer:
-    return L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        max_epochs=-1 if max_steps < 0 else None,
-        max_steps=max_steps,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-    )
+def _ms(fn: Callable[[], Any], repeats: int = 5) -> float:
+    """Median wall time of ``fn()`` in milliseconds."""
+    return 1e3 * median_time(fn, repeats)
 
 
 def _fit(
@@ -162,7 +151,7 @@ def _fit(
         problem, batch_size=batch, train_batches=1_000_000, val_size=batch, seed=seed
     )
     t0 = time.perf_counter()
-    _trainer(accelerator, max_steps, callbacks).fit(module, data)
+    study_trainer(max_steps, accelerator, callbacks).fit(module, data)
     return time.perf_counter() - t0
 
 
@@ -172,18 +161,6 @@ def _rates(problem: MIMODetection, probs: Tensor, target: Tensor, x: Tensor) -> 
         float(ber.finalize(ber.statistics(probs, target, x))),
         float(ser.finalize(ser.statistics(probs, target, x))),
     )
-
-
-def _timed(fn: Callable[[], Any], repeats: int = 5) -> float:
-    """Median wall time of ``fn()`` in ms after one warm-up call."""
-    with torch.no_grad():
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
 
 
 def _final(model: torch.nn.Module) -> Callable[[Tensor], Tensor]:
@@ -269,7 +246,7 @@ def deepsic_setting(
         if i == len(p.snrs) - 1:  # inference time, all methods side by side on one batch
             xt = x[: math.ceil(10_000 / prob.users)]
             extras["timing_ms_per_10k_symbols"] = {
-                m: _timed(lambda d=d, xt=xt: d(xt)) for m, d in detectors.items()
+                m: _ms(lambda d=d, xt=xt: d(xt)) for m, d in detectors.items()
             }
         log(
             f"[{name}] {snr:4.1f} dB  "
@@ -341,7 +318,7 @@ def detnet_setting(
         if i == 0:
             xt = x[: math.ceil(10_000 / prob.users)]
             extras["timing_ms_per_10k_symbols"] = {
-                m: _timed(lambda d=d, xt=xt: d(xt)) for m, d in detectors.items()
+                m: _ms(lambda d=d, xt=xt: d(xt)) for m, d in detectors.items()
             }
         log(
             f"[detnet_30x60] {snr:4.1f} dB  "

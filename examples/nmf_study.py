@@ -38,9 +38,8 @@ import argparse
 import json
 import math
 import os
-import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,7 @@ from lightning_unfold import ClassicalSolver, SyntheticDataModule, UnfoldedModul
 from lightning_unfold.algorithms import NMF, NMFSeparation
 from lightning_unfold.core.iterate import iterate_blocks
 from lightning_unfold.core.metrics import layer_curves
+from lightning_unfold.training.study import median_time as _timed
 
 CLASSICAL: tuple[str, ...] = ("nmf_kl", "nmf_euc")
 #: method -> (paradigm, beta, lr)
@@ -86,17 +86,6 @@ PRESETS: dict[str, Preset] = {
     "cpu": Preset(64, 32, 5, 2, 10, 16, 250, 128, 16, 400),
     "full": Preset(128, 64, 8, 3, 20, 32, 3000, 512, 32, 2000),
 }
-
-
-def _timed(fn: Callable[[], Any], repeats: int = 5) -> float:
-    with torch.no_grad():
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _evaluate(model: torch.nn.Module, problem: NMFSeparation, x: Tensor, S: Tensor, depth: int):

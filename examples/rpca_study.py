@@ -38,7 +38,6 @@ import argparse
 import itertools
 import json
 import math
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -61,6 +60,7 @@ from lightning_unfold.core.trajectory import Trajectory
 from lightning_unfold.core.unfolded import ClassicalSolver
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
 from lightning_unfold.training.schedules import TwoStageSchedule
+from lightning_unfold.training.study import median_time as _timed
 
 METHODS: tuple[str, ...] = (
     "classical",
@@ -200,18 +200,6 @@ def _errors(model: torch.nn.Module, x: Tensor, target: Tensor, depth: int) -> li
     metric = primary_metric(model.problem.metrics())
     d = layer_curves(traj.stacked_estimates(), target, x, [metric])[metric.name][1:]
     return d + d[-1:] * (depth - len(d))
-
-
-def _timed(fn: Callable[[], Any], repeats: int = 5) -> float:
-    """Median wall time of ``fn()`` in seconds (after one warm-up call)."""
-    with torch.no_grad():
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def grid_search(p: Preset, problem: RPCAProblem, device: torch.device) -> dict[str, Any]:

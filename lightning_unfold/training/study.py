@@ -1,0 +1,96 @@
+"""The shared skeleton of the studies in ``examples/``.
+
+Every study script (``examples/<name>_study.py --preset cpu|full --out DIR``) trains a few models
+with a quiet Lightning ``Trainer``, times inference side by side in one run, and writes
+``DIR/results.json``. These three pieces are the same in every study, so they live here once:
+
+- :func:`median_time` — median wall time of a callable after a warm-up call, under
+  ``torch.no_grad()``, so that per-batch inference times of competing methods are measured the
+  same way in one process;
+- :func:`study_trainer` — a ``Trainer`` for a fixed number of optimizer steps with no logger,
+  checkpointing, progress bar or model summary (a study prints its own progress);
+- :func:`write_json` — results written atomically (a temporary file renamed into place), so an
+  interrupted study never leaves a truncated ``results.json`` behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+__all__ = ["median_time", "study_trainer", "write_json"]
+
+
+def median_time(fn: Callable[[], Any], repeats: int = 5, *, warmup: bool = True) -> float:
+    """Median wall time of ``fn()`` in **seconds**, under ``torch.no_grad()``.
+
+    One warm-up call (allocations, lazy initialisation) is made first unless ``warmup=False``.
+    The median of ``repeats`` calls is robust to the occasional descheduling of a shared machine;
+    time competing methods with the same ``repeats`` in one run and report their ratio.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}.")
+    with torch.no_grad():
+        if warmup:
+            fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def study_trainer(
+    max_steps: int,
+    accelerator: str = "cpu",
+    callbacks: Sequence[L.Callback] | None = None,
+    **overrides: Any,
+) -> L.Trainer:
+    """A quiet ``Trainer`` that runs exactly ``max_steps`` optimizer steps on one device.
+
+    Validation, logging, checkpointing, the progress bar and the model summary are off (studies
+    evaluate their own held-out sets and print their own progress); ``overrides`` replace any of
+    these keyword arguments, e.g. ``limit_val_batches=1`` for a schedule that reads held-out
+    curves, or ``max_epochs`` for an epoch-based run.
+    """
+    if max_steps == 0 or max_steps < -1:
+        raise ValueError(f"max_steps must be positive (or -1 for no limit), got {max_steps}.")
+    options: dict[str, Any] = dict(
+        accelerator=accelerator,
+        devices=1,
+        max_steps=max_steps,
+        max_epochs=-1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks or []),
+    )
+    options.update(overrides)
+    return L.Trainer(**options)
+
+
+def write_json(out: str | os.PathLike[str], name: str, payload: Any) -> Path:
+    """Write ``payload`` as indented JSON to ``out/name`` atomically and return the path.
+
+    The directory is created if needed. The file is first written beside its target and renamed
+    into place, so a study stopped mid-write keeps its previous complete file.
+    """
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / name
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, target)
+    return target
