@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -80,6 +81,7 @@ class Preset:
     detnet_batch: int
     detnet_snrs: tuple[float, ...]
     detnet_test: int  # channel uses per SNR point (30 symbols each)
+    anchor_symbols: int  # channel uses per soft-IC anchor point (500 per frame)
     lr: float = 5e-3
     detnet_lr: float = 1e-3
 
@@ -98,6 +100,7 @@ PRESETS: dict[str, Preset] = {
         detnet_batch=32,
         detnet_snrs=(8.0, 13.0),
         detnet_test=100,
+        anchor_symbols=2000,
     ),
     "cpu": Preset(
         snrs=tuple(float(s) for s in range(0, 15, 2)),
@@ -112,6 +115,7 @@ PRESETS: dict[str, Preset] = {
         detnet_batch=256,
         detnet_snrs=tuple(float(s) for s in range(8, 14)),
         detnet_test=20_000,
+        anchor_symbols=1_000_000,
     ),
     # longer budgets in the papers' spirit: DeepSIC trained 5x longer (one model for all SNRs),
     # DetNet 90 layers (3U), 50 000 steps of batch 5000 (meant for a GPU)
@@ -128,6 +132,7 @@ PRESETS: dict[str, Preset] = {
         detnet_batch=5000,
         detnet_snrs=tuple(float(s) for s in range(8, 14)),
         detnet_test=200_000,
+        anchor_symbols=4_000_000,
         detnet_lr=1e-4,
     ),
 }
@@ -256,14 +261,40 @@ def deepsic_setting(
     return results, extras
 
 
-def anchors(results: dict[str, Any], name: str) -> dict[str, Any]:
-    """Our soft-IC against the issue's independent BERs: relative deviation per anchor SNR."""
+def anchors(p: Preset, results: dict[str, Any], name: str) -> dict[str, Any]:
+    """Our soft-IC against the issue's independent BERs: relative deviation per anchor SNR.
+
+    Under CSI uncertainty the BER is set by the worst frames (one channel error per 500-symbol
+    frame): a test set of 200 frames gives BERs that vary by ±30 % from one draw to the next at
+    10 dB. So each anchor is measured on its own, larger test set of ``p.anchor_symbols``
+    channel uses in chunks of 200 frames, and reported with the standard error over the chunks.
+    The study's main test set (``p.test_symbols``) gives ``"ours_main"`` for comparison.
+    """
     out = {}
     soft = results["soft_ic"]
+    csi = name == "csi_uncertainty"
     for snr, ref in ANCHORS[name].items():
+        prob = MIMODetection(snr_db=snr, csi_noise=0.1 if csi else 0.0, seed=1)
+        solver = ClassicalSolver(SoftIC(), prob, 5)
+        chunk = min(p.anchor_symbols, 100_000)
+        bers = []
+        with torch.no_grad():
+            for c in range(max(1, p.anchor_symbols // chunk)):
+                x, target = prob.sample(chunk, seed=(11, int(10 * snr), c))
+                bers.append(_rates(prob, solver(x).final_estimate, target, x)[0])
+        mean = statistics.fmean(bers)
+        sem = statistics.stdev(bers) / math.sqrt(len(bers)) if len(bers) > 1 else math.nan
+        entry: dict[str, Any] = {
+            "ours": mean,
+            "standard_error": sem,
+            "channel_uses": chunk * len(bers),
+            "reference": ref,
+            "rel_dev": mean / ref - 1.0,
+            "within_20_percent": abs(mean / ref - 1.0) <= 0.2,
+        }
         if snr in soft["snr_db"]:
-            ours = soft["ber"][soft["snr_db"].index(snr)]
-            out[f"{snr:g}"] = {"ours": ours, "reference": ref, "rel_dev": ours / ref - 1.0}
+            entry["ours_main"] = soft["ber"][soft["snr_db"].index(snr)]
+        out[f"{snr:g}"] = entry
     return out
 
 
@@ -369,7 +400,7 @@ def run(
         if name in settings:
             res, ext = deepsic_setting(p, name == "csi_uncertainty", accelerator, log)
             results.setdefault("deepsic_4x4", {})[name], extras[name] = res, ext
-            extras[name]["anchors"] = anchors(res, name)
+            extras[name]["anchors"] = anchors(p, res, name)
             log(f"[{name}] anchors: {extras[name]['anchors']}")
     if "detnet" in settings:
         results["detnet_30x60"], extras["detnet_30x60"] = detnet_setting(p, accelerator, log)

@@ -458,6 +458,14 @@ def test_study_tiny_preset(tmp_path: Path) -> None:
         res["deepsic_4x4"]["perfect_csi"]
     )
     assert (tmp_path / "ber_vs_snr.png").stat().st_size > 0
+    # the anchors are measured on their own test set, with a standard error over the chunks
+    for name, refs in (("perfect_csi", (6, 8, 10)), ("csi_uncertainty", (6, 10, 14))):
+        anchors = extras[name]["anchors"]
+        assert list(anchors) == [str(s) for s in refs]
+        for a in anchors.values():
+            assert a["channel_uses"] == 2000 and 0.0 <= a["ours"] <= 1.0
+            assert a["rel_dev"] == pytest.approx(a["ours"] / a["reference"] - 1.0)
+            assert a["within_20_percent"] == (abs(a["rel_dev"]) <= 0.2)
 
 
 # -- checks ------------------------------------------------------------------------------------
