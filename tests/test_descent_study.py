@@ -40,3 +40,11 @@ def test_descent_study_tiny_preset(tmp_path: Path) -> None:
         assert (tmp_path / f"{png}.png").stat().st_size > 5000
     details = json.loads((tmp_path / "details.json").read_text())
     assert "timing_ms" in details and "lista_cp_safeguarded" in details["timing_ms"]
+    # the fallback fractions of all three mu rules, the study's own rule among them
+    for setting, models in details["out_of_distribution"].items():
+        for name, extra in models.items():
+            by_rule = extra["fallback_fraction_by_rule"]
+            assert set(by_rule) == {"ema", "geometric", "recent"}
+            assert all(len(v) == K and all(0.0 <= f <= 1.0 for f in v) for v in by_rule.values())
+            own = res["out_of_distribution"][setting][name]["fallback_fraction"]
+            assert by_rule[study.MU_UPDATE] == own
