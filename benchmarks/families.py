@@ -79,6 +79,7 @@ SPARSE = register(
                 "m": 250,
                 "n": 500,
                 "batch": 256,
+                "ddp_batch": 1024,  # per rank: 16 layers' 250×500 gradients (8 MB) per all-reduce
                 "depth": 16,
                 "train_steps": 100,
                 "max_it": 1000,

@@ -184,7 +184,7 @@ def bare_loop(
 ) -> tuple[dict[str, float], list[float]]:
     """A hand-written PyTorch loop on ``module.model``: data, forward + loss, backward, Adam,
     projection — the same computation as ``UnfoldedModule.training_step`` + ``optimizer_step``.
-    Returns the median seconds per phase and the losses."""
+    Returns the seconds per phase of the median step (by total time) and the losses."""
     model = module.model
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=module.hparams.lr)
     project = getattr(model, "project_parameters_", None)
@@ -219,7 +219,11 @@ def bare_loop(
             phases, (t5 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True
         ):
             phases[k].append(v)
-    return {k: statistics.median(v) for k, v in phases.items()}, [float(v) for v in losses]
+    # the breakdown of the median step (not per-phase medians, which need not add up to the
+    # median step on a jittery machine): its parts sum to its total exactly
+    order = sorted(range(steps), key=lambda i: phases["step"][i])
+    mid = order[steps // 2]
+    return {k: v[mid] for k, v in phases.items()}, [float(v) for v in losses]
 
 
 def bench_step(
@@ -334,8 +338,11 @@ def _ddp_run(
 
 def bench_ddp(family: Family, sizes: Mapping[str, Any], steps: int) -> dict[str, Any]:
     """Samples/s of 2 ``ddp_spawn`` processes (1 thread each, batch B per rank) ÷ 1 process
-    (1 thread, batch B); also 1 process with 2 threads for reference."""
-    b = sizes["batch"]
+    (1 thread, batch B); also 1 process with 2 threads for reference. B is the family's
+    ``ddp_batch`` size (default: its ``batch``): each step all-reduces every gradient once, so
+    the per-rank batch must be large enough for the computation to outweigh that exchange."""
+    b = int(sizes.get("ddp_batch", sizes["batch"]))
+    sizes = {**sizes, "batch": b}
     threads = torch.get_num_threads()
     env_port = os.environ.get("MASTER_PORT")
     with tempfile.TemporaryDirectory() as root:
