@@ -364,7 +364,15 @@ def plot_out_of_distribution(
                 curve[:, 1],
                 "-" if "constrained" in name else "--",
                 color=c,
-                label=f"{name} (fallback {100 * np.mean(guarded['fallback_fraction']):.0f}%)",
+                label=f"{name} (fallback at layer K: "
+                + ", ".join(
+                    f"{rule} {100 * frac[-1]:.1f}%"
+                    for rule, frac in extra[setting][f"{name}_safeguarded"][
+                        "fallback_fraction_by_rule"
+                    ].items()
+                    if rule in ("ema", "recent")
+                )
+                + ")",
             )
         bottom.axhline(tol, color="r", lw=1, label=f"tol = {tol:g}")
         top.set_title(f"{setting}: NMSE per layer (dotted: no safeguard)", fontsize=9)
@@ -373,9 +381,9 @@ def plot_out_of_distribution(
         bottom.set_title(f"{setting}: continued past K with ISTA", fontsize=9)
         bottom.set_xlabel("ISTA iterations after layer K")
         bottom.set_ylabel("largest LASSO KKT residual / ρ")
-        for a in (top, bottom):
+        for a, where in ((top, "best"), (bottom, "lower left")):
             a.grid(True, which="both", alpha=0.3)
-            a.legend(fontsize=7)
+            a.legend(fontsize=6.5, loc=where)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
