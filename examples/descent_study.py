@@ -67,6 +67,7 @@ from torch import Tensor
 from lightning_unfold import SparseRecovery, checks
 from lightning_unfold.core.safeguard import MU_UPDATES, SafeguardedModel
 from lightning_unfold.training import DescendingConstraints, SyntheticDataModule, UnfoldedModule
+from lightning_unfold.training.study import study_trainer
 
 MODELS: tuple[str, ...] = ("lista", "lista_constrained", "lista_cp", "lista_cp_constrained")
 SETTINGS: tuple[str, ...] = ("nominal", "input_noise", "dictionary")
@@ -149,19 +150,7 @@ def train(
     data = SyntheticDataModule(
         problem, batch_size=preset.batch_size, train_batches=preset.steps, val_size=256, seed=seed
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=preset.steps,
-        max_epochs=1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-    )
+    trainer = study_trainer(preset.steps, "cpu", callbacks, max_epochs=1)
     t0 = time.perf_counter()
     trainer.fit(module, data)
     info: dict[str, Any] = {"train_s": time.perf_counter() - t0, "steps": trainer.global_step}

@@ -57,6 +57,7 @@ from lightning_unfold.algorithms import FISTA, IHT, ISTA
 from lightning_unfold.core.metrics import NMSE, layer_curves
 from lightning_unfold.training import StagewiseSchedule
 from lightning_unfold.training.study import median_time as _timed
+from lightning_unfold.training.study import study_trainer
 
 CLASSICAL: tuple[str, ...] = ("iht", "ista", "fista")
 LEARNED: tuple[str, ...] = ("iht_hyperparameters", "liht_cp", "liht", "lista_cp", "lista")
@@ -153,18 +154,7 @@ def train(
         eval_batches=1,
         log_curves=False,
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=-1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=[schedule],
-    )
+    trainer = study_trainer(-1, callbacks=[schedule])
     t0 = time.perf_counter()
     trainer.fit(module, data)
     return module, time.perf_counter() - t0

@@ -53,6 +53,7 @@ from lightning_unfold.algorithms import NMF, NMFSeparation
 from lightning_unfold.core.iterate import iterate_blocks
 from lightning_unfold.core.metrics import layer_curves
 from lightning_unfold.training.study import median_time as _timed
+from lightning_unfold.training.study import study_trainer
 
 CLASSICAL: tuple[str, ...] = ("nmf_kl", "nmf_euc")
 #: method -> (paradigm, beta, lr)
@@ -119,17 +120,7 @@ def train(
     data = SyntheticDataModule(
         problem, batch_size=p.batch, train_batches=p.steps, val_size=p.batch, seed=seed
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=p.steps,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = study_trainer(p.steps)
     t0 = time.perf_counter()
     trainer.fit(module, data)
     return module, time.perf_counter() - t0

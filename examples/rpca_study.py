@@ -61,6 +61,7 @@ from lightning_unfold.core.unfolded import ClassicalSolver
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
 from lightning_unfold.training.schedules import TwoStageSchedule
 from lightning_unfold.training.study import median_time as _timed
+from lightning_unfold.training.study import study_trainer
 
 METHODS: tuple[str, ...] = (
     "classical",
@@ -324,19 +325,7 @@ def train(
     data = SyntheticDataModule(
         problem, batch_size=p.batch, train_batches=100_000, val_size=p.batch, seed=seed
     )
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        max_epochs=-1 if max_steps == -1 else None,
-        max_steps=max_steps,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-    )
+    trainer = study_trainer(max_steps, accelerator, callbacks)
     t0 = time.perf_counter()
     trainer.fit(module, data)
     return module, time.perf_counter() - t0
