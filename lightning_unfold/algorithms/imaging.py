@@ -105,6 +105,7 @@ FILTER_BANKS: tuple[str, ...] = ("tv", "tv4")
 #: control points of the piecewise-linear shrinkage, in units of the threshold
 PLF_LO, PLF_STEP, PLF_POINTS = -4.0, 0.5, 17
 _GOLDEN = (1.0 + math.sqrt(5.0)) / 2.0
+_RHO_FLOOR = 1e-8
 
 
 def _fft(x: Tensor) -> Tensor:
@@ -459,7 +460,9 @@ def piecewise_linear(t: Tensor, values: Tensor) -> Tensor:
     at the control points :math:`t_j = -4 + 0.5j`, slope 1 outside :math:`[-4, 4]`."""
     C, P = values.shape
     pos = (t - PLF_LO) / PLF_STEP
-    idx = pos.detach().floor().clamp(0, P - 2).long()
+    # NaN positions (a diverged iterate) get index 0 and stay NaN through `frac`, so the
+    # training loop's finite check reports them instead of an out-of-range index here
+    idx = pos.detach().nan_to_num(0.0).floor().clamp(0, P - 2).long()
     frac = pos - idx.to(pos.dtype)
     base = (torch.arange(C, device=t.device) * P).view(1, C, 1, 1)
     flat = values.reshape(-1)
@@ -555,7 +558,10 @@ class ADMMTV(Algorithm[ImagingADMMState]):
     def step(
         self, s: ImagingADMMState, x: Tensor, p: Mapping[str, Tensor], k: int
     ) -> ImagingADMMState:
-        mask, rho, eta = p["mask"], p["penalty"], p["dual_step"]
+        mask, eta = p["mask"], p["dual_step"]
+        # a learned ρ driven to the constraint's floor (the smallest normal number) would make
+        # ρ|D̂|² underflow to 0/0 at unsampled frequencies; 1e-8 is far below any useful ρ
+        rho = p["penalty"].clamp_min(_RHO_FLOOR)
         n = mask.shape[-1]
         Dh = filter_transfer(p["filters"], n)
         sym = 0.5 * (mask + torch.roll(torch.flip(mask, (0, 1)), (1, 1), (0, 1)))  # M(-k)
