@@ -323,7 +323,7 @@ class CheckContext:
                     f"a {type(inner).__name__} has no solver objective to evaluate per layer "
                     "(only unfolded models and the classical solver have one)."
                 )
-            xin = self.x.to(next(iter(inner.constants.buffers())).dtype)
+            xin = cast_precision(self.x, next(iter(inner.constants.buffers())).dtype)
             with torch.no_grad():
                 vals = [inner.objective(s, xin) for s in self.trajectory.iterates]
             arr = torch.stack(vals, 1).detach().to("cpu", torch.float64).numpy()

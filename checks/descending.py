@@ -140,7 +140,7 @@ def descending_constraints(
     fractions: dict[str, list[float]] = {"0": _descends(E0, eps, floor).mean(axis=0).tolist()}
     means = E0.mean(axis=0)
     ratios = (means[1:] / np.maximum(means[:-1], 1e-300)).tolist()
-    x = ctx.x[ref.index].to(next(iter(inner.buffers())).dtype)
+    x = cast_precision(ctx.x[ref.index], next(iter(inner.buffers())).dtype)
     sol = torch.from_numpy(ref.solution)
     worst: tuple[float, float, int, int] | None = None  # (growth, beta, sample, layer)
     was_training = inner.training

@@ -11,6 +11,13 @@ from lightning_unfold.algorithms.detection import (
     SoftIC,
 )
 from lightning_unfold.algorithms.iht import IHT, LIHT, LIHTCP, hard_threshold, l0_objective
+from lightning_unfold.algorithms.imaging import (
+    ADMMTV,
+    CompressiveImaging,
+    ImagingADMMState,
+    ImagingBlackBoxNet,
+    ImagingCorrectionNet,
+)
 from lightning_unfold.algorithms.nmf import (
     NMF,
     NMFBlackBoxNet,
@@ -62,6 +69,7 @@ ALGORITHMS: dict[str, type[Algorithm[Any]]] = {
 ALGORITHMS[WMMSE.name] = WMMSE
 ALGORITHMS.update({cls.name: cls for cls in (SoftIC, ProjectedGradientDetector)})
 ALGORITHMS.update({cls.name: cls for cls in (IHT, LIHT, LIHTCP, NMF)})
+ALGORITHMS[ADMMTV.name] = ADMMTV
 
 
 def register_algorithm(cls: type[Algorithm[Any]]) -> type[Algorithm[Any]]:
@@ -80,6 +88,7 @@ def make_algorithm(name: str, **options: Any) -> Algorithm[Any]:
 
 
 __all__ = [
+    "ADMMTV",
     "ALGORITHMS",
     "ALISTA",
     "FISTA",
@@ -95,10 +104,14 @@ __all__ = [
     "WMMSE",
     "ADMMLasso",
     "ADMMState",
+    "CompressiveImaging",
     "FISTAState",
     "HybridBlackBoxNet",
     "HybridPGA",
     "HybridPrecoding",
+    "ImagingADMMState",
+    "ImagingBlackBoxNet",
+    "ImagingCorrectionNet",
     "InterferenceChannel",
     "MIMODetection",
     "NMFBlackBoxNet",
