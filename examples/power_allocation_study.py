@@ -30,15 +30,18 @@ Run::
 ``--out DIR`` writes ``DIR/results.json`` = ``{"methods": {name: {"sum_rate": [layers 0..K],
 "params", "infer_ms", "train_s"}}, "size_generalisation": {"10": {name: {"sum_rate": [...]}},
 "30": {...}}}``, ``DIR/extras.json`` (configuration, the reference figures per topology, the
-latency table, wall time) and ``DIR/sum_rate_vs_layer.png``. ``infer_ms`` is the median time of
-one forward pass on the same batch, same device, methods interleaved in one run.
+latency table, wall time) and ``DIR/sum_rate_vs_layer.png``. ``infer_ms`` is the median wall time
+of one forward pass on the same batch, same device, methods interleaved in one run
+(:func:`~lightning_unfold.training.study.median_time`); ``extras.json`` adds the median process CPU
+time per call, which a loaded machine does not inflate. Training uses a cosine-decaying learning
+rate and keeps the best validated state.
 """
 
 # %%
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -53,6 +56,7 @@ from lightning_unfold.algorithms.power import WMMSE, InterferenceChannel, full_p
 from lightning_unfold.core.metrics import layer_curves
 from lightning_unfold.core.unfolded import ClassicalSolver
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
+from lightning_unfold.training.study import median_time, study_trainer, write_json
 
 LEARNED = ("hyperparameters", "objective", "correction", "inductive_bias", "black_box")
 METHODS = ("full_power", "wmmse_4", "wmmse_100", *LEARNED)
@@ -76,13 +80,15 @@ class Preset:
         default_factory=lambda: {
             "hyperparameters": 600,
             "objective": 600,
-            "correction": 2000,
+            "correction": 3000,
             "inductive_bias": 1500,
             "black_box": 2000,
         }
     )
     batch: int = 64
     lr: float = 3e-3
+    #: the learning rate decays as a cosine from ``lr`` to ``lr * lr_floor`` over the steps
+    lr_floor: float = 0.02
     clip: float = 1.0  #: gradient-norm clipping
     val_every: int = 250  #: steps between validations; the best validated state is kept
     n_val: int = 512  #: validation channels (seed stream 2, disjoint from training and test)
@@ -179,24 +185,36 @@ def train(
     steps = cfg.steps[paradigm]
     data = SyntheticDataModule(prob, batch_size=cfg.batch, train_batches=steps, val_size=cfg.n_val)
     best = KeepBest()
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+    trainer = study_trainer(
+        steps,
+        callbacks=[CosineLR(cfg.lr, cfg.lr * cfg.lr_floor, steps), best],
+        limit_val_batches=None,
         val_check_interval=min(cfg.val_every, steps),
         gradient_clip_val=cfg.clip,
-        callbacks=[best],
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=data)
     seconds = time.perf_counter() - start
     best.restore(module)
     return module.eval(), seconds
+
+
+class CosineLR(L.Callback):
+    """Cosine decay of the learning rate from ``lr`` to ``floor`` over ``steps`` optimizer steps:
+    large steps early, small ones late, where a constant rate kept undoing the sum-rate's
+    progress."""
+
+    def __init__(self, lr: float, floor: float, steps: int) -> None:
+        self.lr, self.floor, self.steps = lr, floor, max(steps, 1)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        t = min(trainer.global_step / self.steps, 1.0)
+        lr = self.floor + 0.5 * (self.lr - self.floor) * (1.0 + math.cos(math.pi * t))
+        for opt in trainer.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
 
 
 class KeepBest(L.Callback):
@@ -236,18 +254,23 @@ def model_curve(module: UnfoldedModule, prob: InterferenceChannel, x: Tensor) ->
 
 
 # %%
-@torch.no_grad()
-def latency(fns: dict[str, Any], reps: int) -> dict[str, float]:
-    """Median ms per call; the methods are interleaved so that machine load hits all alike."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
+def latency(fns: dict[str, Any], reps: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median ms per call, wall and process CPU time, methods interleaved so that machine load
+    hits all alike: each round times every method once with :func:`median_time` (after one
+    warm-up call each). The CPU time bounds what a quiet machine would measure."""
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():
-        fn()  # warm-up
+        median_time(fn, 1)  # warm-up
     for _ in range(reps):
         for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - t) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+            start = time.process_time()
+            wall[name].append(1e3 * median_time(fn, 1, warmup=False))
+            cpu[name].append(1e3 * (time.process_time() - start))
+    return (
+        {k: statistics.median(v) for k, v in wall.items()},
+        {k: statistics.median(v) for k, v in cpu.items()},
+    )
 
 
 # %% [markdown]
@@ -303,7 +326,7 @@ def run(cfg: Preset, out: Path) -> dict[str, Any]:
         "wmmse_100": lambda: w100(xt),
     }
     fns.update({p: (lambda m=first[p]: m.model(xt)) for p in LEARNED})
-    infer_ms = latency(fns, cfg.timing_reps)
+    infer_ms, infer_cpu_ms = latency(fns, cfg.timing_reps)
 
     methods = {
         m: {
@@ -337,16 +360,20 @@ def run(cfg: Preset, out: Path) -> dict[str, Any]:
         size_gen[str(M)] = entry
 
     results = {"methods": methods, "size_generalisation": size_gen}
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_json(out, "results.json", results)
     extras = {
         "config": asdict(cfg),
         "reference_figures": reference,
         "infer_ms": infer_ms,
+        "infer_cpu_ms": infer_cpu_ms,
+        "timing_batch": cfg.timing_batch,
         "speedup_wmmse_100_over_correction": infer_ms["wmmse_100"] / infer_ms["correction"],
+        "speedup_wmmse_100_over_correction_cpu": infer_cpu_ms["wmmse_100"]
+        / infer_cpu_ms["correction"],
         "threads": torch.get_num_threads(),
         "wall_s": time.perf_counter() - wall,
     }
-    (out / "extras.json").write_text(json.dumps(extras, indent=2))
+    write_json(out, "extras.json", extras)
     plot(results, cfg, out / "sum_rate_vs_layer.png")
     return {"results": results, "extras": extras}
 

@@ -135,9 +135,20 @@ class WMMSEState:
     v: Tensor
 
 
-def _receiver(v: Tensor, H: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
-    r"""The MMSE receiver and MSE weight for amplitudes ``v``: :math:`(u, w)` (module docstring)."""
-    gain = H.pow(2)
+def _receiver(
+    v: Tensor, H: Tensor, noise: Tensor, gain: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    r"""The MMSE receiver and MSE weight for amplitudes ``v``: :math:`(u, w)` (module docstring);
+    ``gain`` = ``H**2`` when the caller has it already."""
+    u, w, _ = _receiver_and_power(v, H, noise, H.pow(2) if gain is None else gain)
+    return u, w
+
+
+def _receiver_and_power(
+    v: Tensor, H: Tensor, noise: Tensor, gain: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    r""":math:`(u, w, I)`: the receiver, the MSE weight and the received power
+    :math:`I_i = \sigma^2 + \sum_j h_{ij}^2 v_j^2` (signal included), ``gain`` = ``H**2``."""
     h_ii = H.diagonal(dim1=1, dim2=2)
     signal = h_ii.pow(2) * v.pow(2)
     received = (gain * v.pow(2).unsqueeze(1)).sum(2) + noise
@@ -145,18 +156,27 @@ def _receiver(v: Tensor, H: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
     # I - h²v² is noise + interference (> 0): computed as such, not by cancellation
     rest = noise + (received - noise - signal).clamp_min(0.0)
     w = received / rest
-    return u, w
+    return u, w, received
 
 
 def wmmse_update(
-    u: Tensor, w: Tensor, v_prev: Tensor, H: Tensor, alpha: Tensor, gamma: Tensor, vmax: Tensor
+    u: Tensor,
+    w: Tensor,
+    v_prev: Tensor,
+    H: Tensor,
+    alpha: Tensor,
+    gamma: Tensor,
+    vmax: Tensor,
+    *,
+    gain: Tensor | None = None,
 ) -> Tensor:
     r"""The projected, relaxed v-update
     :math:`\Pi_{[0,\sqrt{P}]}((1-\gamma)v^{(k-1)} + \gamma\,\alpha w u h_{ii} / \sum_j \alpha_j w_j
-    u_j^2 h_{ji}^2)`."""
+    u_j^2 h_{ji}^2)`; ``gain`` = ``H**2`` when the caller has it already."""
     h_ii = H.diagonal(dim1=1, dim2=2)
     aw = alpha * w
-    den = (H.pow(2) * (aw * u.pow(2)).unsqueeze(2)).sum(1)  # Σ_j h_ji² α_j w_j u_j²
+    gain = H.pow(2) if gain is None else gain
+    den = (gain * (aw * u.pow(2)).unsqueeze(2)).sum(1)  # Σ_j h_ji² α_j w_j u_j²
     v_hat = aw * u * h_ii / den.clamp_min(torch.finfo(den.dtype).tiny)
     v = v_prev + gamma * (v_hat - v_prev)
     return torch.minimum(v.clamp_min(0.0), vmax)
@@ -247,39 +267,92 @@ class _GNN(nn.Module):
         return X
 
 
+def _decibel(ratio: Tensor) -> Tensor:
+    r""":math:`\log_{10}(1 + r)/10`: a power ratio in units of 100 dB (0.1 per 10 dB), the scale
+    on which the graph networks read powers (the raw gains span twenty orders of magnitude)."""
+    return torch.log1p(ratio) / (10.0 * math.log(10.0))
+
+
 class UWMMSECorrection(nn.Module):
-    r"""UWMMSE's learned correction (Chowdhury et al. 2021): two 2-layer graph networks
-    :math:`\Phi_a, \Phi_b` of the previous iterate and the channel,
+    r"""UWMMSE's learned correction (Chowdhury et al. 2021): a permutation-equivariant graph
+    network of the previous iterate :math:`s^{(k-1)} = (u, w, v)` and the channel :math:`H`, one
+    shared trunk and two heads, that outputs the coefficients of
 
-    .. math:: a = 1 + \Phi_a(X, G),\qquad b = \Phi_b(X, G),\qquad
-        w = \max(a\odot w_{\text{class}} + b,\ 0),
+    .. math:: w = \max(a\odot w_{\text{class}} + b,\ 0),\qquad a = e^{\phi_a},\quad b = \phi_b.
 
-    :math:`X` the node features of :math:`s^{(k-1)}` (``_node_features``) and :math:`G` =
-    :func:`graph_matrix` ``(H)``. Both last layers are zero-initialised, so :math:`a = 1, b = 0`
-    and the model starts as WMMSE exactly (:math:`w_{\text{class}} \ge 1`, the clamp is inactive).
-    The clamp keeps :math:`w` an MSE weight (non-negative). Its forward maps
-    :meth:`WMMSE.features` ``(B, 4M + M²)`` to ``(a, b)``, each ``(B, M)``.
+    Both message-passing layers aggregate over the *received-power graph* of the current
+    amplitudes, :math:`T_{ij} = h_{ij}^2 v_j^2` (the power receiver i gets from transmitter j,
+    which WMMSE's receiver sums anyway), normalised by the total received power
+    :math:`I_i = \sigma^2 + \sum_j T_{ij}`:
+
+    .. math::
+        Z &= \operatorname{ReLU}\big(X W_0 + D_I^{-1} T\, Y W_1 + c\big)
+            \qquad\text{(trunk: incoming, "who reaches me")},\\
+        [\phi_a, \phi_b] &= Z V_0 + (D_I^{-1} T)^\top Z V_1 + d
+            \qquad\text{(heads: outgoing, "whom I reach")},
+
+    :math:`X` ``(B, M, 5)`` the node features :math:`v/\sqrt P`, :math:`\ln w_{\text{class}}/10`
+    (the current rate in nats/10), :math:`\ln(1 + w^{(k-1)})/10`, the direct link
+    :math:`\mathrm{dB}(h_{ii}^2 P/\sigma^2)` and the received power :math:`\mathrm{dB}(I_i/
+    \sigma^2)` (:func:`_decibel`: 0.1 per 10 dB), and :math:`Y` ``(B, M, 3)`` the neighbour features
+    :math:`v_j/\sqrt P`, :math:`\ln(1 + w_j^{(k-1)})/10`, :math:`\mathrm{dB}(h_{jj}^2 P/\sigma^2)`.
+    The weights :math:`W_0, W_1, V_0, V_1, c, d` are shared across users, so permuting the users
+    permutes :math:`(a, b)` and the network runs at any M. Its inputs are shares of received
+    power, rates and per-link SNRs — none grows with the network size (a sum over users would).
+
+    The cost per layer is two batched products with the ``(B, M, M)`` gain matrix, of widths
+    3 and 2, on top of the WMMSE step; the gains :math:`h_{ij}^2` and :math:`w_{\text{class}}` are
+    the step's own (:meth:`coefficients`). The heads are zero-initialised, so :math:`a = 1,
+    b = 0` and the untrained model *is* WMMSE (:math:`w_{\text{class}} \ge 1`, the clamp is
+    inactive). The clamp keeps :math:`w` a non-negative MSE weight; :math:`a > 0` keeps the
+    multiplicative part from flipping the sign of a weight.
     """
 
     def __init__(self, hidden: int = 16) -> None:
         super().__init__()
-        self.phi_a = _GNN(_N_NODE, hidden, 1, zero_last=True)
-        self.phi_b = _GNN(_N_NODE, hidden, 1, zero_last=True)
+        if hidden < 1:
+            raise ValueError(f"UWMMSECorrection needs hidden >= 1, got {hidden}.")
+        #: [W_0; W_1] and c: the trunk reads [X, D_I^{-1} T Y] (5 + 3 features)
+        self.trunk = nn.Linear(5 + 3, hidden)
+        #: [V_0, V_1] and d: columns (a, b) of the self term, then (a, b) of the messages
+        self.heads = nn.Linear(hidden, 4)
+        for param in self.heads.parameters():
+            nn.init.zeros_(param)
+
+    def coefficients(
+        self, s: WMMSEState, H: Tensor, gain: Tensor, noise: Tensor, p_max: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        r"""``(u, w_class, a, b)``, each ``(B, M)``, for iterate ``s``, amplitude gains ``H`` and
+        power gains ``gain`` = ``H**2`` ``(B, M, M)``: the WMMSE receiver and weight of
+        :math:`v^{(k-1)}` (exactly :func:`_receiver`'s) and the correction's coefficients."""
+        noise = noise.to(H.dtype)
+        u, w, received = _receiver_and_power(s.v, H, noise, gain)
+        v2 = s.v.pow(2)
+        vmax = p_max.to(H.dtype).sqrt()
+        inv = received.reciprocal().unsqueeze(1)  # (B, 1, M)
+        amp = s.v / vmax
+        link = _decibel(gain.diagonal(dim1=1, dim2=2) * (p_max / noise))
+        prev = torch.log1p(s.w.clamp_min(0.0)) / 10.0
+        # the products are written (B, F, M) @ (B, M, M): a few rows times the gain matrix
+        # (or its transposed view) is several times faster than (B, M, M) @ (B, M, F) on a CPU
+        neighbour = torch.stack([amp, prev, link], dim=1) * v2.unsqueeze(1)  # v_j² Y_j
+        incoming = torch.bmm(neighbour, gain.transpose(1, 2)) * inv  # Σ_j T_ij Y_j / I_i
+        node = torch.stack(
+            [amp, torch.log(w) / 10.0, prev, link, _decibel(received / noise - 1.0)], dim=2
+        )
+        z = torch.relu(self.trunk(torch.cat([node, incoming.transpose(1, 2)], dim=2)))
+        out = self.heads(z)  # (B, M, 4)
+        # Σ_i T_ij (Z V_1)_i / I_i = v_j² Σ_i h_ij² (Z V_1)_i / I_i
+        outgoing = torch.bmm(out[:, :, 2:].transpose(1, 2) * inv, gain) * v2.unsqueeze(1)
+        phi_a = out[:, :, 0] + outgoing[:, 0]
+        phi_b = out[:, :, 1] + outgoing[:, 1]
+        return u, w, torch.exp(phi_a.clamp(-10.0, 10.0)), phi_b
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        X, G = _unpack(features, _N_NODE)
-        # the two networks' first aggregations G·X are the same product: computed once
-        diag = G.diagonal(dim1=1, dim2=2).unsqueeze(2)
-        GX, m = G @ X, G.shape[-1]
-        hidden = [
-            torch.relu(diag * phi.convs[0].self_weight(X) + phi.convs[0].neigh_weight(GX) / m)
-            for phi in (self.phi_a, self.phi_b)
-        ]
-        a, b = (
-            phi.convs[1](h, G).squeeze(2)
-            for phi, h in zip((self.phi_a, self.phi_b), hidden, strict=True)
+        raise TypeError(
+            "UWMMSECorrection reads the WMMSE step's own quantities: call it through "
+            "WMMSE.corrected_step (or coefficients(s, H, H**2, noise, p_max)), not on features."
         )
-        return 1.0 + a, b
 
 
 class GraphIteration(nn.Module):
@@ -581,21 +654,37 @@ class WMMSE(Algorithm[WMMSEState]):
         return WMMSEState(u=u, w=w, v=v)
 
     def _v_step(
-        self, u: Tensor, w: Tensor, s: WMMSEState, x: Tensor, p: Mapping[str, Tensor]
+        self,
+        u: Tensor,
+        w: Tensor,
+        s: WMMSEState,
+        x: Tensor,
+        p: Mapping[str, Tensor],
+        gain: Tensor | None = None,
     ) -> WMMSEState:
         alpha = self._weights(p["weights"], x)
-        v = wmmse_update(u, w, s.v, x, alpha, p["relax"], p["p_max"].sqrt())
+        v = wmmse_update(u, w, s.v, x, alpha, p["relax"], p["p_max"].sqrt(), gain=gain)
         return WMMSEState(u=u, w=w, v=v)
 
     def step(self, s: WMMSEState, x: Tensor, p: Mapping[str, Tensor], k: int) -> WMMSEState:
-        u, w = _receiver(s.v, x, p["noise"])
-        return self._v_step(u, w, s, x, p)
+        gain = x.pow(2)  # the power gains, shared by the receiver and the v-update
+        u, w = _receiver(s.v, x, p["noise"], gain)
+        return self._v_step(u, w, s, x, p, gain)
 
     def corrected_step(
         self, s: WMMSEState, x: Tensor, p: Mapping[str, Tensor], k: int, net: nn.Module
     ) -> WMMSEState:
-        r"""UWMMSE: :math:`w = \max(a\odot w_{\text{class}} + b, 0)` with ``(a, b) =
-        net(features(s^{(k-1)}))``, then the classical v-update with that :math:`w`."""
+        r"""UWMMSE: :math:`w = \max(a\odot w_{\text{class}} + b, 0)` with :math:`(a, b)` from the
+        correction network, then the classical v-update with that :math:`w`.
+
+        A :class:`UWMMSECorrection` reads the quantities this step computes anyway (the received
+        powers :math:`h_{ij}^2 v_j^2`, :math:`w_{\text{class}}`) through :meth:`UWMMSECorrection.
+        coefficients`; any other module gets ``net(features(s^{(k-1)}))`` and returns ``(a, b)``.
+        """
+        if isinstance(net, UWMMSECorrection):
+            gain = x.pow(2)
+            u, w, a, b = net.coefficients(s, x, gain, p["noise"], p["p_max"])
+            return self._v_step(u, (a * w + b).clamp_min(0.0), s, x, p, gain)
         u, w = _receiver(s.v, x, p["noise"])
         a, b = net(self.features(s, x, p))
         return self._v_step(u, (a * w + b).clamp_min(0.0), s, x, p)

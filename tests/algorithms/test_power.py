@@ -24,7 +24,6 @@ from lightning_unfold.algorithms.power import (
     UWMMSECorrection,
     WMMSEState,
     full_power,
-    graph_matrix,
     sum_rate,
     user_rates,
 )
@@ -174,17 +173,55 @@ def test_uwmmse_correction_is_affine_in_w_and_trains_its_graph_nets() -> None:
     loss.backward()
     grads = [p.grad for p in model.parameters()]
     assert any(g is not None and float(g.abs().max()) > 0 for g in grads)
-    # a = 2, b = 0 doubles w before the v-update
+    # the heads' biases: a = e^{ln 2} = 2, b = 0.5 give w = 2 w_class + 0.5 before the v-update
     net = model.nets[0]  # type: ignore[index]
     with torch.no_grad():
-        net.phi_a.convs[1].self_weight.bias.fill_(1.0)
+        net.heads.bias[0] = math.log(2.0)
+        net.heads.bias[1] = 0.5
     s0 = model.algorithm.init(x, model.layer_params(1))
     p = model.layer_params(1)
     s1 = model.algorithm.corrected_step(s0, x, p, 1, net)
     classical = model.algorithm.step(s0, x, p, 1)
     torch.testing.assert_close(s1.u, classical.u)
-    diag = graph_matrix(x, NOISE, 1.0).diagonal(dim1=1, dim2=2)
-    torch.testing.assert_close(s1.w, (1.0 + diag) * classical.w)
+    torch.testing.assert_close(s1.w, 2.0 * classical.w + 0.5)
+    # a stays positive however negative its pre-activation: the sign of w is b's alone
+    with torch.no_grad():
+        net.heads.bias[0] = -1e3
+        net.heads.bias[1] = 0.0
+    s1 = model.algorithm.corrected_step(s0, x, p, 1, net)
+    assert (s1.w > 0).all()
+    with pytest.raises(TypeError, match="corrected_step"):
+        net(model.algorithm.features(s0, x, p))
+    with pytest.raises(ValueError, match="hidden >= 1"):
+        UWMMSECorrection(hidden=0)
+
+
+def test_uwmmse_messages_follow_the_received_power_graph() -> None:
+    """A user's (a, b) depend on another user only through the received-power graph
+    T_ij = h_ij² v_j²: with every cross gain zero, the network is the same per-user map for all
+    M (size generalisation), and switching one interferer on changes its victim's coefficients."""
+    torch.manual_seed(0)
+    net = UWMMSECorrection(hidden=8).double().requires_grad_(False)
+    for param in net.parameters():
+        param.add_(0.5 * torch.randn_like(param))
+    alg, prob = WMMSE(), InterferenceChannel(M=5, seed=0)
+    c = prob.constants()
+    diag = torch.diag_embed(torch.rand(2, 5, dtype=F64) + 0.1)
+    s = alg.init(diag, c)
+    _, _, a5, b5 = net.coefficients(s, diag, diag.pow(2), c["noise"], c["p_max"])
+    s3 = alg.init(diag[:, :3, :3], c)
+    _, _, a3, b3 = net.coefficients(
+        s3, diag[:, :3, :3], diag[:, :3, :3].pow(2), c["noise"], c["p_max"]
+    )
+    torch.testing.assert_close(a5[:, :3], a3)
+    torch.testing.assert_close(b5[:, :3], b3)
+    coupled = diag.clone()
+    coupled[:, 0, 4] = 0.1  # transmitter 4 now reaches receiver 0
+    s = alg.init(coupled, c)
+    _, _, a_c, _ = net.coefficients(s, coupled, coupled.pow(2), c["noise"], c["p_max"])
+    assert float((a_c[:, 0] - a5[:, 0]).abs().min()) > 1e-6  # the victim hears it
+    assert float((a_c[:, 4] - a5[:, 4]).abs().min()) > 1e-6  # and the interferer learns of it
+    torch.testing.assert_close(a_c[:, 1:4], a5[:, 1:4])  # the others are unaffected
 
 
 @pytest.mark.parametrize(
@@ -216,7 +253,8 @@ def test_parameter_counts_and_black_box_of_comparable_size() -> None:
     assert count(build_model(prob, paradigm="hyperparameters", depth=K)) == K
     assert count(build_model(prob, paradigm="objective", depth=K)) == K * (20 + 1)
     corr = count(build_model(prob, paradigm="correction", depth=K, hidden=16))
-    assert corr == K * 2 * ((2 * 4 * 16 + 16) + (2 * 16 + 1))
+    # one trunk [5 node + 3 aggregated features] → 16, heads 16 → (a, b) self and messages
+    assert corr == K * ((8 * 16 + 16) + (16 * 4 + 4))
     box = build_model(prob, paradigm="black_box", depth=K, black_box_params=corr)
     assert isinstance(box.net, PowerBlackBoxNet)
     assert 0.8 * corr <= count(box) <= 1.2 * corr
@@ -425,7 +463,7 @@ def test_objective_agreement_passes_for_long_wmmse_and_descent_fails_for_a_bad_l
     # a correction layer that zeroes every weight w switches all users off: the rate collapses
     model = UnfoldedModel(WMMSE(), prob, 4, "correction", hidden=4, dtype=F64)
     with torch.no_grad():
-        model.nets[2].phi_b.convs[1].self_weight.bias.fill_(-1e6)  # type: ignore[index]
+        model.nets[2].heads.bias[1] = -1e6  # type: ignore[index]
     bad = checks.descent(model, prob, data, quantity="objective")
     assert bad.status is Status.FAILED and bad.details["violated_layers"] == [3], bad.message
     assert bad.counterexample is not None and bad.counterexample["layer"] == 3
