@@ -5,6 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_unfold.algorithms.admm import ADMMLasso, ADMMState
+from lightning_unfold.algorithms.corona import (
+    CORONA,
+    FISTARPCA,
+    ISTARPCA,
+    FISTARPCAState,
+    LowRankSparseState,
+    UltrasoundClutter,
+)
 from lightning_unfold.algorithms.detection import (
     MIMODetection,
     ProjectedGradientDetector,
@@ -62,6 +70,7 @@ ALGORITHMS: dict[str, type[Algorithm[Any]]] = {
 ALGORITHMS[WMMSE.name] = WMMSE
 ALGORITHMS.update({cls.name: cls for cls in (SoftIC, ProjectedGradientDetector)})
 ALGORITHMS.update({cls.name: cls for cls in (IHT, LIHT, LIHTCP, NMF)})
+ALGORITHMS.update({cls.name: cls for cls in (ISTARPCA, FISTARPCA, CORONA)})
 
 
 def register_algorithm(cls: type[Algorithm[Any]]) -> type[Algorithm[Any]]:
@@ -82,9 +91,12 @@ def make_algorithm(name: str, **options: Any) -> Algorithm[Any]:
 __all__ = [
     "ALGORITHMS",
     "ALISTA",
+    "CORONA",
     "FISTA",
+    "FISTARPCA",
     "IHT",
     "ISTA",
+    "ISTARPCA",
     "LIHT",
     "LIHTCP",
     "LISTA",
@@ -95,11 +107,13 @@ __all__ = [
     "WMMSE",
     "ADMMLasso",
     "ADMMState",
+    "FISTARPCAState",
     "FISTAState",
     "HybridBlackBoxNet",
     "HybridPGA",
     "HybridPrecoding",
     "InterferenceChannel",
+    "LowRankSparseState",
     "MIMODetection",
     "NMFBlackBoxNet",
     "NMFCorrectionNet",
@@ -115,6 +129,7 @@ __all__ = [
     "RPCAState",
     "SoftIC",
     "SparseRecovery",
+    "UltrasoundClutter",
     "WMMSEState",
     "beta_divergence",
     "bss_decomposition",
