@@ -260,7 +260,8 @@ class UltrasoundClutter(ProblemSpec):
       :math:`\operatorname{mean}|L|^2 = 1`;
     * **blood** :math:`S`: ``vessels`` straight vessels (random angle and offset) each carrying
       ``bubbles`` point scatterers that move along it by 0.5–1.5 px per frame (wrapping around),
-      each rendered as a Gaussian spot of 0.6 px with a random amplitude and a fast Doppler phase
+      each rendered as a Gaussian spot of 0.6 px (cut off at 1.2 px, so that the blood is exactly
+      row-sparse) with a random amplitude and a fast Doppler phase
       (0.5–2.5 rad per frame); scaled so that
       :math:`\operatorname{mean}|S|^2 = 10^{\texttt{blood\_db}/10}` (20–30 dB below tissue);
     * **noise** :math:`N`: circular complex Gaussian, :math:`\operatorname{mean}|N|^2 =
@@ -290,12 +291,12 @@ class UltrasoundClutter(ProblemSpec):
         frames: int = 20,
         rank: int = 3,
         vessels: int = 1,
-        bubbles: int = 6,
-        blood_db: float = -25.0,
+        bubbles: int = 12,
+        blood_db: float = -20.0,
         noise_db: float = -40.0,
         psf_width: float = 0.0,
-        lam: float = 3.0,
-        mu: float = 0.3,
+        lam: float = 0.5,
+        mu: float = 0.2,
         seed: int = 0,
     ) -> None:
         for name, v in (("n_x", n_x), ("n_z", n_z), ("frames", frames)):
@@ -422,7 +423,8 @@ class UltrasoundClutter(ProblemSpec):
                 s = (pos + speed * t) % length - length / 2.0
                 for b in range(self.bubbles):
                     px, pz = offset + s[b] * direction
-                    spot = np.exp(-0.5 * ((gx - px) ** 2 + (gz - pz) ** 2) / 0.6**2)
+                    d2 = (gx - px) ** 2 + (gz - pz) ** 2
+                    spot = np.where(d2 <= 1.44, np.exp(-0.5 * d2 / 0.6**2), 0.0)
                     S[:, :, t] += amp[b] * np.exp(1j * omega[b] * t) * spot
         S = S.reshape(nx * nz, T)
         power = np.mean(np.abs(S) ** 2)
