@@ -190,9 +190,12 @@ def test_corona_is_phase_equivariant_with_learned_complex_kernels() -> None:
 
 
 # -- references -----------------------------------------------------------------------------
-@pytest.mark.parametrize("penalty", ["l12", "l1"])
-def test_fista_rpca_converges_to_the_cvxpy_solution_of_a_complex_instance(penalty: str) -> None:
+def test_fista_rpca_converges_to_the_cvxpy_solution_of_a_complex_instance() -> None:
+    """CORONA's mixed ℓ1,2 penalty. (With the entrywise complex ℓ1 penalty Clarabel reports an
+    inaccurate solution on this instance, so the ℓ1 branch is not compared with CVXPY.)"""
     import cvxpy as cp
+
+    penalty = "l12"
 
     prob = _problem(n_x=3, n_z=3, frames=5, rank=1, lam=0.4, mu=0.15, blood_db=-10.0)
     x, _ = prob.sample(1, seed=7, dtype=F64)
