@@ -241,10 +241,12 @@ def plot(
     ax_t.set_xlabel("layer / iteration k")
     ax_t.set_ylabel("tissue NMSE (dB)")
     ax_t.grid(alpha=0.3)
-    vmax = float(max(v.max() for v in frames.values()))
+    vmax = float(max(float(v.max()) for v in frames.values()))
     for i, (label, img) in enumerate(frames.items()):
         ax = fig.add_subplot(gs[1, i])
-        shown = ax.imshow(img.reshape(grid).T, cmap="magma", vmin=0.0, vmax=vmax, origin="upper")
+        shown = ax.imshow(
+            img.reshape(grid).T.numpy(), cmap="magma", vmin=0.0, vmax=vmax, origin="upper"
+        )
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("x (pixel)")
         ax.set_ylabel("z (pixel)")
