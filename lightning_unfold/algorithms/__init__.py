@@ -5,6 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_unfold.algorithms.admm import ADMMLasso, ADMMState
+from lightning_unfold.algorithms.corona import (
+    CORONA,
+    FISTARPCA,
+    ISTARPCA,
+    FISTARPCAState,
+    LowRankSparseState,
+    UltrasoundClutter,
+)
 from lightning_unfold.algorithms.detection import (
     MIMODetection,
     ProjectedGradientDetector,
@@ -70,6 +78,7 @@ ALGORITHMS[WMMSE.name] = WMMSE
 ALGORITHMS.update({cls.name: cls for cls in (SoftIC, ProjectedGradientDetector)})
 ALGORITHMS.update({cls.name: cls for cls in (IHT, LIHT, LIHTCP, NMF)})
 ALGORITHMS[ADMMTV.name] = ADMMTV
+ALGORITHMS.update({cls.name: cls for cls in (ISTARPCA, FISTARPCA, CORONA)})
 
 
 def register_algorithm(cls: type[Algorithm[Any]]) -> type[Algorithm[Any]]:
@@ -91,9 +100,12 @@ __all__ = [
     "ADMMTV",
     "ALGORITHMS",
     "ALISTA",
+    "CORONA",
     "FISTA",
+    "FISTARPCA",
     "IHT",
     "ISTA",
+    "ISTARPCA",
     "LIHT",
     "LIHTCP",
     "LISTA",
@@ -105,6 +117,7 @@ __all__ = [
     "ADMMLasso",
     "ADMMState",
     "CompressiveImaging",
+    "FISTARPCAState",
     "FISTAState",
     "HybridBlackBoxNet",
     "HybridPGA",
@@ -113,6 +126,7 @@ __all__ = [
     "ImagingBlackBoxNet",
     "ImagingCorrectionNet",
     "InterferenceChannel",
+    "LowRankSparseState",
     "MIMODetection",
     "NMFBlackBoxNet",
     "NMFCorrectionNet",
@@ -128,6 +142,7 @@ __all__ = [
     "RPCAState",
     "SoftIC",
     "SparseRecovery",
+    "UltrasoundClutter",
     "WMMSEState",
     "beta_divergence",
     "bss_decomposition",
