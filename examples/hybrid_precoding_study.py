@@ -40,15 +40,12 @@ iteration k = 0..K; one value for the black box], "infer_ms": ms per channel, "t
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
 
@@ -56,6 +53,7 @@ from lightning_unfold.algorithms.precoding import HybridPGA, HybridPrecoding, tu
 from lightning_unfold.core.metrics import layer_curves
 from lightning_unfold.core.unfolded import BlackBoxModel, ClassicalSolver
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
+from lightning_unfold.training.study import median_time, study_trainer, write_json
 
 SETTINGS: dict[str, str] = {"unit_modulus": "unit_modulus", "unconstrained_analog": "unconstrained"}
 METHODS: tuple[str, ...] = (
@@ -142,18 +140,6 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def _timed(fn: Callable[[], Any], repeats: int = 3) -> float:
-    """Median wall time of ``fn()`` in seconds (after one warm-up call)."""
-    with torch.no_grad():
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def rates(model: torch.nn.Module, problem: HybridPrecoding, x: Tensor) -> list[float]:
     """Mean rate (nats) at every iterate ``k = 0..K`` (the problem's primary metric)."""
     with torch.no_grad():
@@ -164,21 +150,6 @@ def rates(model: torch.nn.Module, problem: HybridPrecoding, x: Tensor) -> list[f
         est = est[-1:]  # the black box: one output (its iterate 0 is a placeholder)
     target = torch.full((x.shape[0], 1), float("nan"))
     return layer_curves(est, target, x, [metric])[metric.name]
-
-
-def _trainer(max_steps: int, accelerator: str) -> L.Trainer:
-    return L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        max_steps=max_steps,
-        max_epochs=-1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
 
 
 def train(
@@ -222,7 +193,7 @@ def train(
         seed=seed,
     )
     t0 = time.perf_counter()
-    _trainer(steps, accelerator).fit(module, data)
+    study_trainer(steps, accelerator).fit(module, data)
     return module, time.perf_counter() - t0
 
 
@@ -243,7 +214,7 @@ def run_setting(
     xt = x[: p.timing_size]  # every method timed on the same channels, in this run
 
     def infer_ms(model: torch.nn.Module) -> float:
-        return 1e3 * _timed(lambda: model(xt)) / xt.shape[0]
+        return 1e3 * median_time(lambda: model(xt)) / xt.shape[0]
 
     results: dict[str, Any] = {}
     info: dict[str, Any] = {"tuned_step": {}}
@@ -415,9 +386,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     protocol["wall_s"] = time.perf_counter() - t0
     log(f"done in {protocol['wall_s']:.1f} s")
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps(results, indent=2))
-        (args.out / "protocol.json").write_text(json.dumps(protocol, indent=2))
+        write_json(args.out, "results.json", results)
+        write_json(args.out, "protocol.json", protocol)
         snr = "SNR/U = 1" if args.snr_db is None else f"SNR {args.snr_db} dB"
         plot(
             results["settings"],
