@@ -12,6 +12,9 @@ in nats per channel use. Two settings: ``unit_modulus`` (phase-shifter analog pr
                               by a grid search on a tuning set (its wall time is ``train_s``)
 ``unfolded_final_loss``       unfolded PGA, K = 5, learned per-iteration steps
                               :math:`\mu_{a,k}, \mu_{d,b,k}` (paradigm ``hyperparameters``),
+                              one per entry of :math:`W_a` and of each :math:`W_{d,b}` by
+                              default (``--step-shape scalar``: the paper's scalar
+                              :math:`\mu_{a,k}` and per-band :math:`\mu_{d,b,k}`),
                               loss :math:`-R(s^{(K)})`
 ``unfolded_multi_iteration``  the same, loss :math:`-\sum_k \log(1+k) R(s^{(k)})` (the survey's)
 ``black_box``                 an MLP from the channels to feasible precoders
@@ -40,15 +43,12 @@ iteration k = 0..K; one value for the black box], "infer_ms": ms per channel, "t
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
 
@@ -56,6 +56,7 @@ from lightning_unfold.algorithms.precoding import HybridPGA, HybridPrecoding, tu
 from lightning_unfold.core.metrics import layer_curves
 from lightning_unfold.core.unfolded import BlackBoxModel, ClassicalSolver
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
+from lightning_unfold.training.study import median_time, study_trainer, write_json
 
 SETTINGS: dict[str, str] = {"unit_modulus": "unit_modulus", "unconstrained_analog": "unconstrained"}
 METHODS: tuple[str, ...] = (
@@ -92,6 +93,9 @@ class Preset:
     anchor_test: int
     grid: tuple[float, ...] = GRID
     timing_size: int = 100  # channels of the side-by-side inference timing
+    # the unfolded methods' learned steps (HybridPGA's step_shape and digital_updates Q)
+    step_shape: str = "per_entry"
+    digital_updates: int = 1
 
 
 PRESETS: dict[str, Preset] = {
@@ -108,7 +112,7 @@ PRESETS: dict[str, Preset] = {
         depth=5,
         pga_depths=(5, 50, 100),
         batch=32,
-        unfolded_steps=300,
+        unfolded_steps=600,
         unfolded_lr=0.2,
         black_box_steps=800,
         black_box_lr=1e-3,
@@ -142,18 +146,6 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def _timed(fn: Callable[[], Any], repeats: int = 3) -> float:
-    """Median wall time of ``fn()`` in seconds (after one warm-up call)."""
-    with torch.no_grad():
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def rates(model: torch.nn.Module, problem: HybridPrecoding, x: Tensor) -> list[float]:
     """Mean rate (nats) at every iterate ``k = 0..K`` (the problem's primary metric)."""
     with torch.no_grad():
@@ -164,21 +156,6 @@ def rates(model: torch.nn.Module, problem: HybridPrecoding, x: Tensor) -> list[f
         est = est[-1:]  # the black box: one output (its iterate 0 is a placeholder)
     target = torch.full((x.shape[0], 1), float("nan"))
     return layer_curves(est, target, x, [metric])[metric.name]
-
-
-def _trainer(max_steps: int, accelerator: str) -> L.Trainer:
-    return L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        max_steps=max_steps,
-        max_epochs=-1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
 
 
 def train(
@@ -195,6 +172,8 @@ def train(
     seed: int,
     black_box_params: int | None = None,
     train_size: int | None = None,
+    step_shape: str = "scalar",
+    digital_updates: int = 1,
 ) -> tuple[UnfoldedModule, float]:
     """Train one learned method with the unsupervised loss (−rate); returns (module, seconds).
     ``train_size``: a fixed training set of that many channels (else fresh batches)."""
@@ -202,7 +181,11 @@ def train(
     module = UnfoldedModule(
         problem,
         algorithm="hybrid_pga",
-        algorithm_options={"step": step},
+        algorithm_options={
+            "step": step,
+            "step_shape": step_shape,
+            "digital_updates": digital_updates,
+        },
         paradigm=paradigm,
         depth=depth,
         black_box_params=black_box_params,
@@ -222,7 +205,7 @@ def train(
         seed=seed,
     )
     t0 = time.perf_counter()
-    _trainer(steps, accelerator).fit(module, data)
+    study_trainer(steps, accelerator).fit(module, data)
     return module, time.perf_counter() - t0
 
 
@@ -243,7 +226,7 @@ def run_setting(
     xt = x[: p.timing_size]  # every method timed on the same channels, in this run
 
     def infer_ms(model: torch.nn.Module) -> float:
-        return 1e3 * _timed(lambda: model(xt)) / xt.shape[0]
+        return 1e3 * median_time(lambda: model(xt)) / xt.shape[0]
 
     results: dict[str, Any] = {}
     info: dict[str, Any] = {"tuned_step": {}}
@@ -268,6 +251,8 @@ def run_setting(
             "hyperparameters",
             depth=p.depth,
             step=mu5,
+            step_shape=p.step_shape,
+            digital_updates=p.digital_updates,
             formulation=formulation,
             steps=p.unfolded_steps,
             lr=p.unfolded_lr,
@@ -285,6 +270,7 @@ def run_setting(
             "mu_a": model.stacked("mu_a").tolist(),
             "mu_d": model.stacked("mu_d").tolist(),
         }
+        info["unfolded_params"] = sum(q.numel() for q in model.parameters())
         log(f"[{name}] {method}: rate {results[method]['rate']}, train {seconds:.1f} s")
     module, seconds = train(
         problem,
@@ -306,7 +292,6 @@ def run_setting(
         "train_s": seconds,
     }
     info["black_box_params"] = sum(q.numel() for q in bb.parameters())
-    info["unfolded_params"] = p.depth * (1 + p.n_bands)
     log(f"[{name}] black_box: rate {results['black_box']['rate']}, train {seconds:.1f} s")
     return results, info
 
@@ -384,9 +369,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--snr-db", type=float, default=None, help="default: SNR/U = 1")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--step-shape",
+        choices=("scalar", "per_chain", "per_entry"),
+        default=None,
+        help="granularity of the unfolded methods' learned steps (default: the preset's)",
+    )
+    parser.add_argument(
+        "--digital-updates", type=int, default=None, help="Q digital steps per analog step"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     p = PRESETS[args.preset]
+    if args.step_shape is not None:
+        p = replace(p, step_shape=args.step_shape)
+    if args.digital_updates is not None:
+        p = replace(p, digital_updates=args.digital_updates)
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     accelerator = "gpu" if use_cuda else "cpu"
     t0 = time.perf_counter()
@@ -415,9 +413,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     protocol["wall_s"] = time.perf_counter() - t0
     log(f"done in {protocol['wall_s']:.1f} s")
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps(results, indent=2))
-        (args.out / "protocol.json").write_text(json.dumps(protocol, indent=2))
+        write_json(args.out, "results.json", results)
+        write_json(args.out, "protocol.json", protocol)
         snr = "SNR/U = 1" if args.snr_db is None else f"SNR {args.snr_db} dB"
         plot(
             results["settings"],

@@ -55,7 +55,10 @@ matched filter
 constraint. An all-zero effective channel falls back to the random draw so the rescale is defined.
 
 Parameters: θh = {``mu_a`` (scalar), ``mu_d`` (one per band)} — learned per iteration by paradigm
-``"hyperparameters"`` (the paper's unfolded PGA); θo = {``gain``, the :math:`\gamma` inside the
+``"hyperparameters"`` (the paper's unfolded PGA); ``step_shape="per_chain" | "per_entry"``
+gives each RF chain / each entry of the iterate its own step (steps stay channel-independent
+hyperparameters, classical value :math:`\mu` everywhere), and ``digital_updates = Q`` runs
+:math:`Q` digital steps (each with its own learned steps) per analog step; θo = {``gain``, the :math:`\gamma` inside the
 gradient (a per-layer re-weighting of the surrogate; the loss still uses the true SNR)} learned by
 ``"objective"``; fixed: ``wd_init``. Paradigm ``"correction"`` adds the core's zero-initialised
 MLP Δ of the (real, imaginary) parts of the iterate and the channels to each PGA step (it
@@ -390,6 +393,8 @@ def _require_hybrid(problem: ProblemSpec) -> HybridPrecoding:
 
 #: the valid ``digital_init`` values of :class:`HybridPGA`
 DIGITAL_INITS: tuple[str, ...] = ("random", "matched_filter")
+#: the valid ``step_shape`` values of :class:`HybridPGA` (the granularity of the learned steps)
+STEP_SHAPES: tuple[str, ...] = ("scalar", "per_chain", "per_entry")
 
 
 class HybridPGA(Algorithm[PrecoderState]):
@@ -400,25 +405,76 @@ class HybridPGA(Algorithm[PrecoderState]):
         digital_init: ``"random"`` (a fixed Gaussian draw, the paper's reference code) or
             ``"matched_filter"`` (:math:`W_{d,b} = (H_bW_a)^H`).
         init_seed: seed of the fixed random digital initialisation.
+        step_shape: the granularity of one iteration's steps (all initialised to ``step``, so
+            every choice reproduces the same classical PGA before training):
+
+            - ``"scalar"`` — :math:`\mu_{a,k}` one scalar, :math:`\mu_{d,b,k}` one per band
+              ``(B,)``: the paper's unfolded PGA;
+            - ``"per_chain"`` — one analog step per RF chain (column of :math:`W_a`) ``(L,)``
+              and one digital step per band and RF chain (row of :math:`W_{d,b}`) ``(B, L)``;
+            - ``"per_entry"`` — a step matrix of the size of the iterate: :math:`\mu_{a,k}
+              \in \mathbb R_{\ge 0}^{M\times L}` and :math:`\mu_{d,b,k} \in
+              \mathbb R_{\ge 0}^{L\times U}` per band ``(B, L, U)``; the gradient step becomes
+              the entrywise (diagonally preconditioned) :math:`W + \mu\odot\nabla_W R`.
+
+            The steps stay hyperparameters θh: they do not depend on the channel, only the
+            number of values per iteration grows (:math:`1 + B`, :math:`L(1 + B)`,
+            :math:`ML + BLU`).
+        digital_updates: :math:`Q \ge 1` digital gradient steps (each followed by the power
+            rescale) after each analog step, at the new analog precoder; with :math:`Q > 1` the
+            digital steps of iteration :math:`k` get a leading axis ``(Q, ...)``, one learned set
+            per inner update :math:`q`. A fixed structural choice of the classical algorithm
+            (the classical solver with the same ``digital_updates`` is its reference); one
+            iteration then costs :math:`1 + Q` gradient evaluations instead of 2.
     """
 
     name: ClassVar[str] = "hybrid_pga"
 
-    def __init__(self, step: float = 0.5, digital_init: str = "random", init_seed: int = 0) -> None:
+    def __init__(
+        self,
+        step: float = 0.5,
+        digital_init: str = "random",
+        init_seed: int = 0,
+        *,
+        step_shape: str = "scalar",
+        digital_updates: int = 1,
+    ) -> None:
         if not (math.isfinite(step) and step > 0):
             raise ValueError(f"The PGA step must be finite and > 0, got {step}.")
         if digital_init not in DIGITAL_INITS:
             raise ValueError(
                 f"Unknown digital_init {digital_init!r}; valid: {list(DIGITAL_INITS)}."
             )
+        if step_shape not in STEP_SHAPES:
+            raise ValueError(f"Unknown step_shape {step_shape!r}; valid: {list(STEP_SHAPES)}.")
+        if not (
+            isinstance(digital_updates, int)
+            and not isinstance(digital_updates, bool)
+            and digital_updates >= 1
+        ):
+            raise ValueError(
+                f"digital_updates (Q, digital steps per analog step) must be an integer >= 1, "
+                f"got {digital_updates!r}."
+            )
         self.step_size, self.digital_init, self.init_seed = float(step), digital_init, init_seed
+        self.step_shape, self.digital_updates = step_shape, digital_updates
 
     def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:
         self._bind(problem)
         return (
             ParamSpec("gain", Role.OBJECTIVE, Constraint.POSITIVE, "γ inside the gradient"),
-            ParamSpec("mu_a", Role.HYPER, Constraint.NONNEGATIVE, "analog step μ_a,k (shared)"),
-            ParamSpec("mu_d", Role.HYPER, Constraint.NONNEGATIVE, "digital steps μ_d,b,k (B,)"),
+            ParamSpec(
+                "mu_a",
+                Role.HYPER,
+                Constraint.NONNEGATIVE,
+                f"analog step μ_a,k, shared by all bands: {self._shape_doc('a')}",
+            ),
+            ParamSpec(
+                "mu_d",
+                Role.HYPER,
+                Constraint.NONNEGATIVE,
+                f"digital steps μ_d,b,k: {self._shape_doc('d')}",
+            ),
             ParamSpec(
                 "wd_init",
                 Role.FIXED,
@@ -435,12 +491,45 @@ class HybridPGA(Algorithm[PrecoderState]):
             wd0 = torch.randn(*shape, generator=gen, dtype=f64)
         else:  # CN(0, 1)
             wd0 = torch.randn(*shape, generator=gen, dtype=torch.complex128)
+        shape_a, shape_d = self.step_shapes(prob)
         return {
             "gain": torch.tensor(prob.gain, dtype=f64),
-            "mu_a": torch.tensor(self.step_size, dtype=f64),
-            "mu_d": torch.full((prob.n_bands,), self.step_size, dtype=f64),
+            "mu_a": torch.full(shape_a, self.step_size, dtype=f64),
+            "mu_d": torch.full(shape_d, self.step_size, dtype=f64),
             "wd_init": wd0,
         }
+
+    def step_shapes(self, problem: HybridPrecoding) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The shapes of one iteration's ``mu_a`` and ``mu_d`` (class docstring, ``step_shape``
+        and ``digital_updates``)."""
+        M, L, B, U = problem.n_antennas, problem.n_rf, problem.n_bands, problem.n_users
+        shape_a, shape_d = {
+            "scalar": ((), (B,)),
+            "per_chain": ((L,), (B, L)),
+            "per_entry": ((M, L), (B, L, U)),
+        }[self.step_shape]
+        if self.digital_updates > 1:
+            shape_d = (self.digital_updates, *shape_d)
+        return shape_a, shape_d
+
+    def _shape_doc(self, block: str) -> str:
+        a, d = {
+            "scalar": ("scalar", "(B,), one per band"),
+            "per_chain": ("(L,), one per RF chain", "(B, L), per band and RF chain"),
+            "per_entry": ("(M, L), one per entry of W_a", "(B, L, U), one per entry of W_d,b"),
+        }[self.step_shape]
+        if block == "a":
+            return a
+        q = self.digital_updates
+        return d if q == 1 else f"(Q={q}, ...) of {d}, one set per digital update q"
+
+    def _digital_step(self, mu_d: Tensor) -> Tensor:
+        """``mu_d`` of one digital update, shaped to broadcast against ``W_d`` ``(n, B, L, U)``."""
+        if self.step_shape == "scalar":
+            return mu_d[:, None, None]
+        if self.step_shape == "per_chain":
+            return mu_d[:, :, None]
+        return mu_d
 
     # -- the feasible set ------------------------------------------------------------------
     def _bind(self, problem: ProblemSpec) -> HybridPrecoding:
@@ -509,9 +598,11 @@ class HybridPGA(Algorithm[PrecoderState]):
             wd = wd * power_scale(wa, wd, total).to(wd.dtype)[:, None, None, None]
         else:
             wa = wa * power_scale(wa, wd, total).to(wa.dtype)[:, None, None]
-        _, grad_d = rate_gradients(h, wa, wd, p["gain"])
-        wd = wd + p["mu_d"][:, None, None] * grad_d
-        wd = wd * power_scale(wa, wd, total).to(wd.dtype)[:, None, None, None]
+        mu_d = p["mu_d"] if self.digital_updates > 1 else p["mu_d"].unsqueeze(0)
+        for q in range(self.digital_updates):
+            _, grad_d = rate_gradients(h, wa, wd, p["gain"])
+            wd = wd + self._digital_step(mu_d[q]) * grad_d
+            wd = wd * power_scale(wa, wd, total).to(wd.dtype)[:, None, None, None]
         return PrecoderState(Wa=wa, Wd=wd)
 
     def objective(self, s: PrecoderState, x: Tensor, c: Mapping[str, Tensor]) -> Tensor:

@@ -8,6 +8,7 @@ import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
@@ -219,6 +220,73 @@ def test_learned_steps_are_per_iteration_and_per_band() -> None:
     assert sum(p.numel() for p in model.parameters()) == 5 * (1 + 3)
 
 
+@pytest.mark.parametrize("analog", SETTINGS)
+@pytest.mark.parametrize("step_shape", ["per_chain", "per_entry"])
+def test_finer_steps_initialised_classically_reproduce_scalar_pga_complex128(
+    analog: str, step_shape: str
+) -> None:
+    """A per-RF-chain / per-entry step set to the classical constant is classical PGA (1e-8)."""
+    prob = _problem(analog=analog)
+    x, _ = prob.sample(5, seed=7, dtype=F64)
+    ref = ClassicalSolver(HybridPGA(0.3), prob, 6, dtype=F64)(x)
+    alg = HybridPGA(0.3, step_shape=step_shape)
+    model = UnfoldedModel(alg, prob, 6, "hyperparameters", dtype=F64)
+    for a, b in zip(ref.estimates, model(x).estimates, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-8)
+    # ... and a non-uniform step matrix is not a scalar step in disguise
+    with torch.no_grad():
+        mu_a = model.learned["mu_a"][0]
+        mu_a.mul_(torch.linspace(0.2, 3.0, mu_a.numel(), dtype=F64).reshape(mu_a.shape))
+        assert float((model(x).final_estimate - ref.final_estimate).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("analog", SETTINGS)
+def test_inner_digital_updates_are_analog_free_pga_steps_complex128(analog: str) -> None:
+    """One iteration with Q = 2 digital updates = a Q = 1 iteration followed by one with
+    μ_a = 0 (the analog step and its projection are then the identity), to 1e-8; and the
+    unfolded model initialised classically reproduces the classical Q = 2 solver."""
+    prob = _problem(analog=analog)
+    x, _ = prob.sample(5, seed=7, dtype=F64)
+    q2 = HybridPGA(0.3, step_shape="per_entry", digital_updates=2)
+    model = UnfoldedModel(q2, prob, 4, "hyperparameters", dtype=F64)
+    ref = ClassicalSolver(HybridPGA(0.3, digital_updates=2), prob, 4, dtype=F64)(x)
+    for a, b in zip(ref.estimates, model(x).estimates, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-8)
+    g = torch.Generator().manual_seed(3)
+    p = model.layer_params(1)
+    p["mu_a"] = 0.1 + torch.rand(p["mu_a"].shape, generator=g, dtype=F64)
+    p["mu_d"] = 0.05 + 0.2 * torch.rand(p["mu_d"].shape, generator=g, dtype=F64)
+    s0 = q2.init(x, p)
+    two = q2.step(s0, x, p, 1)
+    q1 = HybridPGA(0.3, step_shape="per_entry")
+    q1.param_specs(prob)
+    first = q1.step(s0, x, {**p, "mu_d": p["mu_d"][0]}, 1)
+    second = q1.step(first, x, {**p, "mu_a": torch.zeros_like(p["mu_a"]), "mu_d": p["mu_d"][1]}, 2)
+    torch.testing.assert_close(two.Wa, second.Wa, rtol=0, atol=1e-8)
+    torch.testing.assert_close(two.Wd, second.Wd, rtol=0, atol=1e-8)
+    assert float((two.Wd - first.Wd).abs().max()) > 1e-3  # the second digital step did move
+
+
+def test_step_shapes_and_parameter_counts() -> None:
+    prob = _problem()  # B = 3, U = 2, L = 3, M = 4
+    cases = {
+        ("per_chain", 1): ((5, 3), (5, 3, 3), 5 * (3 + 9)),
+        ("per_entry", 1): ((5, 4, 3), (5, 3, 3, 2), 5 * (12 + 18)),
+        ("scalar", 3): ((5,), (5, 3, 3), 5 * (1 + 9)),
+        ("per_entry", 2): ((5, 4, 3), (5, 2, 3, 3, 2), 5 * (12 + 36)),
+    }
+    for (shape, q), (sa, sd, count) in cases.items():
+        alg = HybridPGA(0.3, step_shape=shape, digital_updates=q)
+        model = UnfoldedModel(alg, prob, 5, "hyperparameters", dtype=F64)
+        assert model.stacked("mu_a").shape == sa and model.stacked("mu_d").shape == sd
+        assert sum(p.numel() for p in model.parameters()) == count
+    with pytest.raises(ValueError, match="step_shape"):
+        HybridPGA(0.3, step_shape="per_band")
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="digital_updates"):
+            HybridPGA(0.3, digital_updates=bad)  # type: ignore[arg-type]
+
+
 def _perturb(model: torch.nn.Module) -> None:
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -228,11 +296,15 @@ def _perturb(model: torch.nn.Module) -> None:
 
 @pytest.mark.parametrize("analog", SETTINGS)
 @pytest.mark.parametrize("paradigm", PARADIGMS)
-def test_every_paradigm_returns_feasible_precoders(analog: str, paradigm: str) -> None:
-    """With perturbed (non-classical) parameters and networks, every layer's precoder is feasible."""
+@pytest.mark.parametrize("options", [{}, {"step_shape": "per_entry", "digital_updates": 2}])
+def test_every_paradigm_returns_feasible_precoders(
+    analog: str, paradigm: str, options: dict[str, Any]
+) -> None:
+    """With perturbed (non-classical) parameters and networks, every layer's precoder is feasible
+    (also with per-entry steps and Q = 2 digital updates)."""
     prob = _problem(analog=analog)
     x, _ = prob.sample(4, seed=8)
-    model = UnfoldedModel(HybridPGA(0.3), prob, 4, paradigm, hidden=16)
+    model = UnfoldedModel(HybridPGA(0.3, **options), prob, 4, paradigm, hidden=16)
     _perturb(model)
     for est in model(x).estimates:
         modulus, power = _feasibility(prob, est.to(torch.complex128))
