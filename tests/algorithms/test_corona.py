@@ -8,7 +8,6 @@ import importlib.util
 import json
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from algorithm_helpers import trajectory_gap as _gap
 
 from lightning_unfold import ClassicalSolver, UnfoldedModel
 from lightning_unfold.algorithms import (
@@ -33,7 +33,6 @@ from lightning_unfold.algorithms.corona import (
     row_soft_threshold,
     singular_value_threshold,
 )
-from lightning_unfold.core.iterate import iterate_blocks
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
 
 F64 = torch.float64
@@ -41,26 +40,10 @@ C128 = torch.complex128
 K = 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _problem(**kw: Any) -> UltrasoundClutter:
     args: dict[str, Any] = {"n_x": 8, "n_z": 8, "frames": 10, "rank": 2, "seed": 1}
     args.update(kw)
     return UltrasoundClutter(**args)
-
-
-def _gap(a: Any, b: Any) -> float:
-    return max(
-        float((ta - tb).detach().abs().max())
-        for sa, sb in zip(a.iterates, b.iterates, strict=True)
-        for ta, tb in zip(iterate_blocks(sa).values(), iterate_blocks(sb).values(), strict=True)
-    )
 
 
 # -- the problem ----------------------------------------------------------------------------

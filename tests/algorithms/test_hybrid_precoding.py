@@ -6,7 +6,6 @@ import importlib.util
 import json
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +31,6 @@ from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
 
 F64, C128 = torch.float64, torch.complex128
 SETTINGS = ("unit_modulus", "unconstrained")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Small matrices: intra-op threads only contend on a loaded CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _problem(**kw: object) -> HybridPrecoding:

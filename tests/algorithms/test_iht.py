@@ -8,7 +8,6 @@ import itertools
 import json
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,38 +15,22 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from algorithm_helpers import trajectory_gap as _gap
 from lightning_unfold.checks import NotApplicableError, restricted_isometry, run_checks
 from lightning_unfold.theory import gershgorin_upper_bound, restricted_isometry_estimate
 
 from lightning_unfold import ClassicalSolver, SparseRecovery, UnfoldedModel
 from lightning_unfold.algorithms import ALGORITHMS, IHT, hard_threshold, l0_objective
-from lightning_unfold.core.iterate import iterate_blocks
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
 
 F64 = torch.float64
 K = 20
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _problem(**kw: Any) -> SparseRecovery:
     args: dict[str, Any] = {"m": 20, "n": 40, "sparsity": 0.1, "rho": 0.1, "seed": 1}
     args.update(kw)
     return SparseRecovery(**args)
-
-
-def _gap(a: Any, b: Any) -> float:
-    return max(
-        float((ta - tb).detach().abs().max())
-        for sa, sb in zip(a.iterates, b.iterates, strict=True)
-        for ta, tb in zip(iterate_blocks(sa).values(), iterate_blocks(sb).values(), strict=True)
-    )
 
 
 # -- classical-init equivalence ------------------------------------------------------------

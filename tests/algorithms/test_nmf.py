@@ -7,7 +7,6 @@ import importlib.util
 import json
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from algorithm_helpers import trajectory_gap as _gap
 from scipy.optimize import nnls
 
 from lightning_unfold import ClassicalSolver, UnfoldedModel
@@ -33,26 +33,10 @@ F64 = torch.float64
 K = 15
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _problem(**kw: Any) -> NMFSeparation:
     args: dict[str, Any] = {"n_freq": 24, "n_frames": 10, "combs": 3, "bands": 1, "seed": 2}
     args.update(kw)
     return NMFSeparation(**args)
-
-
-def _gap(a: Any, b: Any) -> float:
-    return max(
-        float((ta - tb).detach().abs().max())
-        for sa, sb in zip(a.iterates, b.iterates, strict=True)
-        for ta, tb in zip(iterate_blocks(sa).values(), iterate_blocks(sb).values(), strict=True)
-    )
 
 
 # -- the problem and the metric -------------------------------------------------------------

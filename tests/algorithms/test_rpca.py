@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -30,15 +29,6 @@ from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
 
 F64 = torch.float64
 TRANSFORMS = ("identity", "orthogonal", "dct")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Small matrices: intra-op threads only contend on a loaded CI machine (10× slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _problem(**kw: object) -> RPCAProblem:
