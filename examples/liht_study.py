@@ -57,7 +57,7 @@ from lightning_unfold.algorithms import FISTA, IHT, ISTA
 from lightning_unfold.core.metrics import NMSE, layer_curves
 from lightning_unfold.training import StagewiseSchedule
 from lightning_unfold.training.study import median_time as _timed
-from lightning_unfold.training.study import study_trainer
+from lightning_unfold.training.study import plot_layer_curves, study_trainer
 
 CLASSICAL: tuple[str, ...] = ("iht", "ista", "fista")
 LEARNED: tuple[str, ...] = ("iht_hyperparameters", "liht_cp", "liht", "lista_cp", "lista")
@@ -221,24 +221,13 @@ def efficiency(
 
 
 def plot(results: dict[str, Any], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.0, 4.6))
-    for name, res in results.items():
-        curve = res["nmse_db"]
-        style = "--" if name in CLASSICAL else "-"
-        ax.plot(range(1, len(curve) + 1), curve, style, marker="o", ms=3, label=name)
-    ax.set_xlabel("layer / iteration k")
-    ax.set_ylabel("NMSE (dB)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plot_layer_curves(
+        {name: res["nmse_db"] for name, res in results.items()},
+        path,
+        title=title,
+        ylabel="NMSE (dB)",
+        dashed=CLASSICAL,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -53,7 +53,7 @@ from lightning_unfold.algorithms import NMF, NMFSeparation
 from lightning_unfold.core.iterate import iterate_blocks
 from lightning_unfold.core.metrics import layer_curves
 from lightning_unfold.training.study import median_time as _timed
-from lightning_unfold.training.study import study_trainer
+from lightning_unfold.training.study import plot_layer_curves, study_trainer
 
 CLASSICAL: tuple[str, ...] = ("nmf_kl", "nmf_euc")
 #: method -> (paradigm, beta, lr)
@@ -173,24 +173,13 @@ def efficiency(
 
 
 def plot(results: dict[str, Any], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.0, 4.6))
-    for name, res in results.items():
-        curve = res["sdr_db"]
-        style = "--" if name in CLASSICAL else "-"
-        ax.plot(range(1, len(curve) + 1), curve, style, marker="o", ms=3, label=name)
-    ax.set_xlabel("layer / iteration k")
-    ax.set_ylabel("SDR of Wiener-filtered sources (dB)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plot_layer_curves(
+        {name: res["sdr_db"] for name, res in results.items()},
+        path,
+        title=title,
+        ylabel="SDR of Wiener-filtered sources (dB)",
+        dashed=CLASSICAL,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ with a quiet Lightning ``Trainer``, times inference side by side in one run, and
   same way in one process;
 - :func:`study_trainer` — a ``Trainer`` for a fixed number of optimizer steps with no logger,
   checkpointing, progress bar or model summary (a study prints its own progress);
+- :func:`plot_layer_curves` — the per-layer metric of every method in one labelled figure;
 - :func:`write_json` — results written atomically (a temporary file renamed into place), so an
   interrupted study never leaves a truncated ``results.json`` behind.
 """
@@ -19,14 +20,14 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
-__all__ = ["median_time", "study_trainer", "write_json"]
+__all__ = ["median_time", "plot_layer_curves", "study_trainer", "write_json"]
 
 
 def median_time(fn: Callable[[], Any], repeats: int = 5, *, warmup: bool = True) -> float:
@@ -94,3 +95,35 @@ def write_json(out: str | os.PathLike[str], name: str, payload: Any) -> Path:
     tmp.write_text(json.dumps(payload, indent=2, default=str))
     os.replace(tmp, target)
     return target
+
+
+def plot_layer_curves(
+    curves: Mapping[str, Sequence[float]],
+    path: str | os.PathLike[str],
+    *,
+    title: str,
+    ylabel: str,
+    dashed: Collection[str] = (),
+) -> None:
+    """Plot each method's metric against the layer (1..K) into ``path`` (PNG).
+
+    ``dashed`` names the classical baselines, drawn dashed next to the learned models' solid
+    lines; ``ylabel`` should carry the metric's unit (e.g. "NMSE (dB)").
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.0, 4.6))
+    for name, curve in curves.items():
+        style = "--" if name in dashed else "-"
+        ax.plot(range(1, len(curve) + 1), list(curve), style, marker="o", ms=3, label=name)
+    ax.set_xlabel("layer / iteration k")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -57,3 +57,37 @@ def test_write_json_is_atomic_and_keeps_the_old_file_on_failure(tmp_path: Path) 
         write_json(tmp_path / "run", "results.json", {"a": Unserialisable()})
     assert json.loads(target.read_text()) == {"a": [1, 2]}
     assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_plot_layer_curves_draws_every_method_with_labelled_axes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lightning_unfold.training.study import plot_layer_curves
+
+    seen: dict[str, object] = {}
+    real_close = plt.close
+
+    def keep(fig: object) -> None:  # look at the figure before it is closed
+        ax = fig.axes[0]  # type: ignore[attr-defined]
+        seen["labels"] = [line.get_label() for line in ax.get_lines()]
+        seen["styles"] = [line.get_linestyle() for line in ax.get_lines()]
+        seen["axes"] = (ax.get_xlabel(), ax.get_ylabel())
+        real_close(fig)
+
+    monkeypatch.setattr(plt, "close", keep)
+    path = tmp_path / "curves.png"
+    plot_layer_curves(
+        {"ista": [-1.0, -2.0], "lista": [-3.0, -6.0]},
+        path,
+        title="t",
+        ylabel="NMSE (dB)",
+        dashed={"ista"},
+    )
+    assert path.stat().st_size > 5000
+    assert seen["labels"] == ["ista", "lista"] and seen["styles"] == ["--", "-"]
+    assert seen["axes"] == ("layer / iteration k", "NMSE (dB)")
