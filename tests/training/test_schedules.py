@@ -202,14 +202,73 @@ class _Kill(Callback):
             raise RuntimeError("killed")
 
 
-def _stagewise() -> StagewiseSchedule:
-    return StagewiseSchedule(patience=4, max_steps_per_stage=7, eval_every=2, eval_batches=1)
+def _stagewise(restore_best: bool = False) -> StagewiseSchedule:
+    return StagewiseSchedule(
+        patience=4, max_steps_per_stage=7, eval_every=2, eval_batches=1, restore_best=restore_best
+    )
 
 
-@pytest.mark.parametrize("fresh_train", [True, False])
-def test_resume_mid_stage_matches_uninterrupted(tmp_path: Path, fresh_train: bool) -> None:
+class _StageEnds(Callback):
+    """After the schedule (placed after it in the list): the held-out loss of the parameters each
+    stage starts from and ends on, on the stage's own loss (truncated to its layer)."""
+
+    def __init__(self, schedule: StagewiseSchedule) -> None:
+        self.schedule = schedule
+        self.start: list[float] = []
+        self.end: list[float] = []
+        self._index = -1
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        st = self.schedule.stage
+        if st is not None and self.schedule.stage_index != self._index:
+            self._index = self.schedule.stage_index
+            self.start.append(self.schedule.held_out_loss(trainer, pl_module, st.layer))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        if self.schedule.stage_index != self._index or self.schedule.done:
+            layer = self.schedule.history[-1]["layer"]
+            self.end.append(self.schedule.held_out_loss(trainer, pl_module, layer))
+
+
+@pytest.mark.parametrize("restore_best", [True, False])
+def test_restore_best_ends_every_stage_on_its_best_held_out_loss(restore_best: bool) -> None:
+    # lr 0.3 is far too large for these thresholds and steps: the last iterate of a stage wanders
+    # above the best one, which is what restore_best exists to undo
+    sched = StagewiseSchedule(
+        patience=6,
+        max_steps_per_stage=12,
+        eval_every=1,
+        eval_batches=1,
+        lr=0.3,
+        restore_best=restore_best,
+    )
+    ends = _StageEnds(sched)
+    _trainer([sched, ends]).fit(_module(), _data())
+    assert sched.done and len(ends.end) == len(ends.start) == len(sched.history) == 9
+    best = [h["best_loss"] for h in sched.history]
+    if restore_best:
+        # each stage ends on its best loss, never above where it started
+        assert ends.end == pytest.approx(best, rel=1e-6)
+        assert all(e <= s * (1 + 1e-6) for s, e in zip(ends.start, ends.end, strict=True))
+        assert sched.best_params is None  # dropped once a stage is over
+    else:
+        # the last iterate: some stage ends measurably above its best
+        assert any(e > b * 1.05 for e, b in zip(ends.end, best, strict=True))
+
+
+def test_restore_best_needs_patience() -> None:
+    with pytest.raises(ValueError, match=r"restore_best=True.*set patience"):
+        _trainer([StagewiseSchedule(patience=None, restore_best=True)]).fit(_module(), _data())
+
+
+@pytest.mark.parametrize(
+    ("fresh_train", "restore_best"), [(True, False), (False, False), (False, True)]
+)
+def test_resume_mid_stage_matches_uninterrupted(
+    tmp_path: Path, fresh_train: bool, restore_best: bool
+) -> None:
     data = {"fresh_train": fresh_train, "train_size": 64}  # 4 steps per epoch either way
-    full = _stagewise()
+    full = _stagewise(restore_best)
     ref = _module()
     _trainer([full]).fit(ref, _data(**data))
     assert full.done
@@ -219,7 +278,7 @@ def test_resume_mid_stage_matches_uninterrupted(tmp_path: Path, fresh_train: boo
             dirpath=tmp_path, save_last=True, every_n_train_steps=4, save_top_k=0
         )
 
-    first = _stagewise()
+    first = _stagewise(restore_best)
     with pytest.raises(RuntimeError, match="killed"):
         _trainer([first, _Kill(at_step=14), ckpt()], enable_checkpointing=True).fit(
             _module(), _data(**data)
@@ -228,7 +287,7 @@ def test_resume_mid_stage_matches_uninterrupted(tmp_path: Path, fresh_train: boo
     state = next(v for k, v in saved["callbacks"].items() if "StagewiseSchedule" in k)
     assert saved["global_step"] == 12 and 0 < state["steps_in_stage"]  # killed mid-stage
 
-    resumed = _stagewise()
+    resumed = _stagewise(restore_best)
     mod = _module()
     _trainer([resumed, ckpt()], enable_checkpointing=True).fit(
         mod, _data(**data), ckpt_path=tmp_path / "last.ckpt"
