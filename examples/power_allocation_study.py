@@ -31,9 +31,12 @@ Run::
 "params", "infer_ms", "train_s"}}, "size_generalisation": {"10": {name: {"sum_rate": [...]}},
 "30": {...}}}``, ``DIR/extras.json`` (configuration, the reference figures per topology, the
 latency table, wall time) and ``DIR/sum_rate_vs_layer.png``. ``infer_ms`` is the median wall time
-of one forward pass on the same batch, same device, methods interleaved in one run
+of one inference call (``predict``: the final estimate, no trajectory kept — storing WMMSE-100's
+hundred iterates would cost more than computing them) on the same batch of ``timing_batch``
+channels, same device, methods interleaved in one run
 (:func:`~lightning_unfold.training.study.median_time`); ``extras.json`` adds the median process CPU
-time per call, which a loaded machine does not inflate. Training uses a cosine-decaying learning
+time per call, which a loaded machine does not inflate, and the same table at every
+``timing_batches`` size (``latency_by_batch``). Training uses a cosine-decaying learning
 rate and keeps the best validated state.
 """
 
@@ -75,6 +78,8 @@ class Preset:
     M: int = 20
     depth: int = 4
     hidden: int = 16
+    #: UWMMSE's graph-network width (its lean correction needs no more: :class:`UWMMSECorrection`)
+    hidden_correction: int = 8
     #: optimizer steps per model (fresh channels every batch); UWMMSE gets the most
     steps: dict[str, int] = field(
         default_factory=lambda: {
@@ -98,13 +103,16 @@ class Preset:
     n_ref: int = 6400  #: channels per topology for the reference figures
     sizes: tuple[int, ...] = (10, 30)
     n_size: int = 1000
+    #: the batch of ``infer_ms``; the speed-up is also measured at every ``timing_batches``
     timing_batch: int = 1000
+    timing_batches: tuple[int, ...] = (64, 1000, 6400)
     timing_reps: int = 15
 
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         hidden=4,
+        hidden_correction=4,
         steps=dict.fromkeys(LEARNED, 6),
         batch=16,
         n_test=64,
@@ -114,6 +122,7 @@ PRESETS: dict[str, Preset] = {
         n_ref=64,
         n_size=32,
         timing_batch=64,
+        timing_batches=(16, 64),
         timing_reps=2,
     ),
     "cpu": Preset(),
@@ -177,7 +186,7 @@ def train(
         prob,
         paradigm=paradigm,
         depth=cfg.depth,
-        hidden=cfg.hidden,
+        hidden=cfg.hidden_correction if paradigm == "correction" else cfg.hidden,
         black_box_params=black_box_params,
         supervision="unsupervised",
         lr=cfg.lr,
@@ -315,18 +324,34 @@ def run(cfg: Preset, out: Path) -> dict[str, Any]:
         for m, cs in curves.items()
     }
 
-    # latency: topology 0, one batch, every method side by side
+    # latency: topology 0, one batch, every method side by side, final estimate only (predict)
     prob0 = InterferenceChannel(M=cfg.M, seed=cfg.train_topologies[0])
-    xt, _ = prob0.sample(cfg.timing_batch, seed=(_TEST, 1))
     w4 = ClassicalSolver(WMMSE(), prob0, 4)
     w100 = ClassicalSolver(WMMSE(), prob0, 100)
-    fns: dict[str, Any] = {
-        "full_power": lambda: full_power(xt),
-        "wmmse_4": lambda: w4(xt),
-        "wmmse_100": lambda: w100(xt),
-    }
-    fns.update({p: (lambda m=first[p]: m.model(xt)) for p in LEARNED})
-    infer_ms, infer_cpu_ms = latency(fns, cfg.timing_reps)
+    by_batch: dict[str, dict[str, Any]] = {}
+    for batch in sorted({cfg.timing_batch, *cfg.timing_batches}):
+        xt, _ = prob0.sample(batch, seed=(_TEST, 1))
+        fns: dict[str, Any] = {
+            "full_power": lambda xt=xt: full_power(xt),
+            "wmmse_4": lambda xt=xt: w4.predict(xt),
+            "wmmse_100": lambda xt=xt: w100.predict(xt),
+        }
+        fns.update({p: (lambda m=first[p], xt=xt: m.model.predict(xt)) for p in LEARNED})
+        with torch.no_grad():
+            ms, cpu_ms = latency(fns, cfg.timing_reps)
+        by_batch[str(batch)] = {
+            "infer_ms": ms,
+            "infer_cpu_ms": cpu_ms,
+            "speedup_wmmse_100_over_correction": ms["wmmse_100"] / ms["correction"],
+            "speedup_wmmse_100_over_correction_cpu": cpu_ms["wmmse_100"] / cpu_ms["correction"],
+        }
+        print(
+            f"latency B={batch}: WMMSE-100 {ms['wmmse_100']:.2f} ms, UWMMSE "
+            f"{ms['correction']:.2f} ms ({ms['wmmse_100'] / ms['correction']:.2f}x)",
+            flush=True,
+        )
+    infer_ms = by_batch[str(cfg.timing_batch)]["infer_ms"]
+    infer_cpu_ms = by_batch[str(cfg.timing_batch)]["infer_cpu_ms"]
 
     methods = {
         m: {
@@ -370,6 +395,7 @@ def run(cfg: Preset, out: Path) -> dict[str, Any]:
         "speedup_wmmse_100_over_correction": infer_ms["wmmse_100"] / infer_ms["correction"],
         "speedup_wmmse_100_over_correction_cpu": infer_cpu_ms["wmmse_100"]
         / infer_cpu_ms["correction"],
+        "latency_by_batch": by_batch,
         "threads": torch.get_num_threads(),
         "wall_s": time.perf_counter() - wall,
     }

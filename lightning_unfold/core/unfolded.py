@@ -297,6 +297,19 @@ class UnfoldedModel(nn.Module):
                 s = perturb(k, s)
         return Trajectory(tuple(iterates), tuple(alg.estimate(it) for it in iterates))
 
+    def predict(self, x: Tensor, depth: int | None = None) -> Tensor:
+        """The estimate after ``depth`` layers (default K), for inference: the same layers as
+        :meth:`forward`, but only the current iterate is kept, so memory does not grow with the
+        depth and nothing is stored that the caller does not read (for a 100-iteration
+        classical solver, keeping the trajectory costs more than the iterations themselves).
+        """
+        depth = self.check_depth(depth)
+        self.problem.validate_observation(x)
+        s = self.algorithm.init(x, self.layer_params(1))
+        for k in range(1, depth + 1):
+            s = self.layer(s, x, k)
+        return self.algorithm.estimate(s)
+
     def objective(self, s: Any, x: Tensor) -> Tensor:
         """The problem's own objective at iterate ``s`` (per sample)."""
         return self.algorithm.objective(s, x, self.constants.as_dict())
@@ -441,6 +454,10 @@ class BlackBoxModel(nn.Module):
         else:  # a structured net returns estimates of its own shape (e.g. another network size)
             out = self.net(x)
         return Trajectory((torch.zeros_like(out), out), (torch.zeros_like(out), out))
+
+    def predict(self, x: Tensor, depth: int | None = None) -> Tensor:
+        """The estimate (inference; as :meth:`UnfoldedModel.predict`)."""
+        return self.forward(x, depth).estimates[-1]
 
     def objective(self, estimate: Tensor, x: Tensor) -> Tensor:
         """Per-sample objective of an estimate (the algorithm's :meth:`~Algorithm.estimate_objective`)."""

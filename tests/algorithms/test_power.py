@@ -20,6 +20,7 @@ from lightning_unfold.algorithms.power import (
     WMMSE,
     InterferenceChannel,
     PowerBlackBoxNet,
+    PowerGains,
     UWMMSECorrection,
     WMMSEState,
     full_power,
@@ -199,17 +200,17 @@ def test_uwmmse_messages_follow_the_received_power_graph() -> None:
     c = prob.constants()
     diag = torch.diag_embed(torch.rand(2, 5, dtype=F64) + 0.1)
     s = alg.init(diag, c)
-    _, _, a5, b5 = net.coefficients(s, diag, diag.pow(2), c["noise"], c["p_max"])
+    _, _, a5, b5 = net.coefficients(s, diag, PowerGains.of(diag), c["noise"], c["p_max"])
     s3 = alg.init(diag[:, :3, :3], c)
     _, _, a3, b3 = net.coefficients(
-        s3, diag[:, :3, :3], diag[:, :3, :3].pow(2), c["noise"], c["p_max"]
+        s3, diag[:, :3, :3], PowerGains.of(diag[:, :3, :3]), c["noise"], c["p_max"]
     )
     torch.testing.assert_close(a5[:, :3], a3)
     torch.testing.assert_close(b5[:, :3], b3)
     coupled = diag.clone()
     coupled[:, 0, 4] = 0.1  # transmitter 4 now reaches receiver 0
     s = alg.init(coupled, c)
-    _, _, a_c, _ = net.coefficients(s, coupled, coupled.pow(2), c["noise"], c["p_max"])
+    _, _, a_c, _ = net.coefficients(s, coupled, PowerGains.of(coupled), c["noise"], c["p_max"])
     assert float((a_c[:, 0] - a5[:, 0]).abs().min()) > 1e-6  # the victim hears it
     assert float((a_c[:, 4] - a5[:, 4]).abs().min()) > 1e-6  # and the interferer learns of it
     torch.testing.assert_close(a_c[:, 1:4], a5[:, 1:4])  # the others are unaffected
@@ -244,8 +245,8 @@ def test_parameter_counts_and_black_box_of_comparable_size() -> None:
     assert count(build_model(prob, paradigm="hyperparameters", depth=K)) == K
     assert count(build_model(prob, paradigm="objective", depth=K)) == K * (20 + 1)
     corr = count(build_model(prob, paradigm="correction", depth=K, hidden=16))
-    # one trunk [5 node + 3 aggregated features] → 16, heads 16 → (a, b) self and messages
-    assert corr == K * ((8 * 16 + 16) + (16 * 4 + 4))
+    # one trunk [4 node + 2 aggregated features] → 16, heads 16 → (a, b) self, a's messages
+    assert corr == K * ((6 * 16 + 16) + (16 * 3 + 3))
     box = build_model(prob, paradigm="black_box", depth=K, black_box_params=corr)
     assert isinstance(box.net, PowerBlackBoxNet)
     assert 0.8 * corr <= count(box) <= 1.2 * corr
@@ -402,6 +403,15 @@ def test_study_tiny_preset_writes_the_schema(tmp_path: Path) -> None:
     assert len(res["methods"]["correction"]["sum_rate"]) == 5  # K = 4: layers 0..4
     assert set(res["size_generalisation"]) == {"10", "30"}
     assert (tmp_path / "sum_rate_vs_layer.png").stat().st_size > 1000
+    extras = json.loads((tmp_path / "extras.json").read_text())
+    by_batch = extras["latency_by_batch"]
+    assert set(by_batch) == {"16", "64"}  # the tiny preset's timing batches
+    for row in by_batch.values():
+        assert set(row["infer_ms"]) == set(names) and all(v > 0 for v in row["infer_ms"].values())
+        assert row["speedup_wmmse_100_over_correction"] == pytest.approx(
+            row["infer_ms"]["wmmse_100"] / row["infer_ms"]["correction"]
+        )
+    assert by_batch["64"]["infer_ms"] == extras["infer_ms"]  # timing_batch = 64
 
 
 # -- checks --------------------------------------------------------------------------------

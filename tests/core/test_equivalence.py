@@ -175,3 +175,29 @@ def test_parameter_counts_per_paradigm() -> None:
     )
     assert count(UnfoldedModel(ISTA(), problem, K, "objective", variant="alista")) == 2 * K
     assert count(ClassicalSolver(ISTA(), problem, K)) == 0
+
+
+@pytest.mark.parametrize(
+    ("paradigm", "tied"),
+    [("classical", True), ("objective", False), ("correction", False), ("black_box", True)],
+)
+def test_predict_is_the_forward_pass_final_estimate(paradigm: str, tied: bool) -> None:
+    """``predict`` runs the same layers as ``forward`` without keeping the trajectory."""
+    from lightning_unfold.training.module import build_model
+
+    prob = SparseRecovery(m=12, n=24, seed=5)
+    torch.manual_seed(0)
+    kw: dict[str, Any] = {"tied": tied} if paradigm in ("objective", "correction") else {}
+    if paradigm == "black_box":
+        kw["black_box_params"] = 500
+    model = build_model(prob, paradigm=paradigm, depth=6, **kw)
+    with torch.no_grad():  # move off the classical values so that every layer matters
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    x, _ = prob.sample(8, seed=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict(x), model(x).estimates[-1], rtol=0, atol=0)
+        if paradigm != "black_box":
+            torch.testing.assert_close(model.predict(x, 3), model(x, 3).estimates[-1])
+    with pytest.raises(ValueError, match="non-finite values"):
+        model.predict(torch.full_like(x, float("nan")))

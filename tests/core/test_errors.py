@@ -108,3 +108,24 @@ def test_problem_arguments_are_validated() -> None:
         SparseRecovery(sparsity=1.5)
     with pytest.raises(ValueError, match=r"rho"):
         SparseRecovery(rho=-1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.complex64])
+def test_require_finite_fast_path_is_exact(dtype: torch.dtype) -> None:
+    """The one-reduction fast path (a finite sum) never hides a NaN or Inf, and a sum that
+    overflows although every entry is finite does not raise."""
+    from lightning_unfold.core.iterate import require_finite
+
+    big = torch.full((64,), torch.finfo(dtype).max / 2, dtype=dtype)
+    require_finite(big, "big")  # the sum overflows to Inf; every entry is finite
+    require_finite(torch.zeros(0, dtype=dtype), "empty")
+    require_finite(torch.arange(5), "integers")
+    for bad, counts in ((float("nan"), r"1 NaN, 0 Inf"), (float("inf"), r"0 NaN, 1 Inf")):
+        x = torch.ones(10, dtype=dtype)
+        x[3] = bad
+        with pytest.raises(ValueError, match=counts):
+            require_finite(x, "x")
+    x = torch.ones(10, dtype=dtype)
+    x[0], x[1] = float("inf"), float("-inf")  # they cancel to NaN in the sum: still caught
+    with pytest.raises(ValueError, match=r"0 NaN, 2 Inf"):
+        require_finite(x, "x")
