@@ -216,6 +216,42 @@ def test_uwmmse_messages_follow_the_received_power_graph() -> None:
     torch.testing.assert_close(a_c[:, 1:4], a5[:, 1:4])  # the others are unaffected
 
 
+def test_uwmmse_coefficients_are_the_documented_network() -> None:
+    """The folded, channel-first computation is the docstring's network written out plainly:
+    node features X, incoming messages D_I⁻¹ T Y, trunk, heads, outgoing message of φ_a."""
+    torch.manual_seed(1)
+    net = UWMMSECorrection(hidden=5).double().requires_grad_(False)
+    for param in net.parameters():
+        param.add_(0.3 * torch.randn_like(param))
+    prob = InterferenceChannel(M=6, seed=2, p_max=0.7)
+    c = prob.constants()
+    x, _ = prob.sample(3, seed=0, dtype=F64)
+    s = WMMSE().init(x, c)
+    s = WMMSEState(u=s.u, w=s.w, v=s.v * torch.rand_like(s.v))  # amplitudes off the box corner
+    u, w, a, b = net.coefficients(s, x, PowerGains.of(x), c["noise"], c["p_max"])
+    noise, P = float(c["noise"]), float(c["p_max"])
+
+    def db(r: torch.Tensor) -> torch.Tensor:
+        return torch.log10(1.0 + r) / 10.0
+
+    gain = x.pow(2)
+    T = gain * s.v.pow(2).unsqueeze(1) * (1 - torch.eye(6, dtype=F64))  # T_ij, j ≠ i
+    h2 = gain.diagonal(dim1=1, dim2=2)
+    received = noise + h2 * s.v.pow(2) + T.sum(2)
+    torch.testing.assert_close(u, x.diagonal(dim1=1, dim2=2) * s.v / received)
+    torch.testing.assert_close(w, received / (received - h2 * s.v.pow(2)))
+    X = torch.stack(
+        [s.v / math.sqrt(P), torch.log(w) / 10, db(h2 * P / noise), db(received / noise - 1)], 2
+    )
+    Y = torch.stack([s.v / math.sqrt(P), db(h2 * P / noise)], 2)
+    share = T / received.unsqueeze(2)  # D_I⁻¹ T
+    Z = torch.relu(net.trunk(torch.cat([X, share @ Y], 2)))
+    heads = net.heads(Z)
+    phi_a = heads[..., 0] + (share.transpose(1, 2) @ heads[..., 2:3]).squeeze(2)
+    torch.testing.assert_close(a, torch.exp(phi_a))
+    torch.testing.assert_close(b, heads[..., 1])
+
+
 @pytest.mark.parametrize(
     "paradigm", ["hyperparameters", "objective", "correction", "inductive_bias", "black_box"]
 )
