@@ -82,6 +82,7 @@ __all__ = [
     "GraphIteration",
     "InterferenceChannel",
     "PowerBlackBoxNet",
+    "PowerGains",
     "UWMMSECorrection",
     "WMMSEState",
     "full_power",

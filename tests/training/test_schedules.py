@@ -120,6 +120,21 @@ def test_stagewise_trains_the_right_layers_with_age_decayed_rates() -> None:
     assert mod.train_depth is None  # reset after fit
 
 
+def test_round_decay_scales_each_round_and_keeps_the_age_decay() -> None:
+    sched = StagewiseSchedule(patience=None, max_steps_per_stage=2, lr=1e-2, round_decay=0.5)
+    rec = Recorder(sched)
+    _trainer([rec, sched]).fit(_module(), _data())
+    assert sched.done
+    for name, _scope, k, _changed, lrs in rec.steps:
+        c = {"stage 1": 1.0, "stage 2": 0.2, "stage 3": 0.02}[name.split(" / ")[1].split(" (")[0]]
+        for j in range(1, k + 1):
+            expected = 1e-2 * c * 0.5 ** (k - 1) * (0.3 ** (k - j) if c != 1.0 else 1.0)
+            if c == 1.0 and j < k:
+                expected = 0.0  # stage 1 trains the new layer alone
+            assert math.isclose(lrs[j], expected, rel_tol=1e-12), (name, j, lrs[j], expected)
+        assert math.isclose(lrs[0], 1e-2 * c * 0.5 ** (k - 1), rel_tol=1e-12)  # shared params
+
+
 def test_sequential_and_two_stage_plans() -> None:
     seq = SequentialSchedule(steps_per_layer=3, finetune_steps=2, finetune_lr_multiplier=0.5)
     rec = Recorder(seq)
@@ -149,6 +164,8 @@ def test_sequential_and_two_stage_plans() -> None:
     [
         (lambda: StagewiseSchedule(stage_multipliers=[1.0, 0.0]), r"stage_multipliers\[1\]"),
         (lambda: StagewiseSchedule(age_decay=1.5), r"age_decay must lie in \(0, 1\]"),
+        (lambda: StagewiseSchedule(round_decay=1.5), r"round_decay must lie in \(0, 1\]"),
+        (lambda: SequentialSchedule(3, round_decay=0.0), "round_decay must be"),
         (lambda: SequentialSchedule(), "steps_per_layer or epochs_per_layer"),
         (lambda: SequentialSchedule(3, 1), "not both"),
         (lambda: TwoStageSchedule(3, end_to_end_steps=0), "end_to_end_steps must be"),
