@@ -69,8 +69,9 @@ MS_PER_STEP: dict[str, float] = {
 
 
 def worst_case_seconds(preset: str, models: Sequence[str] = MODELS) -> float:
-    """Training time of ``preset`` if no stage stops early on patience: rounds × 3 stages ×
-    ``max_steps_per_stage`` × :data:`MS_PER_STEP` (standard-size presets only)."""
+    """Training time of ``preset`` if no stage stops early on patience: (rounds × 3 stages ×
+    ``max_steps_per_stage`` + ``end_to_end_steps``) × :data:`MS_PER_STEP` (standard-size
+    presets only)."""
     if preset == "tiny":
         raise ValueError("The estimate is for the standard-size presets (small, medium, full).")
     total = 0.0
@@ -78,7 +79,8 @@ def worst_case_seconds(preset: str, models: Sequence[str] = MODELS) -> float:
         sched = (load_config(name).get("schedule") or {}).get(preset)
         if name in MS_PER_STEP and sched is not None:
             stages = 3 * PRESETS[preset]["depth"]
-            total += stages * sched["max_steps_per_stage"] * MS_PER_STEP[name] / 1e3
+            steps = stages * sched["max_steps_per_stage"] + sched.get("end_to_end_steps", 0)
+            total += steps * MS_PER_STEP[name] / 1e3
     return total
 
 

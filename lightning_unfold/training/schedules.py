@@ -769,13 +769,20 @@ class StagewiseSchedule(LayerwiseSchedule):
     held-out loss (evaluated every ``eval_every`` steps) has not improved for ``patience`` steps,
     or after ``max_steps_per_stage`` steps. The defaults are the reference implementation's
     (lr 5e-4 set on the module, patience 4000, at most 200 000 steps per stage, evaluation every
-    10 steps); shorter budgets are set per run. Other arguments: :class:`LayerwiseSchedule`.
+    10 steps); shorter budgets are set per run. ``end_to_end_steps`` (off by default, not part
+    of the reference protocol) adds a last stage that trains every layer on :math:`\ell_K` at
+    :math:`\eta\,c_e` (``end_to_end_lr_multiplier``, no age decay) for at most that many steps,
+    with the same patience: the age decay leaves the first layers of the last round almost
+    frozen, so they are never re-tuned for the deepest loss. Other arguments:
+    :class:`LayerwiseSchedule`.
     """
 
     def __init__(
         self,
         stage_multipliers: Sequence[float] = (1.0, 0.2, 0.02),
         *,
+        end_to_end_steps: int | None = None,
+        end_to_end_lr_multiplier: float = 0.02,
         patience: int | None = 4000,
         max_steps_per_stage: int = 200_000,
         layers: int | None = None,
@@ -811,6 +818,10 @@ class StagewiseSchedule(LayerwiseSchedule):
         self.max_steps_per_stage = int(
             _positive_int("max_steps_per_stage", max_steps_per_stage) or 1
         )
+        self.end_to_end_steps = _positive_int("end_to_end_steps", end_to_end_steps, allow_none=True)
+        self.end_to_end_lr_multiplier = _positive(
+            "end_to_end_lr_multiplier", end_to_end_lr_multiplier
+        )
 
     def round_stages(self, k: int) -> list[Stage]:
         return [
@@ -823,6 +834,20 @@ class StagewiseSchedule(LayerwiseSchedule):
                 f"layer {k} / stage {i + 1} (lr x {c:g})",
             )
             for i, c in enumerate(self.stage_multipliers)
+        ]
+
+    def final_stages(self, depth: int) -> list[Stage]:
+        if self.end_to_end_steps is None:
+            return []
+        return [
+            Stage(
+                depth,
+                Scope.ALL,
+                self.end_to_end_lr_multiplier,
+                self.end_to_end_steps,
+                self.patience,
+                f"end-to-end (lr x {self.end_to_end_lr_multiplier:g})",
+            )
         ]
 
 

@@ -135,6 +135,24 @@ def test_round_decay_scales_each_round_and_keeps_the_age_decay() -> None:
         assert math.isclose(lrs[0], 1e-2 * c * 0.5 ** (k - 1), rel_tol=1e-12)  # shared params
 
 
+def test_stagewise_end_to_end_stage_trains_every_layer_at_one_rate() -> None:
+    sched = StagewiseSchedule(
+        patience=None,
+        max_steps_per_stage=2,
+        lr=1e-2,
+        end_to_end_steps=3,
+        end_to_end_lr_multiplier=0.1,
+    )
+    rec = Recorder(sched)
+    _trainer([rec, sched]).fit(_module(), _data())
+    assert sched.done and len(sched.history) == 3 * 3 + 1
+    assert sched.history[-1]["scope"] == "all" and sched.history[-1]["steps"] == 3
+    e2e = [(c, lrs) for _n, s, _k, c, lrs in rec.steps if s is Scope.ALL]
+    assert len(e2e) == 3 and e2e[0][0] == {1, 2, 3}  # every layer moves
+    assert all(math.isclose(lr, 1e-3, rel_tol=1e-12) for lr in e2e[0][1].values())  # no age decay
+    assert StagewiseSchedule().final_stages(3) == []  # off by default: the reference protocol
+
+
 def test_sequential_and_two_stage_plans() -> None:
     seq = SequentialSchedule(steps_per_layer=3, finetune_steps=2, finetune_lr_multiplier=0.5)
     rec = Recorder(seq)
@@ -165,6 +183,7 @@ def test_sequential_and_two_stage_plans() -> None:
         (lambda: StagewiseSchedule(stage_multipliers=[1.0, 0.0]), r"stage_multipliers\[1\]"),
         (lambda: StagewiseSchedule(age_decay=1.5), r"age_decay must lie in \(0, 1\]"),
         (lambda: StagewiseSchedule(round_decay=1.5), r"round_decay must lie in \(0, 1\]"),
+        (lambda: StagewiseSchedule(end_to_end_steps=0), "end_to_end_steps must be"),
         (lambda: SequentialSchedule(3, round_decay=0.0), "round_decay must be"),
         (lambda: SequentialSchedule(), "steps_per_layer or epochs_per_layer"),
         (lambda: SequentialSchedule(3, 1), "not both"),
