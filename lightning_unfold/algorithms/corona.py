@@ -538,17 +538,14 @@ def _classical_step(prob: UltrasoundClutter, step: float | None, who: str) -> fl
     return eta
 
 
-class ISTARPCA(Algorithm[LowRankSparseState]):
-    r"""ISTA for RPCA — proximal gradient with SVT and (group) soft thresholding (module docstring).
+def _check_kernels(kernel_size: int, time_kernel: int) -> None:
+    for name, v in (("kernel_size", kernel_size), ("time_kernel", time_kernel)):
+        if not (isinstance(v, int) and v >= 1 and v % 2 == 1):
+            raise ValueError(f"{name} must be an odd integer >= 1 (a centred kernel), got {v!r}.")
 
-    Args:
-        step: classical :math:`\eta \in (0, 1/L_f]` (``None``: :math:`1/L_f`).
-        penalty: ``"l12"`` (CORONA's :math:`\|S\|_{1,2}`, rows = pixels) or ``"l1"``.
-        kernel_size, time_kernel: spatial and temporal kernel sizes of the ``corona`` variant.
-    """
 
-    name: ClassVar[str] = "ista_rpca"
-    objective_variants: ClassVar[tuple[str, ...]] = ("direct", "corona")
+class _ClutterSolver(Algorithm[LowRankSparseState]):
+    """The settings ISTA-RPCA and CORONA share (their Args), validated once."""
 
     def __init__(
         self,
@@ -561,6 +558,19 @@ class ISTARPCA(Algorithm[LowRankSparseState]):
         _check_kernels(kernel_size, time_kernel)
         self.step_size, self.penalty = step, penalty
         self.kernel_size, self.time_kernel = kernel_size, time_kernel
+
+
+class ISTARPCA(_ClutterSolver):
+    r"""ISTA for RPCA — proximal gradient with SVT and (group) soft thresholding (module docstring).
+
+    Args:
+        step: classical :math:`\eta \in (0, 1/L_f]` (``None``: :math:`1/L_f`).
+        penalty: ``"l12"`` (CORONA's :math:`\|S\|_{1,2}`, rows = pixels) or ``"l1"``.
+        kernel_size, time_kernel: spatial and temporal kernel sizes of the ``corona`` variant.
+    """
+
+    name: ClassVar[str] = "ista_rpca"
+    objective_variants: ClassVar[tuple[str, ...]] = ("direct", "corona")
 
     def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:
         return (
@@ -648,12 +658,6 @@ class FISTARPCA(ISTARPCA):
 
 
 # -- CORONA ---------------------------------------------------------------------------------
-def _check_kernels(kernel_size: int, time_kernel: int) -> None:
-    for name, v in (("kernel_size", kernel_size), ("time_kernel", time_kernel)):
-        if not (isinstance(v, int) and v >= 1 and v % 2 == 1):
-            raise ValueError(f"{name} must be an odd integer >= 1 (a centred kernel), got {v!r}.")
-
-
 def _lsi_kernel(op: Tensor, n_x: int, n_z: int, size: int) -> Tensor:
     """The ``size × size`` cross-correlation kernel of a circular, shift-invariant operator ``op``
     ``(P, P)`` on the ``n_x × n_z`` grid; raises if the operator does not fit in that kernel."""
@@ -700,7 +704,7 @@ def corona_kernels(
     return out
 
 
-class CORONA(Algorithm[LowRankSparseState]):
+class CORONA(_ClutterSolver):
     r"""CORONA (Solomon et al. 2019): ISTA-RPCA with the six operators as learned convolutions.
 
     Layer :math:`k` (see the module docstring), on the reshaped :math:`n_x\times n_z\times T`
@@ -727,18 +731,6 @@ class CORONA(Algorithm[LowRankSparseState]):
     """
 
     name: ClassVar[str] = "corona"
-
-    def __init__(
-        self,
-        step: float | None = None,
-        penalty: str = "l12",
-        kernel_size: int = 3,
-        time_kernel: int = 3,
-    ) -> None:
-        _check_step(step, penalty, type(self).__name__)
-        _check_kernels(kernel_size, time_kernel)
-        self.step_size, self.penalty = step, penalty
-        self.kernel_size, self.time_kernel = kernel_size, time_kernel
 
     def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:
         return (

@@ -34,6 +34,7 @@ from lightning_unfold.algorithms.corona import (
     singular_value_threshold,
 )
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
+from lightning_unfold.training.study import study_trainer
 
 F64 = torch.float64
 C128 = torch.complex128
@@ -292,16 +293,9 @@ def test_corona_training_improves_held_out_blood_nmse() -> None:
         return float(blood.finalize(blood.statistics(est, tgt, x)))
 
     before = score()
-    L.Trainer(
-        accelerator="cpu",
-        max_steps=30,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    ).fit(module, SyntheticDataModule(prob, batch_size=8, train_batches=30, val_size=8))
+    study_trainer(30).fit(
+        module, SyntheticDataModule(prob, batch_size=8, train_batches=30, val_size=8)
+    )
     after = score()
     assert after < before - 1.0, (before, after)
     assert module.model.learned["kernels"][0].is_complex()

@@ -22,6 +22,7 @@ from lightning_unfold.theory import gershgorin_upper_bound, restricted_isometry_
 from lightning_unfold import ClassicalSolver, SparseRecovery, UnfoldedModel
 from lightning_unfold.algorithms import ALGORITHMS, IHT, hard_threshold, l0_objective
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
+from lightning_unfold.training.study import study_trainer
 
 F64 = torch.float64
 K = 20
@@ -142,16 +143,9 @@ def test_registered_and_trainable_liht_beats_iht_after_a_short_training() -> Non
         return float(10 * torch.log10(((est - s) ** 2).sum() / (s**2).sum()))
 
     before = nmse()
-    L.Trainer(
-        accelerator="cpu",
-        max_steps=150,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    ).fit(module, SyntheticDataModule(problem, batch_size=64, train_batches=150, val_size=16))
+    study_trainer(150).fit(
+        module, SyntheticDataModule(problem, batch_size=64, train_batches=150, val_size=16)
+    )
     after = nmse()
     assert after < before - 2.0, (before, after)
 

@@ -28,6 +28,7 @@ from lightning_unfold.algorithms.imaging import (
     tv_objective,
 )
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
+from lightning_unfold.training.study import study_trainer
 
 F64 = torch.float64
 
@@ -343,16 +344,9 @@ def test_admm_csnet_training_beats_its_classical_start_and_the_checks_report() -
         return float(metric.finalize(metric.statistics(est, x, y)))
 
     before = score()
-    L.Trainer(
-        accelerator="cpu",
-        max_steps=25,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    ).fit(module, SyntheticDataModule(prob, batch_size=8, train_batches=25, val_size=8))
+    study_trainer(25).fit(
+        module, SyntheticDataModule(prob, batch_size=8, train_batches=25, val_size=8)
+    )
     after = score()
     assert after > before + 0.3, (before, after)
     with torch.no_grad():  # a penalty at its constraint's floor keeps the iteration finite

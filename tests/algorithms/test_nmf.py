@@ -28,6 +28,7 @@ from lightning_unfold.algorithms import (
 )
 from lightning_unfold.core.iterate import iterate_blocks
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
+from lightning_unfold.training.study import study_trainer
 
 F64 = torch.float64
 K = 15
@@ -221,16 +222,9 @@ def test_deep_nmf_training_improves_sdr_on_held_out_mixtures() -> None:
         return float(sdr.finalize(sdr.statistics(est, S, x)))
 
     before = score()
-    L.Trainer(
-        accelerator="cpu",
-        max_steps=40,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    ).fit(module, SyntheticDataModule(prob, batch_size=8, train_batches=40, val_size=8))
+    study_trainer(40).fit(
+        module, SyntheticDataModule(prob, batch_size=8, train_batches=40, val_size=8)
+    )
     after = score()
     assert after > before + 0.5, (before, after)
     # the raw learned dictionaries themselves were projected back onto W >= 0 after every step
