@@ -168,7 +168,8 @@ class LayerwiseSchedule(Callback):
             learning rate per step whatever its size, while a converging network's thresholds
             shrink geometrically with depth (ALISTA's by ~0.65 per layer), so one rate that
             moves the first layers fast rattles the deepest; :math:`r < 1` keeps the step
-            in proportion.
+            in proportion. A stage that trains every layer (an end-to-end stage after the
+            rounds) counts as round K.
         eval_every: evaluate the held-out loss every this many steps of a stage with patience.
         eval_batches: how many validation batches form the held-out set (``None``: all).
         min_delta: an improvement must lower the held-out loss by more than this.
