@@ -9,6 +9,7 @@ from lightning_unfold.core.algorithm import (
     problem_from_config,
 )
 from lightning_unfold.core.iterate import (
+    aux_field,
     iterate_blocks,
     iterate_flatten,
     iterate_map,
@@ -55,6 +56,7 @@ __all__ = [
     "SolveResult",
     "Trajectory",
     "UnfoldedModel",
+    "aux_field",
     "iterate_blocks",
     "iterate_flatten",
     "iterate_map",

@@ -10,6 +10,12 @@ view that *networks* read, so it is always real: a complex block contributes its
 imaginary parts, interleaved (:func:`as_real_rows`), and :func:`iterate_unflatten` turns such a
 real vector back into the complex block. Norms are preserved:
 :math:`\|z\|_2 = \|(\operatorname{Re} z, \operatorname{Im} z)\|_2`.
+
+A dataclass iterate may also carry **auxiliary** fields (:func:`aux_field`): quantities that
+depend on the observation alone and that every layer would otherwise recompute (WMMSE's power
+gains :math:`h_{ij}^2`). They are not blocks: :func:`iterate_blocks`, :func:`iterate_flatten`,
+distances and networks never see them, and :func:`iterate_map` / :func:`iterate_unflatten` pass
+them through unchanged, so ``init`` computes them once and every layer hands them on.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ S = TypeVar("S")
 
 __all__ = [
     "as_real_rows",
+    "aux_field",
     "cast_precision",
     "complex_dtype",
     "is_block_iterate",
@@ -77,25 +84,37 @@ def is_block_iterate(s: Any) -> bool:
     return dataclasses.is_dataclass(s) and not isinstance(s, type)
 
 
+def aux_field() -> Any:
+    """A dataclass field for an auxiliary, observation-only quantity of an iterate (module
+    docstring): default ``None``, left out of comparisons, ``repr`` and every block helper."""
+    return dataclasses.field(default=None, compare=False, repr=False, metadata={"aux": True})
+
+
+def _block_fields(s: Any) -> tuple[dataclasses.Field[Any], ...]:
+    return tuple(f for f in dataclasses.fields(s) if not f.metadata.get("aux", False))
+
+
 def iterate_blocks(s: Any) -> dict[str, Tensor]:
-    """The named blocks of an iterate (``{"s": s}`` for a plain tensor)."""
+    """The named blocks of an iterate (``{"s": s}`` for a plain tensor); auxiliary fields
+    (:func:`aux_field`) are not blocks."""
     if isinstance(s, Tensor):
         return {"s": s}
     if is_block_iterate(s):
-        return {f.name: getattr(s, f.name) for f in dataclasses.fields(s)}
+        return {f.name: getattr(s, f.name) for f in _block_fields(s)}
     raise TypeError(
         f"An iterate must be a Tensor or a dataclass of Tensors, got {type(s).__name__}."
     )
 
 
 def iterate_map(fn: Callable[..., Tensor], s: S, *others: S) -> S:
-    """Apply ``fn`` block-wise to one or several iterates of the same structure."""
+    """Apply ``fn`` block-wise to one or several iterates of the same structure (auxiliary
+    fields are taken from ``s`` unchanged)."""
     if isinstance(s, Tensor):
         return fn(s, *others)  # type: ignore[return-value]
     if is_block_iterate(s):
         changes = {
             f.name: fn(getattr(s, f.name), *(getattr(o, f.name) for o in others))
-            for f in dataclasses.fields(s)  # type: ignore[arg-type]
+            for f in _block_fields(s)
         }
         return dataclasses.replace(s, **changes)  # type: ignore[type-var]
     raise TypeError(
