@@ -34,9 +34,13 @@ latency table, wall time) and ``DIR/sum_rate_vs_layer.png``. ``infer_ms`` is the
 of one inference call (``predict``: the final estimate, no trajectory kept — storing WMMSE-100's
 hundred iterates would cost more than computing them) on the same batch of ``timing_batch``
 channels, same device, methods interleaved in one run
-(:func:`~lightning_unfold.training.study.median_time`); ``extras.json`` adds the median process CPU
-time per call, which a loaded machine does not inflate, and the same table at every
-``timing_batches`` size (``latency_by_batch``). Training uses a cosine-decaying learning
+(:func:`~lightning_unfold.training.study.median_time`), in inference mode, with subnormal floats
+flushed (:func:`~lightning_unfold.training.study.flush_denormals`: float32 WMMSE passes through
+them and x86 CPUs compute on them far more slowly); ``extras.json`` adds the median process CPU
+time per call, which a loaded machine does not inflate, the paired per-round speed-up, a plain
+PyTorch WMMSE-100 (:func:`bare_wmmse`, ``wmmse_100_bare``) timed alongside, the same table at
+every ``timing_batches`` size (``latency_by_batch``) and one timing with subnormals kept
+(``latency_subnormals_kept``). Training uses a cosine-decaying learning
 rate and keeps the best validated state.
 """
 
@@ -59,7 +63,12 @@ from lightning_unfold.algorithms.power import WMMSE, InterferenceChannel, full_p
 from lightning_unfold.core.metrics import layer_curves
 from lightning_unfold.core.unfolded import ClassicalSolver
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
-from lightning_unfold.training.study import median_time, study_trainer, write_json
+from lightning_unfold.training.study import (
+    flush_denormals,
+    median_time,
+    study_trainer,
+    write_json,
+)
 
 LEARNED = ("hyperparameters", "objective", "correction", "inductive_bias", "black_box")
 METHODS = ("full_power", "wmmse_4", "wmmse_100", *LEARNED)
@@ -263,23 +272,63 @@ def model_curve(module: UnfoldedModule, prob: InterferenceChannel, x: Tensor) ->
 
 
 # %%
-def latency(fns: dict[str, Any], reps: int) -> tuple[dict[str, float], dict[str, float]]:
+def bare_wmmse(H: Tensor, iterations: int, noise: float, p_max: float) -> Tensor:
+    r"""WMMSE in plain PyTorch, nothing of the library: the baseline the library's own solver is
+    timed against, so that the speed-up is not measured against a slow WMMSE.
+
+    The same recursion as :class:`~lightning_unfold.algorithms.WMMSE` with α = 1, γ = 1 (module
+    docstring of :mod:`lightning_unfold.algorithms.power`): the squared gains once, sums over
+    users as row-vector products with contiguous matrices, v from full power, then ``iterations``
+    times :math:`u = h_{ii}v/I`, :math:`w = I/(I - h_{ii}^2v^2)`,
+    :math:`v = \Pi(w u h_{ii}/\sum_j w_j u_j^2 h_{ji}^2)`.
+    """
+    vmax = math.sqrt(p_max)
+    h = H.diagonal(dim1=1, dim2=2).contiguous()
+    direct = h * h
+    cross = H * H
+    cross.diagonal(dim1=1, dim2=2).zero_()
+    cross_t = cross.transpose(1, 2).contiguous()
+    tiny = torch.finfo(H.dtype).tiny
+    v = torch.full(H.shape[:2], vmax, dtype=H.dtype, device=H.device)
+    for _ in range(iterations):
+        power = v * v
+        rest = noise + torch.bmm(power.unsqueeze(1), cross_t).squeeze(1)
+        received = rest + direct * power
+        u = h * v / received
+        w = received / rest
+        c = w * u * u
+        den = torch.bmm(c.unsqueeze(1), cross).squeeze(1) + direct * c
+        v = (w * u * h / den.clamp_min(tiny)).clamp(0.0, vmax)
+    return v
+
+
+def latency(fns: dict[str, Any], reps: int) -> dict[str, Any]:
     """Median ms per call, wall and process CPU time, methods interleaved so that machine load
     hits all alike: each round times every method once with :func:`median_time` (after one
-    warm-up call each). The CPU time bounds what a quiet machine would measure."""
+    warm-up call each), in inference mode. The CPU time bounds what a quiet machine would
+    measure; ``paired_speedup`` is the median over rounds of WMMSE-100's time over UWMMSE's in
+    the same round, which a slow drift of the machine's speed does not bias."""
     wall: dict[str, list[float]] = {k: [] for k in fns}
     cpu: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        median_time(fn, 1)  # warm-up
-    for _ in range(reps):
-        for name, fn in fns.items():
-            start = time.process_time()
-            wall[name].append(1e3 * median_time(fn, 1, warmup=False))
-            cpu[name].append(1e3 * (time.process_time() - start))
-    return (
-        {k: statistics.median(v) for k, v in wall.items()},
-        {k: statistics.median(v) for k, v in cpu.items()},
-    )
+    with torch.inference_mode():
+        for fn in fns.values():
+            median_time(fn, 1)  # warm-up
+        for _ in range(reps):
+            for name, fn in fns.items():
+                start = time.process_time()
+                wall[name].append(1e3 * median_time(fn, 1, warmup=False))
+                cpu[name].append(1e3 * (time.process_time() - start))
+    paired = [a / b for a, b in zip(wall["wmmse_100"], wall["correction"], strict=True)]
+    out: dict[str, Any] = {
+        "infer_ms": {k: statistics.median(v) for k, v in wall.items()},
+        "infer_cpu_ms": {k: statistics.median(v) for k, v in cpu.items()},
+        "paired_speedup": statistics.median(paired),
+        "paired_speedup_range": [min(paired), max(paired)],
+    }
+    if "wmmse_100_bare" in wall:
+        bare = [a / b for a, b in zip(wall["wmmse_100_bare"], wall["correction"], strict=True)]
+        out["paired_speedup_bare"] = statistics.median(bare)
+    return out
 
 
 # %% [markdown]
@@ -329,27 +378,42 @@ def run(cfg: Preset, out: Path) -> dict[str, Any]:
     w4 = ClassicalSolver(WMMSE(), prob0, 4)
     w100 = ClassicalSolver(WMMSE(), prob0, 100)
     by_batch: dict[str, dict[str, Any]] = {}
+    subnormal: dict[str, Any] = {}
     for batch in sorted({cfg.timing_batch, *cfg.timing_batches}):
         xt, _ = prob0.sample(batch, seed=(_TEST, 1))
         fns: dict[str, Any] = {
             "full_power": lambda xt=xt: full_power(xt),
             "wmmse_4": lambda xt=xt: w4.predict(xt),
             "wmmse_100": lambda xt=xt: w100.predict(xt),
+            "wmmse_100_bare": lambda xt=xt: bare_wmmse(xt, 100, prob0.noise_power, prob0.p_max),
         }
         fns.update({p: (lambda m=first[p], xt=xt: m.model.predict(xt)) for p in LEARNED})
-        with torch.no_grad():
-            ms, cpu_ms = latency(fns, cfg.timing_reps)
+        # subnormals flushed: float32 WMMSE decays switched-off users' amplitudes through
+        # subnormal numbers, which x86 CPUs compute on far more slowly (flush_denormals)
+        with flush_denormals() as flushed:
+            lat = latency(fns, cfg.timing_reps)
+        ms, cpu_ms = lat["infer_ms"], lat["infer_cpu_ms"]
+        with torch.inference_mode():  # the bare loop is the same WMMSE (float32 rounding apart)
+            gap = (fns["wmmse_100_bare"]() - fns["wmmse_100"]()).abs().max()
         by_batch[str(batch)] = {
-            "infer_ms": ms,
-            "infer_cpu_ms": cpu_ms,
+            **lat,
+            "subnormals_flushed": flushed,
+            "bare_max_abs_diff": float(gap),
+            "wmmse_100_over_bare": ms["wmmse_100"] / ms["wmmse_100_bare"],
+            "speedup_bare_wmmse_100_over_correction": ms["wmmse_100_bare"] / ms["correction"],
             "speedup_wmmse_100_over_correction": ms["wmmse_100"] / ms["correction"],
             "speedup_wmmse_100_over_correction_cpu": cpu_ms["wmmse_100"] / cpu_ms["correction"],
         }
         print(
             f"latency B={batch}: WMMSE-100 {ms['wmmse_100']:.2f} ms, UWMMSE "
-            f"{ms['correction']:.2f} ms ({ms['wmmse_100'] / ms['correction']:.2f}x)",
+            f"{ms['correction']:.2f} ms ({ms['wmmse_100'] / ms['correction']:.2f}x, paired "
+            f"{lat['paired_speedup']:.2f}x; bare WMMSE-100 {ms['wmmse_100_bare']:.2f} ms, "
+            f"paired {lat['paired_speedup_bare']:.2f}x)",
             flush=True,
         )
+        if batch == cfg.timing_batch:  # for the record: the same timing with subnormals kept
+            keep = {k: fns[k] for k in ("wmmse_100", "correction")}
+            subnormal = {"batch": batch, **latency(keep, max(1, cfg.timing_reps // 3))}
     infer_ms = by_batch[str(cfg.timing_batch)]["infer_ms"]
     infer_cpu_ms = by_batch[str(cfg.timing_batch)]["infer_cpu_ms"]
 
@@ -396,6 +460,7 @@ def run(cfg: Preset, out: Path) -> dict[str, Any]:
         "speedup_wmmse_100_over_correction_cpu": infer_cpu_ms["wmmse_100"]
         / infer_cpu_ms["correction"],
         "latency_by_batch": by_batch,
+        "latency_subnormals_kept": subnormal,
         "threads": torch.get_num_threads(),
         "wall_s": time.perf_counter() - wall,
     }

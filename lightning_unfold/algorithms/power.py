@@ -62,10 +62,11 @@ and the black box :class:`PowerBlackBoxNet`, a permutation-equivariant graph net
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -73,7 +74,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
-from lightning_unfold.core.iterate import require_finite
+from lightning_unfold.core.iterate import aux_field, require_finite
 from lightning_unfold.core.metrics import MeanOf, ProblemMetric
 
 __all__ = [
@@ -99,25 +100,29 @@ CHANNEL_MODELS: tuple[str, ...] = ("geometric", "rayleigh")
 _N_NODE = 4
 
 
-def user_rates(v: Tensor, H: Tensor, noise: Tensor | float) -> Tensor:
+def user_rates(
+    v: Tensor, H: Tensor, noise: Tensor | float, *, gains: PowerGains | None = None
+) -> Tensor:
     r"""Per-user rates :math:`\log_2(1+\mathrm{SINR}_i)` (bit/s/Hz), ``(B, M)``.
 
     ``v`` ``(B, M)`` are transmit amplitudes (powers :math:`v^2`), ``H`` ``(B, M, M)`` amplitude
-    gains :math:`h_{ij}` (transmitter j → receiver i), ``noise`` the noise power :math:`\sigma^2`.
+    gains :math:`h_{ij}` (transmitter j → receiver i), ``noise`` the noise power :math:`\sigma^2`,
+    ``gains`` = :meth:`PowerGains.of` ``(H)`` when the caller has them already.
     The interference :math:`\sum_{j\ne i} h_{ij}^2 v_j^2` is summed over the cross links only
     (:class:`PowerGains`), never as a total minus the own signal, which rounding would lose when
     the own signal dominates.
     """
-    g = PowerGains.of(H)
+    g = PowerGains.of(H) if gains is None else gains
     power = v.pow(2)
-    interference = _row_times(power, g.cross.transpose(1, 2))
-    return torch.log2(1.0 + g.direct * power / (noise + interference))
+    return torch.log2(1.0 + g.direct * power / (noise + g.interference(power)))
 
 
-def sum_rate(v: Tensor, H: Tensor, noise: Tensor | float) -> Tensor:
+def sum_rate(
+    v: Tensor, H: Tensor, noise: Tensor | float, *, gains: PowerGains | None = None
+) -> Tensor:
     r"""Per-sample sum-rate :math:`\sum_i\log_2(1+\mathrm{SINR}_i)` (bit/s/Hz), ``(B,)``
     (arguments as :func:`user_rates`)."""
-    return user_rates(v, H, noise).sum(dim=1)
+    return user_rates(v, H, noise, gains=gains).sum(dim=1)
 
 
 def full_power(H: Tensor, p_max: float = 1.0) -> Tensor:
@@ -128,11 +133,17 @@ def full_power(H: Tensor, p_max: float = 1.0) -> Tensor:
 @dataclass(frozen=True)
 class WMMSEState:
     """WMMSE's iterate: receive coefficients ``u``, MSE weights ``w``, amplitudes ``v``, each
-    ``(B, M)``. The estimate is ``v`` (transmit amplitudes; powers are ``v**2``)."""
+    ``(B, M)``. The estimate is ``v`` (transmit amplitudes; powers are ``v**2``).
+
+    ``gains`` (auxiliary, not a block: :func:`~lightning_unfold.core.iterate.aux_field`) are the
+    :class:`PowerGains` of the channel the iterate belongs to, computed once by
+    :meth:`WMMSE.init` and handed on by every layer; a state built without them (or used with
+    another channel) has them recomputed (:meth:`PowerGains.for_iterate`)."""
 
     u: Tensor
     w: Tensor
     v: Tensor
+    gains: PowerGains | None = aux_field()
 
 
 def _row_times(r: Tensor, A: Tensor) -> Tensor:
@@ -150,13 +161,18 @@ class PowerGains:
     ``h`` ``(B, M)``: the direct amplitude gains :math:`h_{ii}`; ``direct`` = :math:`h_{ii}^2`;
     ``cross`` ``(B, M, M)``: :math:`h_{ij}^2` for :math:`i \ne j` and 0 on the diagonal. Sums
     over interferers then read ``cross`` and need no subtraction of the own term (which loses
-    the interference to rounding when a user's own signal dominates), and every WMMSE step and
-    correction computes the squares once.
+    the interference to rounding when a user's own signal dominates).
+
+    They depend on the channel alone, so a forward pass computes them once: :meth:`WMMSE.init`
+    stores them in the iterate (``source`` is the channel tensor they were computed from) and
+    every layer reuses them. Recomputing them per layer had cost about half of a WMMSE
+    iteration at B = 1000 (the squares of a ``(B, M, M)`` tensor, measured).
     """
 
     h: Tensor
     direct: Tensor
     cross: Tensor
+    source: Tensor | None = field(default=None, compare=False, repr=False)
 
     @staticmethod
     def of(H: Tensor) -> PowerGains:
@@ -164,7 +180,25 @@ class PowerGains:
         cross = H.pow(2)
         h = H.diagonal(dim1=1, dim2=2).contiguous()  # contiguous: strided work is slow
         cross.diagonal(dim1=1, dim2=2).zero_()
-        return PowerGains(h=h, direct=h.pow(2), cross=cross)
+        return PowerGains(h=h, direct=h.pow(2), cross=cross, source=H)
+
+    @staticmethod
+    def for_iterate(s: WMMSEState, H: Tensor) -> PowerGains:
+        """The gains that iterate ``s`` carries when they were computed from this very ``H``
+        (identity, not equality: no comparison of the entries), else freshly computed."""
+        g = s.gains
+        return g if g is not None and g.source is H else PowerGains.of(H)
+
+    @functools.cached_property
+    def cross_t(self) -> Tensor:
+        r"""``cross`` transposed and contiguous, :math:`(C^\top)_{ji} = h_{ij}^2`, made on first
+        use: a row times a contiguous matrix runs about twice as fast on a CPU as a row times a
+        transposed view (measured at B = 64 to 6400), and a forward pass reuses it per layer."""
+        return self.cross.transpose(1, 2).contiguous()
+
+    def interference(self, power: Tensor) -> Tensor:
+        r""":math:`\sum_{j\ne i} h_{ij}^2 p_j` ``(B, M)`` for transmit powers ``power`` ``(B, M)``."""
+        return _row_times(power, self.cross_t)
 
 
 def _receiver(
@@ -174,7 +208,7 @@ def _receiver(
     ``gains`` = :meth:`PowerGains.of` ``(H)`` when the caller has them already."""
     g = PowerGains.of(H) if gains is None else gains
     v2 = v.pow(2)
-    u, w, _ = _receiver_given_interference(v, v2, g, _row_times(v2, g.cross.transpose(1, 2)), noise)
+    u, w, _ = _receiver_given_interference(v, v2, g, g.interference(v2), noise)
     return u, w
 
 
@@ -337,9 +371,9 @@ class UWMMSECorrection(nn.Module):
     of the WMMSE step (of widths 3 — the received powers and the incoming messages in one — and
     1), two dense products of width ``hidden`` over the B·M users, and a dozen element-wise
     operations on ``(B, M)``; the gains :math:`h_{ij}^2` and :math:`w_{\text{class}}` are the
-    step's own (:meth:`coefficients`). This lean form (an earlier one also read
-    :math:`\ln(1+w^{(k-1)})` and sent :math:`\phi_b` along the graph, 2.3x the cost of a WMMSE
-    iteration per layer at B = 1000) keeps a K = 4 UWMMSE at about a tenth of WMMSE-100's time.
+    step's own (:meth:`coefficients`). In all, one layer costs about 2.9 WMMSE iterations on a
+    CPU (measured at B = 1000, subnormals flushed), so a K = 4 UWMMSE runs in about a sixth of
+    WMMSE-100's time there (``docs/power_allocation.md`` says what bounds it).
 
     The heads are zero-initialised, so :math:`a = 1, b = 0` and the untrained model *is* WMMSE
     (:math:`w_{\text{class}} \ge 1`, the clamp is inactive). The clamp keeps :math:`w` a
@@ -377,8 +411,8 @@ class UWMMSECorrection(nn.Module):
         # incoming messages, Σ_{j≠i} h_ij² v_j² [1, Y_j]; a few rows times the gain matrix is
         # several times faster on a CPU than (B, M, M) @ (B, M, F)
         rows = torch.stack([v2, amp * v2, link * v2], dim=1)  # (B, 3, M)
-        agg = torch.bmm(rows, gains.cross.transpose(1, 2))
-        u, w, received = _receiver_given_interference(s.v, v2, gains, agg[:, 0], noise)
+        interference, msg_amp, msg_link = torch.bmm(rows, gains.cross_t).unbind(1)
+        u, w, received = _receiver_given_interference(s.v, v2, gains, interference, noise)
         inv = received.reciprocal()
         # features channel-first, (6, B·M): the small dense layers are then (F_out × 6) @
         # (6 × B·M) products, far faster on a CPU than (B·M × 6) @ (6 × F_out) for small F_out
@@ -388,16 +422,17 @@ class UWMMSECorrection(nn.Module):
                 torch.log(w) / 10.0,
                 link,
                 torch.log(received / noise) / (10.0 * math.log(10.0)),  # dB(I / σ²)
-                agg[:, 1] * inv,  # Σ_j T_ij Y_j / I_i
-                agg[:, 2] * inv,
+                msg_amp * inv,  # Σ_j T_ij Y_j / I_i
+                msg_link * inv,
             ],
             dim=0,
         ).reshape(self.N_NODE + self.N_NEIGHBOUR, b * m)
         z = torch.relu(torch.addmm(self.trunk.bias.unsqueeze(1), self.trunk.weight, feats))
-        out = torch.addmm(self.heads.bias.unsqueeze(1), self.heads.weight, z).reshape(3, b, m)
+        out = torch.addmm(self.heads.bias.unsqueeze(1), self.heads.weight, z)
+        self_a, phi_b, msg = out.reshape(3, b, m).unbind(0)
         # Σ_{i≠j} T_ij (Z v_1)_i / I_i = v_j² Σ_{i≠j} h_ij² (Z v_1)_i / I_i
-        phi_a = out[0] + _row_times(out[2] * inv, gains.cross) * v2
-        return u, w, torch.exp(phi_a.clamp(-10.0, 10.0)), out[1]
+        phi_a = torch.addcmul(self_a, _row_times(msg * inv, gains.cross), v2)
+        return u, w, torch.exp(phi_a.clamp(-10.0, 10.0)), phi_b
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
         raise TypeError(
@@ -701,8 +736,9 @@ class WMMSE(Algorithm[WMMSEState]):
     @torch.no_grad()
     def init(self, x: Tensor, p: Mapping[str, Tensor]) -> WMMSEState:
         v = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device) * p["p_max"].sqrt()
-        u, w = _receiver(v, x, p["noise"])
-        return WMMSEState(u=u, w=w, v=v)
+        gains = PowerGains.of(x)  # once per forward: every layer reuses them
+        u, w = _receiver(v, x, p["noise"], gains)
+        return WMMSEState(u=u, w=w, v=v, gains=gains)
 
     def _v_step(
         self,
@@ -711,14 +747,14 @@ class WMMSE(Algorithm[WMMSEState]):
         s: WMMSEState,
         x: Tensor,
         p: Mapping[str, Tensor],
-        gains: PowerGains | None = None,
+        gains: PowerGains,
     ) -> WMMSEState:
         alpha = self._weights(p["weights"], x)
         v = wmmse_update(u, w, s.v, x, alpha, p["relax"], p["p_max"].sqrt(), gains=gains)
-        return WMMSEState(u=u, w=w, v=v)
+        return WMMSEState(u=u, w=w, v=v, gains=gains)
 
     def step(self, s: WMMSEState, x: Tensor, p: Mapping[str, Tensor], k: int) -> WMMSEState:
-        gains = PowerGains.of(x)  # shared by the receiver and the v-update
+        gains = PowerGains.for_iterate(s, x)  # shared by the receiver and the v-update
         u, w = _receiver(s.v, x, p["noise"], gains)
         return self._v_step(u, w, s, x, p, gains)
 
@@ -732,17 +768,17 @@ class WMMSE(Algorithm[WMMSEState]):
         powers :math:`h_{ij}^2 v_j^2`, :math:`w_{\text{class}}`) through :meth:`UWMMSECorrection.
         coefficients`; any other module gets ``net(features(s^{(k-1)}))`` and returns ``(a, b)``.
         """
+        gains = PowerGains.for_iterate(s, x)
         if isinstance(net, UWMMSECorrection):
-            gains = PowerGains.of(x)
             u, w, a, b = net.coefficients(s, x, gains, p["noise"], p["p_max"])
-            return self._v_step(u, (a * w + b).clamp_min(0.0), s, x, p, gains)
-        u, w = _receiver(s.v, x, p["noise"])
+            return self._v_step(u, torch.addcmul(b, a, w).clamp_min(0.0), s, x, p, gains)
+        u, w = _receiver(s.v, x, p["noise"], gains)
         a, b = net(self.features(s, x, p))
-        return self._v_step(u, (a * w + b).clamp_min(0.0), s, x, p)
+        return self._v_step(u, (a * w + b).clamp_min(0.0), s, x, p, gains)
 
     def objective(self, s: WMMSEState, x: Tensor, c: Mapping[str, Tensor]) -> Tensor:
         """:math:`-R(v; H)` per sample (the negative sum-rate)."""
-        return -sum_rate(s.v, x, c["noise"])
+        return -sum_rate(s.v, x, c["noise"], gains=PowerGains.for_iterate(s, x))
 
     def estimate_objective(self, estimate: Tensor, x: Tensor, c: Mapping[str, Tensor]) -> Tensor:
         """:math:`-R(v; H)` of amplitudes ``v`` alone (for the black box trained unsupervised)."""

@@ -135,6 +135,35 @@ def test_wmmse_to_convergence_is_a_fixed_point_above_every_truncation() -> None:
         assert (r_conv >= rk - 1e-9 * rk).all()
 
 
+def test_the_gains_are_computed_once_per_forward_and_never_reused_for_another_channel() -> None:
+    prob = InterferenceChannel(M=7, seed=2)
+    x, _ = prob.sample(5, seed=0, dtype=F64)
+    traj = ClassicalSolver(WMMSE(), prob, 6, dtype=F64)(x)
+    g = traj.iterates[0].gains
+    assert isinstance(g, PowerGains) and g.source is x
+    assert all(s.gains is g for s in traj.iterates)  # one object handed on by every layer
+    fresh = PowerGains.of(x)
+    torch.testing.assert_close(g.cross, fresh.cross, rtol=0, atol=0)
+    torch.testing.assert_close(g.cross_t, x.pow(2).mT * (1 - torch.eye(7, dtype=F64)))
+    assert g.cross_t.is_contiguous()
+    # the carried gains are not a block, so flattening, distances and networks never see them
+    assert list(iterate_blocks(traj.iterates[2])) == ["u", "w", "v"]
+    # a state stepped on another channel recomputes that channel's gains (identity check)
+    y, _ = prob.sample(5, seed=1, dtype=F64)
+    solver = ClassicalSolver(WMMSE(), prob, 1, dtype=F64)
+    p = solver.layer_params(1)
+    s = traj.iterates[2]
+    plain = WMMSEState(u=s.u, w=s.w, v=s.v)  # no gains: computed from y
+    stepped = solver.algorithm.step(s, y, p, 3)
+    assert stepped.gains is not g and stepped.gains is not None and stepped.gains.source is y
+    torch.testing.assert_close(stepped.v, solver.algorithm.step(plain, y, p, 3).v, rtol=0, atol=0)
+    # and the objective reads the carried gains: the same value as from the channel alone
+    c = {k: v.to(F64) for k, v in prob.constants().items()}
+    torch.testing.assert_close(
+        solver.algorithm.objective(s, x, c), -sum_rate(s.v, x, NOISE), rtol=1e-12, atol=0
+    )
+
+
 # -- the paradigms -------------------------------------------------------------------------
 KEEPS = [
     ("hyperparameters", False),
@@ -443,11 +472,19 @@ def test_study_tiny_preset_writes_the_schema(tmp_path: Path) -> None:
     by_batch = extras["latency_by_batch"]
     assert set(by_batch) == {"16", "64"}  # the tiny preset's timing batches
     for row in by_batch.values():
-        assert set(row["infer_ms"]) == set(names) and all(v > 0 for v in row["infer_ms"].values())
+        assert set(row["infer_ms"]) == {*names, "wmmse_100_bare"}
+        assert all(v > 0 for v in row["infer_ms"].values())
+        assert row["bare_max_abs_diff"] < 1e-3  # the plain-PyTorch loop is the same WMMSE
         assert row["speedup_wmmse_100_over_correction"] == pytest.approx(
             row["infer_ms"]["wmmse_100"] / row["infer_ms"]["correction"]
         )
     assert by_batch["64"]["infer_ms"] == extras["infer_ms"]  # timing_batch = 64
+    for row in by_batch.values():
+        lo, hi = row["paired_speedup_range"]
+        assert lo <= row["paired_speedup"] <= hi
+        assert isinstance(row["subnormals_flushed"], bool)
+    kept = extras["latency_subnormals_kept"]
+    assert kept["batch"] == 64 and set(kept["infer_ms"]) == {"wmmse_100", "correction"}
 
 
 # -- checks --------------------------------------------------------------------------------

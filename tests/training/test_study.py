@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_unfold.training.study import median_time, study_trainer, write_json
+from lightning_unfold.training.study import flush_denormals, median_time, study_trainer, write_json
 
 
 def test_median_time_measures_the_call_and_runs_without_grad() -> None:
@@ -26,6 +26,20 @@ def test_median_time_measures_the_call_and_runs_without_grad() -> None:
     assert len(calls) == 4
     median_time(fn, repeats=1, warmup=False)
     assert len(calls) == 5
+
+
+def test_flush_denormals_zeroes_subnormals_inside_and_restores_after() -> None:
+    tiny = torch.finfo(torch.float32).tiny
+    sub = torch.tensor([tiny / 8.0], dtype=torch.float32)  # a subnormal float32
+    assert float(sub) != 0.0
+    with flush_denormals() as supported:
+        inside = float(sub * 1.0)
+    if supported:  # x86 with SSE3, ARM: the product of a subnormal is flushed to 0
+        assert inside == 0.0
+    assert float(sub * 1.0) == pytest.approx(tiny / 8.0)  # switched off again after the block
+    with pytest.raises(RuntimeError, match="boom"), flush_denormals():
+        raise RuntimeError("boom")
+    assert float(sub * 1.0) != 0.0  # and after an exception too
 
 
 def test_median_time_rejects_no_repeats() -> None:
