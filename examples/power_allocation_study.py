@@ -26,6 +26,8 @@ Run::
     python examples/power_allocation_study.py --preset cpu --out results/power_cpu
     python examples/power_allocation_study.py --preset full --out results/power_full
     python examples/power_allocation_study.py --preset tiny --out /tmp/x   # seconds (tested)
+    python examples/power_allocation_study.py --preset cpu --timing-device cuda --out results/power_gpu
+    # ^ trains on the CPU, times the latency table on a GPU (synchronised; not run on CI)
 
 ``--out DIR`` writes ``DIR/results.json`` = ``{"methods": {name: {"sum_rate": [layers 0..K],
 "params", "infer_ms", "train_s"}}, "size_generalisation": {"10": {name: {"sum_rate": [...]}},
@@ -48,6 +50,7 @@ rate and keeps the best validated state.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import statistics
 import time
@@ -336,8 +339,42 @@ def latency(fns: dict[str, Any], reps: int) -> dict[str, Any]:
 
 
 # %%
-def run(cfg: Preset, out: Path) -> dict[str, Any]:
+def timing_device(name: str) -> torch.device:
+    """The device the latency table is measured on (training stays on the CPU), checked before
+    any training starts."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(
+            f"--timing-device {name!r} is not a torch device ('cpu', 'cuda')."
+        ) from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"--timing-device {name!r}: no CUDA device is visible to this PyTorch "
+            f"({torch.__version__}); install a CUDA build of torch or time on 'cpu'."
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--timing-device {name!r}: only 'cpu' and 'cuda' are supported.")
+    return device
+
+
+def on_device(fn: Any, device: torch.device) -> Any:
+    """``fn`` followed by a wait for the device to finish (CUDA runs asynchronously, so an
+    unsynchronised call would time only the kernel launches)."""
+    if device.type != "cuda":
+        return fn
+
+    def synced() -> Any:
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+
+    return synced
+
+
+def run(cfg: Preset, out: Path, device: str = "cpu") -> dict[str, Any]:
     wall = time.perf_counter()
+    dev = timing_device(device)
     out.mkdir(parents=True, exist_ok=True)
     K = cfg.depth
     reference = reference_figures(cfg)
@@ -375,19 +412,22 @@ def run(cfg: Preset, out: Path) -> dict[str, Any]:
 
     # latency: topology 0, one batch, every method side by side, final estimate only (predict)
     prob0 = InterferenceChannel(M=cfg.M, seed=cfg.train_topologies[0])
-    w4 = ClassicalSolver(WMMSE(), prob0, 4)
-    w100 = ClassicalSolver(WMMSE(), prob0, 100)
+    w4 = ClassicalSolver(WMMSE(), prob0, 4).to(dev)
+    w100 = ClassicalSolver(WMMSE(), prob0, 100).to(dev)
+    # copies on the timing device; the trained models stay on the CPU for the size study
+    timed = {p: copy.deepcopy(first[p].model).to(dev) for p in LEARNED}
     by_batch: dict[str, dict[str, Any]] = {}
     subnormal: dict[str, Any] = {}
     for batch in sorted({cfg.timing_batch, *cfg.timing_batches}):
-        xt, _ = prob0.sample(batch, seed=(_TEST, 1))
+        xt = prob0.sample(batch, seed=(_TEST, 1))[0].to(dev)
         fns: dict[str, Any] = {
             "full_power": lambda xt=xt: full_power(xt),
             "wmmse_4": lambda xt=xt: w4.predict(xt),
             "wmmse_100": lambda xt=xt: w100.predict(xt),
             "wmmse_100_bare": lambda xt=xt: bare_wmmse(xt, 100, prob0.noise_power, prob0.p_max),
         }
-        fns.update({p: (lambda m=first[p], xt=xt: m.model.predict(xt)) for p in LEARNED})
+        fns.update({p: (lambda m=timed[p], xt=xt: m.predict(xt)) for p in LEARNED})
+        fns = {name: on_device(fn, dev) for name, fn in fns.items()}
         # subnormals flushed: float32 WMMSE decays switched-off users' amplitudes through
         # subnormal numbers, which x86 CPUs compute on far more slowly (flush_denormals)
         with flush_denormals() as flushed:
@@ -411,7 +451,7 @@ def run(cfg: Preset, out: Path) -> dict[str, Any]:
             f"paired {lat['paired_speedup_bare']:.2f}x)",
             flush=True,
         )
-        if batch == cfg.timing_batch:  # for the record: the same timing with subnormals kept
+        if batch == cfg.timing_batch and dev.type == "cpu":  # for the record: subnormals kept
             keep = {k: fns[k] for k in ("wmmse_100", "correction")}
             subnormal = {"batch": batch, **latency(keep, max(1, cfg.timing_reps // 3))}
     infer_ms = by_batch[str(cfg.timing_batch)]["infer_ms"]
@@ -461,6 +501,7 @@ def run(cfg: Preset, out: Path) -> dict[str, Any]:
         / infer_cpu_ms["correction"],
         "latency_by_batch": by_batch,
         "latency_subnormals_kept": subnormal,
+        "timing_device": str(dev),
         "threads": torch.get_num_threads(),
         "wall_s": time.perf_counter() - wall,
     }
@@ -520,8 +561,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--out", type=Path, default=Path("results/power_allocation"))
+    parser.add_argument(
+        "--timing-device",
+        default="cpu",
+        help="device of the latency table ('cpu' or 'cuda'); training stays on the CPU",
+    )
     args = parser.parse_args(argv)
-    report = run(PRESETS[args.preset], args.out)
+    report = run(PRESETS[args.preset], args.out, args.timing_device)
     res, ext = report["results"]["methods"], report["extras"]
     for name, entry in res.items():
         print(

@@ -441,14 +441,32 @@ def test_black_box_trains_unsupervised_on_the_sum_rate() -> None:
 
 
 # -- the study -----------------------------------------------------------------------------
-def test_study_tiny_preset_writes_the_schema(tmp_path: Path) -> None:
+def _study() -> Any:
     path = ROOT / "examples" / "power_allocation_study.py"
     spec = importlib.util.spec_from_file_location("power_allocation_study", path)
     assert spec is not None and spec.loader is not None
     study = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = study
     spec.loader.exec_module(study)
-    study.main(["--preset", "tiny", "--out", str(tmp_path)])
+    return study
+
+
+def test_study_rejects_a_timing_device_it_cannot_use_before_training(tmp_path: Path) -> None:
+    study = _study()
+    assert study.timing_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="not a torch device"):
+        study.timing_device("gpu")
+    with pytest.raises(ValueError, match="only 'cpu' and 'cuda'"):
+        study.timing_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            study.main(["--preset", "tiny", "--timing-device", "cuda", "--out", str(tmp_path)])
+        assert not list(tmp_path.iterdir())  # it failed before training or writing anything
+
+
+def test_study_tiny_preset_writes_the_schema(tmp_path: Path) -> None:
+    study = _study()
+    study.main(["--preset", "tiny", "--out", str(tmp_path), "--timing-device", "cpu"])
     res = json.loads((tmp_path / "results.json").read_text())
     assert set(res) == {"methods", "size_generalisation"}
     names = {
@@ -483,6 +501,7 @@ def test_study_tiny_preset_writes_the_schema(tmp_path: Path) -> None:
         lo, hi = row["paired_speedup_range"]
         assert lo <= row["paired_speedup"] <= hi
         assert isinstance(row["subnormals_flushed"], bool)
+    assert extras["timing_device"] == "cpu"
     kept = extras["latency_subnormals_kept"]
     assert kept["batch"] == 64 and set(kept["infer_ms"]) == {"wmmse_100", "correction"}
 
