@@ -371,7 +371,7 @@ class UWMMSECorrection(nn.Module):
     of the WMMSE step (of widths 3 — the received powers and the incoming messages in one — and
     1), two dense products of width ``hidden`` over the B·M users, and a dozen element-wise
     operations on ``(B, M)``; the gains :math:`h_{ij}^2` and :math:`w_{\text{class}}` are the
-    step's own (:meth:`coefficients`). In all, one layer costs about 2.9 WMMSE iterations on a
+    step's own (:meth:`coefficients`). In all, one layer costs about 3.0 WMMSE iterations on a
     CPU (measured at B = 1000, subnormals flushed), so a K = 4 UWMMSE runs in about a sixth of
     WMMSE-100's time there (``docs/power_allocation.md`` says what bounds it).
 
