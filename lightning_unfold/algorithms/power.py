@@ -369,8 +369,8 @@ class UWMMSECorrection(nn.Module):
 
     **Cost.** One layer costs two batched row products with the ``(B, M, M)`` gain matrix on top
     of the WMMSE step (of widths 3 — the received powers and the incoming messages in one — and
-    1), two dense products of width ``hidden`` over the B·M users, and a dozen element-wise
-    operations on ``(B, M)``; the gains :math:`h_{ij}^2` and :math:`w_{\text{class}}` are the
+    1), two dense products of width ``hidden`` over the B·M users, and about 25 element-wise,
+    stacking and view operations (a dispatch trace: 62 per layer against the step's 28); the gains :math:`h_{ij}^2` and :math:`w_{\text{class}}` are the
     step's own (:meth:`coefficients`). In all, one layer costs about 3.0 WMMSE iterations on a
     CPU (measured at B = 1000, subnormals flushed), so a K = 4 UWMMSE runs in about a sixth of
     WMMSE-100's time there (``docs/power_allocation.md`` says what bounds it).
