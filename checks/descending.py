@@ -140,7 +140,11 @@ def descending_constraints(
     fractions: dict[str, list[float]] = {"0": _descends(E0, eps, floor).mean(axis=0).tolist()}
     means = E0.mean(axis=0)
     ratios = (means[1:] / np.maximum(means[:-1], 1e-300)).tolist()
-    x = cast_precision(ctx.x[ref.index], next(iter(inner.buffers())).dtype)
+    # the perturbations compound over the layers (each is relative to the norm of the perturbed
+    # iterate, so up to (1 + β)^K times the input's): run them in float64, where float32 would
+    # overflow to inf for K = 20 at β = 100 and count even ISTA as not descending
+    inner = _float64(copy.deepcopy(inner))
+    x = cast_precision(ctx.x[ref.index], torch.float64)
     sol = torch.from_numpy(ref.solution)
     worst: tuple[float, float, int, int] | None = None  # (growth, beta, sample, layer)
     was_training = inner.training

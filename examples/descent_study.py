@@ -65,17 +65,18 @@ from lightning_unfold.theory import lasso_kkt_residual
 from torch import Tensor
 
 from lightning_unfold import SparseRecovery, checks
+from lightning_unfold.core.perturb import relative_perturbation
 from lightning_unfold.core.safeguard import MU_UPDATES, SafeguardedModel
 from lightning_unfold.training import DescendingConstraints, SyntheticDataModule, UnfoldedModule
-from lightning_unfold.training.study import study_trainer
+from lightning_unfold.training.study import study_trainer, write_json
 
 MODELS: tuple[str, ...] = ("lista", "lista_constrained", "lista_cp", "lista_cp_constrained")
 SETTINGS: tuple[str, ...] = ("nominal", "input_noise", "dictionary")
 
 
 @dataclass(frozen=True)
-class Preset:
-    """Sizes and budgets of one run."""
+class SafeguardPreset:
+    """Sizes and budgets of the safeguard part (K = 10, LISTA and LISTA-CP)."""
 
     m: int
     n: int
@@ -92,15 +93,15 @@ class Preset:
     changed_columns: int
 
 
-#: ``cpu``: 1200 steps of batch 64 per model (measured 93 ms CPU per LISTA step and 51 ms per
+#: Safeguard part, ``cpu``: 1200 steps of batch 64 per model (measured 93 ms CPU per LISTA step and 51 ms per
 #: LISTA-CP step at one thread, so about 5 minutes of training CPU for the four models), a dual
 #: step every 20 steps (60 dual updates). An 80-step budget leaves the networks next to their
 #: ISTA initialisation, whose fixed-point residual decreases monotonically, so the safeguard
 #: never has anything to reject. ``full`` is the longer budget of the papers.
-PRESETS: dict[str, Preset] = {
-    "tiny": Preset(20, 40, 4, 30, 32, 1e-3, 1.0, 10, 64, 32, 16, 500, 4),
-    "cpu": Preset(250, 500, 10, 1200, 64, 1e-3, 1.0, 20, 500, 128, 16, 2000, 20),
-    "full": Preset(250, 500, 10, 6000, 64, 5e-4, 1.0, 100, 1000, 1000, 256, 2000, 20),
+SAFEGUARD_PRESETS: dict[str, SafeguardPreset] = {
+    "tiny": SafeguardPreset(20, 40, 4, 30, 32, 1e-3, 1.0, 10, 64, 32, 16, 500, 4),
+    "cpu": SafeguardPreset(250, 500, 10, 1200, 64, 1e-3, 1.0, 20, 500, 128, 16, 2000, 20),
+    "full": SafeguardPreset(250, 500, 10, 6000, 64, 5e-4, 1.0, 100, 1000, 1000, 256, 2000, 20),
 }
 #: continuation budget of the settings whose KKT certificate is informative only (the issue asks
 #: for the 2000-iteration certificate in the changed-dictionary setting)
@@ -132,7 +133,7 @@ def with_noise(x: Tensor, snr_db: float, seed: int) -> Tensor:
 
 # %% training
 def train(
-    name: str, problem: SparseRecovery, preset: Preset, seed: int
+    name: str, problem: SparseRecovery, preset: SafeguardPreset, seed: int
 ) -> tuple[UnfoldedModule, dict[str, Any]]:
     """Train one model end to end on fresh batches (constrained: with DescendingConstraints)."""
     L.seed_everything(seed, verbose=False)
@@ -183,7 +184,7 @@ def kkt(problem: SparseRecovery, x: Tensor, s: Tensor) -> np.ndarray:
 def out_of_distribution(
     modules: dict[str, UnfoldedModule],
     problem: SparseRecovery,
-    preset: Preset,
+    preset: SafeguardPreset,
     seed: int,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Plain and safeguarded models on the nominal, noisy and changed-dictionary test sets."""
@@ -378,16 +379,10 @@ def plot_out_of_distribution(
     plt.close(fig)
 
 
-# %% main
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=list(PRESETS), default="cpu")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    preset = PRESETS[args.preset]
+# %% part 2: safeguards
+def safeguard_main(args: argparse.Namespace) -> dict[str, Any]:
+    """The safeguard part (K = 10, noiseless, LISTA and LISTA-CP, plain and safeguarded)."""
+    preset = SAFEGUARD_PRESETS[args.preset]
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     problem = SparseRecovery(m=preset.m, n=preset.n, sparsity=0.1, snr_db=None, rho=RHO, seed=0)
@@ -422,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     details = {
+        "part": "safeguards",
         "preset": args.preset,
         "config": asdict(preset),
         "eps": EPS,
@@ -444,6 +440,416 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     plot_out_of_distribution(ood, ood_extra, args.out / "out_of_distribution.png")
     print(f"wrote {args.out} in {details['wall_s']:.0f} s")
     return results
+
+
+# %% part 1: the regime where descending constraints bind
+FAMILIES: tuple[str, ...] = ("lista", "lista_cp", "ista_correction")
+VARIANTS: tuple[str, ...] = ("end_to_end", "constrained", "multi_iteration")
+OBS_DELTAS: tuple[float, ...] = (0.0, 0.03, 0.1, 0.3)  # ‖x̃ − x‖ / ‖x‖ of the observation
+ITER_BETAS: tuple[float, ...] = (0.0, 0.01, 0.1, 1.0)  # ‖s̃ − s‖ / ‖s‖ of every iterate
+OOD_SNRS_DB: tuple[float, ...] = (20.0, 10.0)
+#: perturbation sizes of the check: the paper's
+CHECK_BETAS: tuple[float, ...] = checks.PERTURBATION_BETAS
+
+
+@dataclass(frozen=True)
+class RegimePreset:
+    """Sizes and budgets of the end-to-end regime grid (families × variants × seeds)."""
+
+    m: int
+    n: int
+    depth: int
+    steps: int  # optimizer steps per model
+    batch_size: int
+    lr: float
+    clip: float  # gradient-norm clipping (Adam at this lr on 20+ layers needs it)
+    dual_lr: float
+    dual_every: int
+    seeds: tuple[int, ...]
+    train_snr_db: float | None  # noise of the training (and nominal test) data
+    test_size: int
+    check_size: int  # samples of the descending_constraints check
+    changed_columns: int  # dictionary columns redrawn out of distribution
+    eps: float = 0.02  # the constraint's 1 - eps per layer: (1 - eps)^K must stay reachable
+    families: tuple[str, ...] = ("lista", "ista_correction", "lista_cp")
+
+
+#: ``cpu``: m = 32, n = 64, K = 20, 800 Adam steps of batch 64 at lr 3e-3 per model (gradient
+#: norm clipped at 1), a dual step every 5 steps, three seeds, 27 models (about 8 minutes of one
+#: core). ``tiny``: seconds (tests).
+PRESETS: dict[str, RegimePreset] = {
+    "tiny": RegimePreset(12, 24, 6, 12, 16, 3e-3, 1.0, 1.0, 4, (0, 1), None, 32, 8, 3),
+    "cpu": RegimePreset(32, 64, 20, 800, 64, 3e-3, 1.0, 1.0, 5, (0, 1, 2), None, 500, 128, 13),
+    "full": RegimePreset(
+        250, 500, 30, 6000, 64, 1e-3, 1.0, 1.0, 50, (0, 1, 2, 3, 4), None, 1000, 500, 100
+    ),
+}
+
+
+def regime_module(family: str, variant: str, problem: SparseRecovery, preset: RegimePreset) -> Any:
+    """The module of one (family, variant): LISTA / LISTA-CP (objective paradigm) or ISTA plus a
+    learned per-layer correction (correction paradigm), initialised at ISTA."""
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown family {family!r}; valid: {list(FAMILIES)}.")
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown variant {variant!r}; valid: {list(VARIANTS)}.")
+    paradigm: dict[str, Any] = (
+        {"paradigm": "correction"}
+        if family == "ista_correction"
+        else {"paradigm": "objective", "variant": family}
+    )
+    return UnfoldedModule(
+        problem,
+        depth=preset.depth,
+        lr=preset.lr,
+        formulation="multi_iteration" if variant == "multi_iteration" else "end_to_end",
+        **paradigm,
+    )
+
+
+def train_regime(
+    family: str, variant: str, problem: SparseRecovery, preset: RegimePreset, seed: int
+) -> tuple[UnfoldedModule, dict[str, Any]]:
+    """Train one model on fresh batches; ``constrained`` adds DescendingConstraints to the
+    end-to-end loss. Same data stream, initialisation and budget for every variant of a seed."""
+    L.seed_everything(seed, verbose=False)
+    module = regime_module(family, variant, problem, preset)
+    callbacks: list[Any] = []
+    constraints = None
+    if variant == "constrained":
+        constraints = DescendingConstraints(
+            eps=preset.eps, dual_lr=preset.dual_lr, dual_every_n_steps=preset.dual_every
+        )
+        callbacks.append(constraints)
+    data = SyntheticDataModule(
+        problem, batch_size=preset.batch_size, train_batches=preset.steps, val_size=64, seed=seed
+    )
+    trainer = study_trainer(
+        preset.steps, "cpu", callbacks, max_epochs=1, gradient_clip_val=preset.clip
+    )
+    t0, c0 = time.perf_counter(), time.process_time()
+    trainer.fit(module, data)
+    info: dict[str, Any] = {
+        "train_s": time.perf_counter() - t0,
+        "train_cpu_s": time.process_time() - c0,
+        "steps": trainer.global_step,
+    }
+    if constraints is not None:
+        info["final_duals"] = list(constraints.nu)
+        info["last_constraints"] = constraints.history[-1]["constraint"]
+    return module, info
+
+
+def perturbed_stats(
+    model: torch.nn.Module, x: Tensor, s: Tensor, beta: float = 0.0, seed: int = 0
+) -> dict[str, list[float]]:
+    """:func:`layer_stats` with every intermediate iterate perturbed by relative size ``beta``
+    (the recorded iterates are the layers' own outputs, the next layer reads the perturbed one);
+    the descending fraction compares each output with its *perturbed* input."""
+    if beta == 0:
+        return layer_stats(model, x, s)
+    gen = torch.Generator().manual_seed(seed)
+    inputs: list[Tensor] = []
+
+    def perturb(k: int, it: Any) -> Any:
+        out = relative_perturbation(it, beta, gen)
+        inputs.append(out.detach().double())
+        return out
+
+    model.eval()
+    with torch.no_grad():
+        est = model(x, perturb=perturb).stacked_estimates().double()
+    s64 = s.double()
+    err = (est - s64[None]).pow(2).sum(dim=2)
+    nmse = 10 * torch.log10(err.sum(dim=1) / s64.pow(2).sum())
+    dist = err.sqrt()
+    # layer l's input: s^(0) for l = 1, the perturbed s^(l-1) after
+    d_in = torch.stack([dist[0], *[(i - s64).pow(2).sum(dim=1).sqrt() for i in inputs]])
+    ratio = dist[1:].mean(dim=1) / d_in.mean(dim=1).clamp_min(1e-300)
+    desc = (dist[1:] < d_in).double().mean(dim=1)
+    return {"nmse_db": nmse.tolist(), "ratio": ratio.tolist(), "descending_fraction": desc.tolist()}
+
+
+def perturb_observation(x: Tensor, delta: float, seed: int) -> Tensor:
+    """``x`` plus white noise of norm ``delta ‖x‖`` per sample."""
+    if delta == 0:
+        return x
+    return relative_perturbation(x, delta, torch.Generator().manual_seed(seed))
+
+
+def regime_measure(
+    module: UnfoldedModule,
+    problem: SparseRecovery,
+    shifted: SparseRecovery,
+    preset: RegimePreset,
+) -> dict[str, Any]:
+    """Every measurement of one trained model (all test sets fixed, the same for every model)."""
+    model = module.model.eval()
+    x, s = problem.sample(preset.test_size, seed=(3, 0))
+    out: dict[str, Any] = {"in_distribution": layer_stats(model, x, s)}
+    out["observation"] = {
+        f"{d:g}": layer_stats(model, perturb_observation(x, d, 11), s) for d in OBS_DELTAS[1:]
+    }
+    out["iterate"] = {f"{b:g}": perturbed_stats(model, x, s, b, seed=12) for b in ITER_BETAS[1:]}
+    ood: dict[str, Any] = {}
+    xd, sd = shifted.sample(preset.test_size, seed=(6, 0))
+    ood["dictionary"] = layer_stats(model, xd, sd)
+    for snr in OOD_SNRS_DB:
+        noisy = SparseRecovery.from_dictionary(
+            problem.H, sparsity=problem.sparsity, snr_db=snr, rho=problem.rho, seed=problem.seed
+        )
+        xn, sn = noisy.sample(preset.test_size, seed=(3, 0))
+        ood[f"snr_{snr:g}db"] = layer_stats(model, xn, sn)
+    out["out_of_distribution"] = ood
+    res = checks.descending_constraints(
+        model,
+        problem,
+        (x[: preset.check_size], s[: preset.check_size]),
+        reference="truth",
+        n_reference=preset.check_size,
+        betas=CHECK_BETAS,
+    )
+    out["check"] = {
+        "passed": bool(res.passed),
+        "value": float(res.value) if res.value is not None else math.nan,
+        "overall": res.details["overall"],
+        "fraction": res.details["fraction"],
+        "message": res.message,
+    }
+    return out
+
+
+def _mean_spread(runs: list[list[float]]) -> dict[str, list[float]]:
+    a = np.asarray(runs, dtype=float)
+    return {
+        "mean": a.mean(axis=0).tolist(),
+        "std": a.std(axis=0).tolist(),
+        "min": a.min(axis=0).tolist(),
+        "max": a.max(axis=0).tolist(),
+    }
+
+
+def summarize(per_seed: dict[str, dict[str, dict[str, Any]]], eps: float) -> dict[str, Any]:
+    """Mean and spread over seeds of every per-layer curve, per family and variant, plus the
+    scalars of the tables (NMSE at K, the fraction of layers with ratio ≥ 1 and > 1 − ε)."""
+    summary: dict[str, Any] = {}
+    for family, variants in per_seed.items():
+        summary[family] = {}
+        for variant, seeds in variants.items():
+            runs = list(seeds.values())
+            entry: dict[str, Any] = {}
+
+            def curves(get: Any, runs: list[dict[str, Any]] = runs) -> dict[str, Any]:
+                return {
+                    key: _mean_spread([get(r)[key] for r in runs])
+                    for key in ("nmse_db", "ratio", "descending_fraction")
+                }
+
+            entry["in_distribution"] = curves(lambda r: r["in_distribution"])
+            ratios = np.asarray([r["in_distribution"]["ratio"] for r in runs])
+            entry["layers_not_descending"] = _mean_spread(
+                [[float(np.mean(v >= 1.0))] for v in ratios]
+            )
+            entry["layers_violating"] = _mean_spread(
+                [[float(np.mean(v > 1 - eps))] for v in ratios]
+            )
+            for group in ("observation", "iterate", "out_of_distribution"):
+                entry[group] = {
+                    key: curves(lambda r, g=group, k=key: r[g][k]) for key in runs[0][group]
+                }
+            entry["check_passed"] = [r["check"]["passed"] for r in runs]
+            entry["check_value"] = _mean_spread([[r["check"]["value"]] for r in runs])
+            summary[family][variant] = entry
+    return summary
+
+
+VARIANT_STYLE = {
+    "end_to_end": ("tab:red", "--", "end to end"),
+    "constrained": ("tab:blue", "-", "end to end + descending constraints"),
+    "multi_iteration": ("tab:gray", ":", "multi-iteration loss"),
+}
+FAMILY_TITLE = {"lista": "LISTA", "lista_cp": "LISTA-CP", "ista_correction": "ISTA + correction"}
+
+
+def _band(ax: Any, x: Any, stats: dict[str, list[float]], variant: str, **kw: Any) -> None:
+    c, ls, label = VARIANT_STYLE[variant]
+    mean, lo, hi = (np.asarray(stats[k]) for k in ("mean", "min", "max"))
+    ax.plot(x, mean, ls, color=c, marker="o", ms=2.5, label=label, **kw)
+    ax.fill_between(x, lo, hi, color=c, alpha=0.15, lw=0)
+
+
+def plot_regime_layers(summary: dict[str, Any], path: Path, preset: RegimePreset) -> None:
+    """Rows: distance ratio, descending fraction, NMSE per layer; columns: families; bands are
+    the min–max over seeds."""
+    plt = _plt()
+    fams = list(summary)
+    fig, axes = plt.subplots(3, len(fams), figsize=(4.6 * len(fams), 9.6), squeeze=False)
+    for j, fam in enumerate(fams):
+        for variant, entry in summary[fam].items():
+            d = entry["in_distribution"]
+            layers = np.arange(1, len(d["ratio"]["mean"]) + 1)
+            _band(axes[0, j], layers, d["ratio"], variant)
+            _band(axes[1, j], layers, d["descending_fraction"], variant)
+            _band(axes[2, j], np.arange(len(d["nmse_db"]["mean"])), d["nmse_db"], variant)
+        axes[0, j].axhline(
+            1 - preset.eps, color="b", lw=0.8, ls="-.", label=f"1 − ε = {1 - preset.eps:g}"
+        )
+        axes[0, j].axhline(1.0, color="k", lw=0.6)
+        axes[0, j].set_title(f"{FAMILY_TITLE[fam]}: E‖s^(l) − s*‖ / E‖s^(l−1) − s*‖", fontsize=9)
+        axes[1, j].set_title(f"{FAMILY_TITLE[fam]}: samples whose layer descends", fontsize=9)
+        axes[2, j].set_title(f"{FAMILY_TITLE[fam]}: test NMSE (dB)", fontsize=9)
+        axes[1, j].set_ylim(-0.03, 1.03)
+        for a in axes[:, j]:
+            a.set_xlabel("layer l")
+            a.grid(True, alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(
+        f"K = {preset.depth}, m = {preset.m}, n = {preset.n}, {len(preset.seeds)} seeds "
+        "(line: mean, band: min–max)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_regime_robustness(summary: dict[str, Any], path: Path) -> None:
+    """Columns: families; rows: NMSE at K under observation noise, NMSE at K under iterate
+    perturbations, NMSE at K out of distribution (bands: min–max over seeds)."""
+    plt = _plt()
+    fams = list(summary)
+    fig, axes = plt.subplots(3, len(fams), figsize=(4.6 * len(fams), 9.6), squeeze=False)
+    for j, fam in enumerate(fams):
+        for variant, entry in summary[fam].items():
+            base = entry["in_distribution"]["nmse_db"]
+            for row, group, sizes in ((0, "observation", OBS_DELTAS), (1, "iterate", ITER_BETAS)):
+                keys = [f"{v:g}" for v in sizes[1:]]
+                stats = [base] + [entry[group][k]["nmse_db"] for k in keys]
+                final = {q: [st[q][-1] for st in stats] for q in ("mean", "min", "max")}
+                xs = np.arange(len(sizes))
+                _band(axes[row, j], xs, final, variant)
+                axes[row, j].set_xticks(xs, [f"{v:g}" for v in sizes])
+            settings = ["in distribution", *entry["out_of_distribution"]]
+            stats = [base] + [entry["out_of_distribution"][k]["nmse_db"] for k in settings[1:]]
+            final = {q: [st[q][-1] for st in stats] for q in ("mean", "min", "max")}
+            xs = np.arange(len(settings))
+            _band(axes[2, j], xs, final, variant)
+            axes[2, j].set_xticks(xs, [t.replace("_", " ") for t in settings], fontsize=7)
+        axes[0, j].set_title(f"{FAMILY_TITLE[fam]}: observation x + δ‖x‖z/‖z‖", fontsize=9)
+        axes[0, j].set_xlabel("δ")
+        axes[1, j].set_title(f"{FAMILY_TITLE[fam]}: every iterate + β‖s‖z/‖z‖", fontsize=9)
+        axes[1, j].set_xlabel("β")
+        axes[2, j].set_title(f"{FAMILY_TITLE[fam]}: out of distribution", fontsize=9)
+        for a in axes[:, j]:
+            a.set_ylabel("NMSE at layer K (dB)")
+            a.grid(True, alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def regime_main(args: argparse.Namespace) -> dict[str, Any]:
+    """Train the grid, measure every model, write ``results.json``, ``details.json``, plots."""
+    preset = PRESETS[args.preset]
+    args.out.mkdir(parents=True, exist_ok=True)
+    t_start, c_start = time.perf_counter(), time.process_time()
+    problem = SparseRecovery(
+        m=preset.m, n=preset.n, sparsity=0.1, snr_db=preset.train_snr_db, rho=RHO, seed=0
+    )
+    shifted = changed_dictionary(problem, preset.changed_columns, 17)
+    seeds = tuple(args.seeds) if args.seeds else preset.seeds
+    per_seed: dict[str, dict[str, dict[str, Any]]] = {}
+    training: dict[str, Any] = {}
+
+    def details() -> dict[str, Any]:
+        return {
+            "part": "regime",
+            "preset": args.preset,
+            "config": asdict(preset),
+            "seeds": list(seeds),
+            "eps": preset.eps,
+            "observation_deltas": list(OBS_DELTAS),
+            "iterate_betas": list(ITER_BETAS),
+            "check_betas": list(CHECK_BETAS),
+            "ood_snrs_db": list(OOD_SNRS_DB),
+            "training": training,
+            "threads": args.threads,
+            "wall_s": time.perf_counter() - t_start,
+            "cpu_s": time.process_time() - c_start,
+        }
+
+    # family by family, seed by seed: a run stopped early keeps whole families' comparisons
+    for family in preset.families:
+        per_seed[family] = {v: {} for v in VARIANTS}
+        training[family] = {v: {} for v in VARIANTS}
+        for seed in seeds:
+            for variant in VARIANTS:
+                module, info = train_regime(family, variant, problem, preset, seed)
+                r = regime_measure(module, problem, shifted, preset)
+                per_seed[family][variant][str(seed)] = r
+                training[family][variant][str(seed)] = info
+                print(
+                    f"{family:15s} {variant:15s} seed {seed}: {info['train_cpu_s']:5.1f} s CPU, "
+                    f"NMSE {r['in_distribution']['nmse_db'][-1]:6.2f} dB, largest ratio "
+                    f"{max(r['in_distribution']['ratio']):.3f}, check "
+                    f"{'PASS' if r['check']['passed'] else 'FAIL'} ({r['check']['value']:.3f})",
+                    flush=True,
+                )
+            # partial results survive a stop (``--replot`` summarises and plots them)
+            write_json(args.out, "per_seed.json", per_seed)
+            write_json(args.out, "details.json", details())
+    summary = summarize(per_seed, preset.eps)
+    write_json(args.out, "results.json", {"summary": summary, "per_seed": per_seed})
+    d = details()
+    write_json(args.out, "details.json", d)
+    plot_regime_layers(summary, args.out / "regime_layers.png", preset)
+    plot_regime_robustness(summary, args.out / "regime_robustness.png")
+    print(f"wrote {args.out} in {d['wall_s']:.0f} s ({d['cpu_s']:.0f} s CPU)")
+    return summary
+
+
+def replot(out: Path, preset: RegimePreset) -> dict[str, Any]:
+    """Summary and plots from ``out/per_seed.json`` (e.g. of a run stopped early: the seeds
+    every variant of a family completed)."""
+    per_seed = json.loads((out / "per_seed.json").read_text())
+    complete: dict[str, Any] = {}
+    for family, variants in per_seed.items():
+        common = set.intersection(*(set(runs) for runs in variants.values()))
+        if common:
+            complete[family] = {
+                v: {k: runs[k] for k in sorted(common)} for v, runs in variants.items()
+            }
+    summary = summarize(complete, preset.eps)
+    write_json(out, "results.json", {"summary": summary, "per_seed": complete})
+    plot_regime_layers(summary, out / "regime_layers.png", preset)
+    plot_regime_robustness(summary, out / "regime_robustness.png")
+    return summary
+
+
+# %% main
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=("regime", "safeguards"), default="regime")
+    parser.add_argument("--preset", choices=list(PRESETS), default="cpu")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--seeds", type=int, nargs="*", default=None, help="regime: training seeds (preset's)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="safeguards: the training seed of the four models"
+    )
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
+    parser.add_argument(
+        "--replot", action="store_true", help="regime: summarise and plot DIR/per_seed.json"
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.part == "regime" and args.replot:
+        return replot(args.out, PRESETS[args.preset])
+    if args.part == "regime":
+        return regime_main(args)
+    return safeguard_main(args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The descent study's tiny preset runs and writes results.json in the issue's schema."""
+"""The descent study's tiny presets (both parts) run and write their results and plots."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_descent_study_tiny_preset(tmp_path: Path) -> None:
+def _study() -> Any:
     spec = importlib.util.spec_from_file_location(
         "descent_study", ROOT / "examples" / "descent_study.py"
     )
@@ -18,10 +21,66 @@ def test_descent_study_tiny_preset(tmp_path: Path) -> None:
     study = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = study  # dataclasses look their module up there
     spec.loader.exec_module(study)
-    study.main(["--preset", "tiny", "--out", str(tmp_path)])
+    return study
+
+
+def test_descent_study_regime_tiny_preset(tmp_path: Path) -> None:
+    study = _study()
+    summary = study.main(["--preset", "tiny", "--out", str(tmp_path)])
+    preset = study.PRESETS["tiny"]
+    K, seeds = preset.depth, [str(s) for s in preset.seeds]
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["summary"] == json.loads(json.dumps(summary))
+    per_seed = res["per_seed"]
+    assert set(per_seed) == set(preset.families)
+    for variants in per_seed.values():
+        assert set(variants) == set(study.VARIANTS)
+        for runs in variants.values():
+            assert sorted(runs) == sorted(seeds)
+            for r in runs.values():
+                d = r["in_distribution"]
+                assert len(d["nmse_db"]) == K + 1 and len(d["ratio"]) == K
+                assert set(r["observation"]) == {f"{v:g}" for v in study.OBS_DELTAS[1:]}
+                assert set(r["iterate"]) == {f"{v:g}" for v in study.ITER_BETAS[1:]}
+                assert set(r["out_of_distribution"]) == {
+                    "dictionary",
+                    *(f"snr_{v:g}db" for v in study.OOD_SNRS_DB),
+                }
+                for group in ("observation", "iterate"):
+                    for st in r[group].values():
+                        assert all(0.0 <= f <= 1.0 for f in st["descending_fraction"])
+                assert isinstance(r["check"]["passed"], bool)
+    for fam, variants in summary.items():
+        for variant, entry in variants.items():
+            ratio = entry["in_distribution"]["ratio"]
+            # the summary is the mean and spread of the per-seed curves
+            runs = [per_seed[fam][variant][s]["in_distribution"]["ratio"] for s in seeds]
+            assert ratio["mean"] == pytest.approx(
+                [sum(v) / len(v) for v in zip(*runs, strict=True)]
+            )
+            assert all(lo <= hi for lo, hi in zip(ratio["min"], ratio["max"], strict=True))
+            assert 0.0 <= entry["layers_not_descending"]["mean"][0] <= 1.0
+    for png in ("regime_layers", "regime_robustness"):
+        assert (tmp_path / f"{png}.png").stat().st_size > 5000
+    details = json.loads((tmp_path / "details.json").read_text())
+    assert details["cpu_s"] > 0 and set(details["training"]) == set(preset.families)
+
+
+def test_descent_study_rejects_unknown_family_and_variant() -> None:
+    study = _study()
+    problem = study.SparseRecovery(m=8, n=16, seed=0)
+    with pytest.raises(ValueError, match="valid"):
+        study.regime_module("fista", "end_to_end", problem, study.PRESETS["tiny"])
+    with pytest.raises(ValueError, match="valid"):
+        study.regime_module("lista", "sequential", problem, study.PRESETS["tiny"])
+
+
+def test_descent_study_safeguards_tiny_preset(tmp_path: Path) -> None:
+    study = _study()
+    study.main(["--part", "safeguards", "--preset", "tiny", "--out", str(tmp_path)])
     res = json.loads((tmp_path / "results.json").read_text())
     assert set(res) == {"in_distribution", "perturbation", "out_of_distribution"}
-    K = study.PRESETS["tiny"].depth
+    K = study.SAFEGUARD_PRESETS["tiny"].depth
     assert set(res["in_distribution"]) == set(study.MODELS)
     for r in res["in_distribution"].values():
         assert set(r) == {"nmse_db", "ratio", "descending_fraction"}
