@@ -24,6 +24,7 @@ def _study() -> Any:
     return study
 
 
+@pytest.mark.slow  # 18 small models: about 8 s of one quiet core
 def test_descent_study_regime_tiny_preset(tmp_path: Path) -> None:
     study = _study()
     summary = study.main(["--preset", "tiny", "--out", str(tmp_path)])
