@@ -659,6 +659,11 @@ def summarize(per_seed: dict[str, dict[str, dict[str, Any]]], eps: float) -> dic
                 entry[group] = {
                     key: curves(lambda r, g=group, k=key: r[g][k]) for key in runs[0][group]
                 }
+            entry["n_seeds"] = len(runs)
+            entry["check_overall"] = {
+                b: _mean_spread([[r["check"]["overall"][b]] for r in runs])
+                for b in runs[0]["check"]["overall"]
+            }
             entry["check_passed"] = [r["check"]["passed"] for r in runs]
             entry["check_value"] = _mean_spread([[r["check"]["value"]] for r in runs])
             summary[family][variant] = entry
@@ -706,7 +711,8 @@ def plot_regime_layers(summary: dict[str, Any], path: Path, preset: RegimePreset
             a.grid(True, alpha=0.3)
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(
-        f"K = {preset.depth}, m = {preset.m}, n = {preset.n}, {len(preset.seeds)} seeds "
+        f"K = {preset.depth}, m = {preset.m}, n = {preset.n}, "
+        f"{min(e['n_seeds'] for v in summary.values() for e in v.values())} seeds "
         "(line: mean, band: min–max)",
         fontsize=10,
     )
@@ -717,12 +723,20 @@ def plot_regime_layers(summary: dict[str, Any], path: Path, preset: RegimePreset
 
 def plot_regime_robustness(summary: dict[str, Any], path: Path) -> None:
     """Columns: families; rows: NMSE at K under observation noise, NMSE at K under iterate
-    perturbations, NMSE at K out of distribution (bands: min–max over seeds)."""
+    perturbations, NMSE at K out of distribution, and the fraction of (sample, layer) pairs that
+    descend from a perturbed input (:func:`~lightning_unfold.checks.descending_constraints`);
+    bands: min–max over seeds."""
     plt = _plt()
     fams = list(summary)
-    fig, axes = plt.subplots(3, len(fams), figsize=(4.6 * len(fams), 9.6), squeeze=False)
+    fig, axes = plt.subplots(4, len(fams), figsize=(4.6 * len(fams), 12.6), squeeze=False)
     for j, fam in enumerate(fams):
         for variant, entry in summary[fam].items():
+            betas = list(entry["check_overall"])
+            frac = {
+                q: [entry["check_overall"][b][q][0] for b in betas] for q in ("mean", "min", "max")
+            }
+            _band(axes[3, j], np.arange(len(betas)), frac, variant)
+            axes[3, j].set_xticks(np.arange(len(betas)), betas)
             base = entry["in_distribution"]["nmse_db"]
             for row, group, sizes in ((0, "observation", OBS_DELTAS), (1, "iterate", ITER_BETAS)):
                 keys = [f"{v:g}" for v in sizes[1:]]
@@ -742,9 +756,16 @@ def plot_regime_robustness(summary: dict[str, Any], path: Path) -> None:
         axes[1, j].set_title(f"{FAMILY_TITLE[fam]}: every iterate + β‖s‖z/‖z‖", fontsize=9)
         axes[1, j].set_xlabel("β")
         axes[2, j].set_title(f"{FAMILY_TITLE[fam]}: out of distribution", fontsize=9)
+        axes[3, j].set_title(
+            f"{FAMILY_TITLE[fam]}: (sample, layer) pairs descending from a perturbed input",
+            fontsize=8,
+        )
+        axes[3, j].set_xlabel("β (every iterate + β‖s‖z/‖z‖; the check's sizes)")
+        axes[3, j].set_ylim(-0.03, 1.03)
         for a in axes[:, j]:
             a.set_ylabel("NMSE at layer K (dB)")
             a.grid(True, alpha=0.3)
+        axes[3, j].set_ylabel("fraction")
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
