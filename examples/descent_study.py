@@ -1,30 +1,59 @@
-r"""Descending constraints and safeguards on the standard sparse-recovery benchmark.
+r"""Descending constraints and safeguards on sparse recovery.
 
-Two guarantees for unfolded networks, measured on LISTA and LISTA-CP
-(:math:`m = 250`, :math:`n = 500`, Bernoulli(0.1)–Gaussian codes, noiseless, :math:`K = 10`):
+**Part 1, ``--part regime`` (default): where descending constraints bind.** Hadou,
+NaderiAlizadeh & Ribeiro (2024) train an unrolled network under
 
-1. **Descending constraints** (Hadou, NaderiAlizadeh & Ribeiro 2024): training under
-   :math:`\mathbb E\|s^{(l)} - s^\star\| \le (1-\epsilon)\,\mathbb E\|s^{(l-1)} - s^\star\|`,
-   :math:`\epsilon = 0.05`, by primal–dual learning
-   (:class:`~lightning_unfold.training.DescendingConstraints`), against the same training
-   without constraints on the same budget. Measured in distribution (NMSE, distance ratio and
-   descending fraction per layer) and under perturbations of the intermediate iterates of
-   relative size :math:`\beta \in \{0.01, \dots, 1000\}` (:func:`~lightning_unfold.checks.
-   descending_constraints`).
-2. **Safeguards** (Heaton, Chen, Wang & Yin 2023): every trained model, plain and wrapped in
-   :class:`~lightning_unfold.core.safeguard.SafeguardedModel` (ISTA as the classical operator),
-   on the nominal test set and out of distribution — additive input noise (SNR ``noise_snr_db``)
-   and a changed dictionary (20 columns redrawn, the safeguard paper's "unseen" setting); the
-   safeguarded models are continued past :math:`K` with ISTA and certified by the LASSO KKT
-   residual (:func:`~lightning_unfold.checks.safeguard`).
+.. math::
+
+    \mathbb E\|s^{(l)} - s^\star\| \le (1-\epsilon)\,\mathbb E\|s^{(l-1)} - s^\star\|,
+    \qquad l = 1..K,
+
+by primal–dual learning (:class:`~lightning_unfold.training.DescendingConstraints`). A loss on
+every layer (multi-iteration) already asks each layer to approach :math:`s^\star`, so there the
+constraints never bind. This part builds the regime where they can: a deep network (``cpu``:
+:math:`K = 20`, :math:`m = 64`, :math:`n = 128`, Bernoulli(0.1)–Gaussian codes, noiseless)
+trained on its **last layer only**, from the ISTA initialisation, for three families —
+LISTA, LISTA-CP (objective paradigm) and ISTA plus a learned per-layer correction
+(correction paradigm) — each three ways on the same data stream, initialisation and budget:
+``end_to_end`` (final-layer loss), ``constrained`` (the same loss under descending
+constraints, :math:`\epsilon = 0.05`) and ``multi_iteration`` (the log-weighted loss on every
+layer), over several training seeds. Every model is measured per layer on one fixed test set:
+the distance ratio :math:`\mathbb E\|s^{(l)}-s^\star\|/\mathbb E\|s^{(l-1)}-s^\star\|`, the
+fraction of samples whose layer descends, NMSE; under additive perturbations of the observation
+(:math:`x + \delta\|x\|z/\|z\|`) and of every intermediate iterate (relative size
+:math:`\beta`, :func:`~lightning_unfold.core.perturb.relative_perturbation`); out of
+distribution (a dictionary with 20 % of its columns redrawn; noisy observations at 20 and
+10 dB SNR); and by :func:`~lightning_unfold.checks.descending_constraints`.
+
+**Part 2, ``--part safeguards``: K = 10, where they do not bind, and the safeguard.** LISTA
+and LISTA-CP (:math:`m = 250`, :math:`n = 500`, :math:`K = 10`) trained end to end with and
+without descending constraints, the perturbation test, and every model plain and wrapped in
+:class:`~lightning_unfold.core.safeguard.SafeguardedModel` (Heaton, Chen, Wang & Yin 2023;
+ISTA as the classical operator) on the nominal test set and out of distribution — additive
+input noise (SNR ``noise_snr_db``) and a changed dictionary (20 columns redrawn) — continued past
+:math:`K` with ISTA and certified by the LASSO KKT residual (:func:`~lightning_unfold.checks.
+safeguard`).
 
 Run::
 
-    python examples/descent_study.py --preset cpu --out runs/descent_cpu    # ~7 min of one core (quiet)
-    python examples/descent_study.py --preset full --out runs/descent_full  # longer training
-    python examples/descent_study.py --preset tiny --out /tmp/descent_tiny  # seconds (tests)
+    python examples/descent_study.py --preset cpu --out runs/descent/cpu        # part 1
+    python examples/descent_study.py --preset cpu --out runs/descent/cpu --replot  # its plots
+    python examples/descent_study.py --part safeguards --preset cpu --out runs/descent_sg
+    python examples/descent_study.py --preset tiny --out /tmp/descent_tiny      # seconds (tests)
 
-``DIR/results.json``::
+Part 1 writes ``DIR/per_seed.json`` after every (family, seed) (a stopped run keeps what it
+finished; ``--replot`` summarises the seeds every variant of a family completed) and::
+
+    results.json: {"summary": {family: {variant: {"in_distribution": {"nmse_db" | "ratio" |
+                       "descending_fraction": {"mean", "std", "min", "max": [per layer]}},
+                   "observation" | "iterate" | "out_of_distribution": {size or setting: ...},
+                   "layers_not_descending", "layers_violating", "check_overall", ...}}},
+                   "per_seed": {family: {variant: {seed: the same per-layer lists}}}}
+
+with ``DIR/details.json`` (configuration, training CPU time, final duals) and the plots
+``DIR/regime_layers.png``, ``DIR/regime_robustness.png``.
+
+Part 2's ``DIR/results.json``::
 
     {"in_distribution": {model: {"nmse_db": [l = 0..K], "ratio": [l = 1..K],
                                  "descending_fraction": [l = 1..K]}},
