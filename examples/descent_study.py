@@ -38,6 +38,7 @@ Run::
 
     python examples/descent_study.py --preset cpu --out runs/descent/cpu        # part 1
     python examples/descent_study.py --preset cpu --out runs/descent/cpu --replot  # its plots
+    python examples/descent_study.py --preset cpu --families lista_cp --seeds 0 --out DIR
     python examples/descent_study.py --part safeguards --preset cpu --out runs/descent_sg
     python examples/descent_study.py --preset tiny --out /tmp/descent_tiny      # seconds (tests)
 
@@ -740,9 +741,11 @@ def plot_regime_layers(summary: dict[str, Any], path: Path, preset: RegimePreset
             a.grid(True, alpha=0.3)
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(
-        f"K = {preset.depth}, m = {preset.m}, n = {preset.n}, "
-        f"{min(e['n_seeds'] for v in summary.values() for e in v.values())} seeds "
-        "(line: mean, band: min–max)",
+        f"K = {preset.depth}, m = {preset.m}, n = {preset.n}; seeds: "
+        + ", ".join(
+            f"{FAMILY_TITLE[f]} {min(e['n_seeds'] for e in v.values())}" for f, v in summary.items()
+        )
+        + " (line: mean, band: min–max)",
         fontsize=10,
     )
     fig.tight_layout()
@@ -832,7 +835,7 @@ def regime_main(args: argparse.Namespace) -> dict[str, Any]:
         }
 
     # family by family, seed by seed: a run stopped early keeps whole families' comparisons
-    for family in preset.families:
+    for family in args.families or preset.families:
         per_seed[family] = {v: {} for v in VARIANTS}
         training[family] = {v: {} for v in VARIANTS}
         for seed in seeds:
@@ -887,6 +890,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument(
         "--seeds", type=int, nargs="*", default=None, help="regime: training seeds (preset's)"
+    )
+    parser.add_argument(
+        "--families", nargs="*", choices=FAMILIES, default=None, help="regime: (preset's)"
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="safeguards: the training seed of the four models"
