@@ -14,12 +14,12 @@ step (Lightning's ``interval: "step"``); :math:`t` counts optimizer steps from 0
 :math:`T` is ``steps`` or, by default, the trainer's estimated number of optimizer steps
 (``max_steps``, or epochs × batches):
 
-============  ========================================================================
-``constant``  :math:`c_t = 1`
-``cosine``    :math:`c_t = f + \tfrac12(1 - f)(1 + \cos(\pi\min(t/T, 1)))`, from 1 to ``floor`` f
-``step``      :math:`c_t = \gamma^{\lfloor t/s\rfloor}`, ``step_size`` s, ``gamma`` γ
-``exponential`` :math:`c_t = \gamma^{t}`
-============  ========================================================================
+===============  ========================================================================
+``constant``     :math:`c_t = 1`
+``cosine``       :math:`c_t = f + \tfrac12(1 - f)(1 + \cos(\pi\min(t/T, 1)))`, from 1 to ``floor`` f
+``step``         :math:`c_t = \gamma^{\lfloor t/s\rfloor}`, ``step_size`` s, ``gamma`` γ
+``exponential``  :math:`c_t = \gamma^{t}`
+===============  ========================================================================
 
 plus an optional linear warm-up :math:`c_t \leftarrow c_t\,(t + 1)/(w + 1)` for :math:`t < w`
 (``warmup_steps`` w).
