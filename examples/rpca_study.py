@@ -63,7 +63,7 @@ from lightning_unfold.training import (
 )
 from lightning_unfold.training.schedules import TwoStageSchedule
 from lightning_unfold.training.study import median_time as _timed
-from lightning_unfold.training.study import study_trainer, write_json
+from lightning_unfold.training.study import plot_layer_curves, study_trainer, write_json
 
 METHODS: tuple[str, ...] = (
     "classical",
@@ -351,25 +351,14 @@ def run_setting(
 
 
 def plot(results: dict[str, Any], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in METHODS:
-        errs = results[method]["rel_error"]
-        ks = list(range(1, len(errs) + 1))
-        style = "--" if method == "black_box" else "-o"
-        ax.semilogy(ks, errs, style, label=method, markersize=3)
-    ax.set_xlabel("iteration / layer k")
-    ax.set_ylabel(r"relative error $\|LR^T - L^\star R^{\star T}\|_F / \|L^\star R^{\star T}\|_F$")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plot_layer_curves(
+        {method: results[method]["rel_error"] for method in METHODS},
+        path,
+        title=title,
+        ylabel=r"relative error $\|LR^T - L^\star R^{\star T}\|_F / \|L^\star R^{\star T}\|_F$",
+        dashed=("classical", "black_box"),
+        logy=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
