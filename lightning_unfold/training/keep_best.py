@@ -83,13 +83,18 @@ class KeepBest(L.Callback):
             )
         if not isinstance(loaders, list | tuple):
             loaders = [loaders]
+        limit = trainer.limit_val_batches  # score the batches validation will score
         spec = self._spec(pl_module)
         metric = LayerwiseMetric(spec, pl_module.depth).to(pl_module.device)  # type: ignore[arg-type]
         was_training = pl_module.training
         pl_module.eval()
         try:
             for loader in loaders:
-                for batch in loader:
+                n = len(loader)
+                n = min(n, limit) if isinstance(limit, int) else max(1, int(n * float(limit)))
+                for i, batch in enumerate(loader):
+                    if i >= n:
+                        break
                     x, target = (t.to(pl_module.device) for t in batch)
                     traj = pl_module.model(x)  # type: ignore[operator]
                     metric.update(pl_module.padded_estimates(traj), target, x)  # type: ignore[operator]
@@ -100,6 +105,13 @@ class KeepBest(L.Callback):
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._spec(pl_module)  # a wrong monitor fails before any training
+        if not trainer.enable_validation:
+            raise ValueError(
+                "KeepBest selects among validated states, but this fit never validates "
+                "(limit_val_batches=0 or no validation data); the initial model would be "
+                "restored whatever training did. Validate during the fit (e.g. "
+                "val_check_interval=250, limit_val_batches=None) or drop KeepBest."
+            )
         if self.history:  # resumed: the kept state came back from the checkpoint
             return
         self._offer(pl_module, trainer.global_step, self._score_initial(trainer, pl_module))

@@ -160,6 +160,23 @@ def test_keep_best_restores_the_initial_model_when_training_only_hurts(quiet_tra
     assert check.primary_curves["val"][-1] == pytest.approx(values[0], rel=1e-6)
 
 
+def test_keep_best_refuses_a_fit_without_validation(quiet_trainer: Any) -> None:
+    module, _ = _worsening()
+    trainer = quiet_trainer(max_steps=2, limit_val_batches=0, callbacks=[KeepBest()])
+    with pytest.raises(ValueError, match="never validates"):
+        _fit(module, trainer)
+
+
+def test_keep_best_scores_the_batches_validation_scores(quiet_trainer: Any) -> None:
+    module, _ = _worsening()
+    best = KeepBest()
+    _fit(module, quiet_trainer(max_steps=1, limit_val_batches=2, callbacks=[best]))
+    check, _ = _worsening()
+    data = SyntheticDataModule(PROBLEM, batch_size=16, train_batches=100, val_size=64)
+    quiet_trainer(limit_val_batches=2).validate(check, data, verbose=False)
+    assert best.history[0][1] == pytest.approx(check.primary_curves["val"][-1], rel=1e-6)
+
+
 def test_keep_best_keeps_a_trained_state_that_is_better(quiet_trainer: Any) -> None:
     L.seed_everything(0, verbose=False)
     module = UnfoldedModule(PROBLEM, paradigm="hyperparameters", depth=4, lr=1e-2)
