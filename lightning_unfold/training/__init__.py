@@ -10,6 +10,7 @@ from lightning_unfold.training.module import BASELINES, UnfoldedModule, build_mo
 from lightning_unfold.training.optim import LRScheduler, parameter_groups
 from lightning_unfold.training.schedules import (
     LayerwiseSchedule,
+    ScheduleOptions,
     SequentialSchedule,
     StagewiseSchedule,
     TwoStageSchedule,
@@ -27,6 +28,7 @@ __all__ = [
     "LayerwiseMetric",
     "LayerwiseNMSE",
     "LayerwiseSchedule",
+    "ScheduleOptions",
     "SequentialSchedule",
     "StagewiseSchedule",
     "SyntheticDataModule",
