@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_unfold.training.held_out import _validation_loader
 from lightning_unfold.training.metrics import LayerwiseMetric
 
 __all__ = ["KeepBest"]
@@ -34,7 +35,8 @@ class KeepBest(L.Callback):
             else call :meth:`restore`).
 
     Before the first optimizer step (``on_train_start``) the module's validation metric is
-    computed over the validation dataloader (the datamodule's, or the one given to ``fit``); each
+    computed over the validation batches (the datamodule's, or the dataloader given to ``fit``;
+    the first ``limit_val_batches``), with the metric validation logs; each
     later validation's logged value competes with it, a strictly better value (by the metric's
     direction) replacing the kept state. On a resumed fit the state, its score and the history
     come back from the checkpoint (``state_dict``), and the resumed model is not re-scored as an
@@ -73,16 +75,13 @@ class KeepBest(L.Callback):
 
     @torch.no_grad()
     def _score_initial(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
-        loaders = trainer.val_dataloaders
-        if loaders is None and trainer.datamodule is not None:
-            loaders = trainer.datamodule.val_dataloader()
-        if loaders is None:
+        loader = _validation_loader(trainer)
+        if loader is None:
             raise ValueError(
                 "KeepBest scores the initial model on the validation data: give `fit` a "
                 "datamodule with a val_dataloader or val_dataloaders."
             )
-        if not isinstance(loaders, list | tuple):
-            loaders = [loaders]
+        loaders = [loader]
         limit = trainer.limit_val_batches  # score the batches validation will score
         spec = self._spec(pl_module)
         metric = LayerwiseMetric(spec, pl_module.depth).to(pl_module.device)  # type: ignore[arg-type]

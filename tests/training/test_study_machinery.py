@@ -177,6 +177,16 @@ def test_keep_best_scores_the_batches_validation_scores(quiet_trainer: Any) -> N
     assert best.history[0][1] == pytest.approx(check.primary_curves["val"][-1], rel=1e-6)
 
 
+def test_keep_best_reads_dataloaders_given_to_fit(quiet_trainer: Any) -> None:
+    module, _ = _worsening()
+    best = KeepBest()
+    data = SyntheticDataModule(PROBLEM, batch_size=16, train_batches=4, val_size=64)
+    data.setup()
+    trainer = quiet_trainer(max_steps=4, callbacks=[best])
+    trainer.fit(module, data.train_dataloader(), data.val_dataloader())
+    assert [s for s, _ in best.history] == [0, 4]
+
+
 def test_keep_best_keeps_a_trained_state_that_is_better(quiet_trainer: Any) -> None:
     L.seed_everything(0, verbose=False)
     module = UnfoldedModule(PROBLEM, paradigm="hyperparameters", depth=4, lr=1e-2)
