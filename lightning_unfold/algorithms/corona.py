@@ -76,7 +76,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
+from lightning_unfold.core.algorithm import (
+    Algorithm,
+    Constraint,
+    ParamSpec,
+    ProblemSpec,
+    Role,
+    require_problem,
+    seeded_rng,
+)
 from lightning_unfold.core.iterate import complex_dtype, require_finite
 from lightning_unfold.core.metrics import NMSE, ProblemMetric, labelled_rows
 
@@ -354,22 +362,6 @@ class UltrasoundClutter(ProblemSpec):
         """The PSF as a complex128 tensor ``(s, s)``."""
         return torch.from_numpy(self.psf).to(torch.complex128)
 
-    def init_args(self) -> dict[str, Any]:
-        return {
-            "n_x": self.n_x,
-            "n_z": self.n_z,
-            "frames": self.frames,
-            "rank": self.rank,
-            "vessels": self.vessels,
-            "bubbles": self.bubbles,
-            "blood_db": self.blood_db,
-            "noise_db": self.noise_db,
-            "psf_width": self.psf_width,
-            "lam": self.lam,
-            "mu": self.mu,
-            "seed": self.seed,
-        }
-
     def constants(self) -> dict[str, Tensor]:
         """``psf1``, ``psf2`` (the PSFs of :math:`H_1 = H_2`, complex128), ``lam``, ``mu`` and
         ``grid`` = (n_x, n_z)."""
@@ -436,8 +428,7 @@ class UltrasoundClutter(ProblemSpec):
     def sample(
         self, n: int, *, seed: int | Sequence[int], dtype: torch.dtype = torch.float32
     ) -> tuple[Tensor, Tensor]:
-        extra = [seed] if isinstance(seed, int) else list(seed)
-        rng = np.random.default_rng([self.seed, *extra])
+        rng = seeded_rng(self.seed, seed)
         P, T = self.pixels, self.frames
         target = np.empty((n, 2, P, T), dtype=np.complex128)
         D = np.empty((n, P, T), dtype=np.complex128)
@@ -487,12 +478,6 @@ class UltrasoundClutter(ProblemSpec):
                 "(e.g. torch.complex(re, im)); a real signal can be cast with x.to(torch.complex64)."
             )
         require_finite(x, "The ultrasound sequence D")
-
-
-def _require_clutter(problem: ProblemSpec, who: str) -> UltrasoundClutter:
-    if not isinstance(problem, UltrasoundClutter):
-        raise TypeError(f"{who} solves UltrasoundClutter problems, got {type(problem).__name__}.")
-    return problem
 
 
 # -- the iterates ---------------------------------------------------------------------------
@@ -582,7 +567,7 @@ class ISTARPCA(_ClutterSolver):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_clutter(problem, type(self).__name__)
+        prob = require_problem(problem, UltrasoundClutter, type(self).__name__)
         eta = _classical_step(prob, self.step_size, type(self).__name__)
         f64 = torch.float64
         return {
@@ -744,7 +729,7 @@ class CORONA(_ClutterSolver):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_clutter(problem, type(self).__name__)
+        prob = require_problem(problem, UltrasoundClutter, type(self).__name__)
         eta = _classical_step(prob, self.step_size, type(self).__name__)
         kernels = corona_kernels(
             prob.H, prob.H, eta, prob.n_x, prob.n_z, self.kernel_size, self.time_kernel

@@ -73,7 +73,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
+from lightning_unfold.core.algorithm import (
+    Algorithm,
+    Constraint,
+    ParamSpec,
+    ProblemSpec,
+    Role,
+    require_problem,
+    seeded_rng,
+)
 from lightning_unfold.core.iterate import aux_field, require_finite
 from lightning_unfold.core.metrics import MeanOf, ProblemMetric
 
@@ -567,7 +575,7 @@ class InterferenceChannel(ProblemSpec):
             float(path_loss),
         )
         if channel == "geometric":
-            rng = np.random.default_rng(seed)
+            rng = seeded_rng(seed)
             tx = rng.uniform(-M, M, size=(M, 2))
             rx = tx + rng.uniform(-M / 4, M / 4, size=(M, 2))
             dist = np.linalg.norm(rx[:, None, :] - tx[None, :, :], axis=2)
@@ -576,16 +584,6 @@ class InterferenceChannel(ProblemSpec):
         else:
             self.distances = None
             self.path_gain = np.ones((M, M))
-
-    def init_args(self) -> dict[str, Any]:
-        return {
-            "M": self.M,
-            "channel": self.channel,
-            "noise_power": self.noise_power,
-            "p_max": self.p_max,
-            "path_loss": self.path_loss,
-            "seed": self.seed,
-        }
 
     def constants(self) -> dict[str, Tensor]:
         """``noise`` (σ²) and ``p_max`` (P_max), float64 scalars."""
@@ -602,8 +600,7 @@ class InterferenceChannel(ProblemSpec):
     def sample(
         self, n: int, *, seed: int | Sequence[int], dtype: torch.dtype = torch.float32
     ) -> tuple[Tensor, Tensor]:
-        extra = [seed] if isinstance(seed, int) else list(seed)
-        rng = np.random.default_rng([self.seed, *extra])
+        rng = seeded_rng(self.seed, seed)
         H = self.path_gain[None] * rng.rayleigh(1.0, size=(n, self.M, self.M))
         target = torch.full((n, self.M), float("nan"), dtype=dtype)
         return torch.from_numpy(H).to(dtype), target
@@ -657,12 +654,6 @@ class InterferenceChannel(ProblemSpec):
             )
 
 
-def _require_channel(problem: ProblemSpec) -> InterferenceChannel:
-    if not isinstance(problem, InterferenceChannel):
-        raise TypeError(f"WMMSE solves InterferenceChannel problems, got {type(problem).__name__}.")
-    return problem
-
-
 class WMMSE(Algorithm[WMMSEState]):
     r"""WMMSE power allocation (Shi et al. 2011) — the recursion is in the module docstring.
 
@@ -708,7 +699,7 @@ class WMMSE(Algorithm[WMMSEState]):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_channel(problem)
+        prob = require_problem(problem, InterferenceChannel, type(self).__name__)
         f64 = torch.float64
         n = prob.M if self.per_user_weights else 1
         return {
@@ -804,15 +795,15 @@ class WMMSE(Algorithm[WMMSEState]):
     def make_correction_net(
         self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
     ) -> nn.Module:
-        _require_channel(problem)
+        require_problem(problem, InterferenceChannel, type(self).__name__)
         return UWMMSECorrection(hidden)
 
     def make_inductive_bias_net(
         self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
     ) -> nn.Module:
-        prob = _require_channel(problem)
+        prob = require_problem(problem, InterferenceChannel, type(self).__name__)
         return GraphIteration(hidden, noise=prob.noise_power, p_max=prob.p_max)
 
     def make_black_box_net(self, problem: ProblemSpec, target_params: int) -> nn.Module:
-        prob = _require_channel(problem)
+        prob = require_problem(problem, InterferenceChannel, type(self).__name__)
         return PowerBlackBoxNet(target_params, noise=prob.noise_power, p_max=prob.p_max)

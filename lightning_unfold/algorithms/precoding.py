@@ -74,7 +74,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -87,6 +87,8 @@ from lightning_unfold.core.algorithm import (
     ProblemSpec,
     Role,
     project_unit_modulus,
+    require_problem,
+    seeded_rng,
 )
 from lightning_unfold.core.iterate import complex_dtype, real_dtype, require_finite
 from lightning_unfold.core.metrics import MeanOf, ProblemMetric
@@ -281,22 +283,6 @@ class HybridPrecoding(ProblemSpec):
     def estimate_width(self) -> int:
         return self.n_antennas * self.n_rf + self.n_bands * self.n_rf * self.n_users
 
-    def init_args(self) -> dict[str, Any]:
-        return {
-            "n_bands": self.n_bands,
-            "n_users": self.n_users,
-            "n_rf": self.n_rf,
-            "n_antennas": self.n_antennas,
-            "snr_db": self.snr_db,
-            "channel": self.channel,
-            "analog": self.analog,
-            "n_clusters": self.n_clusters,
-            "n_rays": self.n_rays,
-            "delay_spread": self.delay_spread,
-            "angle_spread": self.angle_spread,
-            "seed": self.seed,
-        }
-
     def constants(self) -> dict[str, Tensor]:
         """``snr_gain``: :math:`\\gamma = \\mathrm{SNR}/U` of the objective."""
         return {"snr_gain": torch.tensor(self.gain, dtype=torch.float64)}
@@ -318,8 +304,7 @@ class HybridPrecoding(ProblemSpec):
     def sample(
         self, n: int, *, seed: int | Sequence[int], dtype: torch.dtype = torch.float32
     ) -> tuple[Tensor, Tensor]:
-        extra = [seed] if isinstance(seed, int) else list(seed)
-        rng = np.random.default_rng([self.seed, *extra])
+        rng = seeded_rng(self.seed, seed)
         shape = (n, self.n_bands, self.n_users, self.n_antennas)
         if self.channel == "gaussian":
             h = (rng.normal(size=shape) + 1j * rng.normal(size=shape)) / np.sqrt(2)
@@ -381,14 +366,6 @@ class HybridPrecoding(ProblemSpec):
                 f"(n, {shape[0]}, {shape[1]}, {shape[2]}) (use x.unsqueeze(0) for one channel)."
             )
         require_finite(torch.view_as_real(x) if x.is_complex() else x, "The channel H")
-
-
-def _require_hybrid(problem: ProblemSpec) -> HybridPrecoding:
-    if not isinstance(problem, HybridPrecoding):
-        raise TypeError(
-            f"HybridPGA solves HybridPrecoding instances, got {type(problem).__name__}."
-        )
-    return problem
 
 
 #: the valid ``digital_init`` values of :class:`HybridPGA`
@@ -535,7 +512,7 @@ class HybridPGA(Algorithm[PrecoderState]):
     def _bind(self, problem: ProblemSpec) -> HybridPrecoding:
         """Remember the problem's feasible set (unit modulus or not, the budget UB), which
         :meth:`feasible` and :meth:`estimate` need; one instance serves one setting."""
-        prob = _require_hybrid(problem)
+        prob = require_problem(problem, HybridPrecoding, type(self).__name__)
         setting = (prob.unit_modulus, prob.total_power)
         bound = getattr(self, "_setting", None)
         if bound is not None and bound != setting:
@@ -617,7 +594,9 @@ class HybridPGA(Algorithm[PrecoderState]):
         return pack_precoders(f.Wa, f.Wd)
 
     def make_black_box_net(self, problem: ProblemSpec, target_params: int) -> nn.Module:
-        return HybridBlackBoxNet(_require_hybrid(problem), target_params)
+        return HybridBlackBoxNet(
+            require_problem(problem, HybridPrecoding, type(self).__name__), target_params
+        )
 
 
 class HybridBlackBoxNet(nn.Module):
