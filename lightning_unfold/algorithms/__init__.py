@@ -14,9 +14,16 @@ from lightning_unfold.algorithms.corona import (
     UltrasoundClutter,
 )
 from lightning_unfold.algorithms.detection import (
+    DeepSICLayer,
+    DetectionBlackBoxNet,
+    DetNetLayer,
+    DetNetState,
     MIMODetection,
     ProjectedGradientDetector,
     SoftIC,
+    lmmse,
+    maximum_likelihood,
+    zero_forcing,
 )
 from lightning_unfold.algorithms.iht import IHT, LIHT, LIHTCP, hard_threshold, l0_objective
 from lightning_unfold.algorithms.imaging import (
@@ -38,8 +45,13 @@ from lightning_unfold.algorithms.nmf import (
 )
 from lightning_unfold.algorithms.power import (
     WMMSE,
+    GraphConv,
+    GraphIteration,
     InterferenceChannel,
+    PowerBlackBoxNet,
+    UWMMSECorrection,
     WMMSEState,
+    full_power,
 )
 from lightning_unfold.algorithms.precoding import (
     HybridBlackBoxNet,
@@ -117,8 +129,14 @@ __all__ = [
     "ADMMLasso",
     "ADMMState",
     "CompressiveImaging",
+    "DeepSICLayer",
+    "DetNetLayer",
+    "DetNetState",
+    "DetectionBlackBoxNet",
     "FISTARPCAState",
     "FISTAState",
+    "GraphConv",
+    "GraphIteration",
     "HybridBlackBoxNet",
     "HybridPGA",
     "HybridPrecoding",
@@ -133,6 +151,7 @@ __all__ = [
     "NMFNetIteration",
     "NMFSeparation",
     "NMFState",
+    "PowerBlackBoxNet",
     "PrecoderState",
     "ProjectedGradientDetector",
     "RPCABlackBoxNet",
@@ -142,15 +161,20 @@ __all__ = [
     "RPCAState",
     "SoftIC",
     "SparseRecovery",
+    "UWMMSECorrection",
     "UltrasoundClutter",
     "WMMSEState",
     "beta_divergence",
     "bss_decomposition",
+    "full_power",
     "hard_threshold",
     "l0_objective",
     "lasso_objective",
+    "lmmse",
     "make_algorithm",
+    "maximum_likelihood",
     "register_algorithm",
     "soft_threshold",
     "soft_threshold_support_selection",
+    "zero_forcing",
 ]

@@ -81,6 +81,7 @@ from lightning_unfold.core.algorithm import (
     ParamSpec,
     ProblemSpec,
     Role,
+    as_operator,
     require_problem,
     seeded_rng,
 )
@@ -275,7 +276,7 @@ class CompressiveImaging(ProblemSpec):
         ellipses: int = 5,
         texture: float = 0.05,
         seed: int = 0,
-        mask_matrix: list[list[float]] | None = None,
+        mask_matrix: Tensor | np.ndarray | list[list[float]] | None = None,
     ) -> None:
         if not (isinstance(size, int) and size >= 8):
             raise ValueError(f"size (image side n) must be an integer >= 8, got {size!r}.")
@@ -291,9 +292,8 @@ class CompressiveImaging(ProblemSpec):
         self.snr_db = None if snr_db is None else float(snr_db)
         self.tv_weight, self.ellipses, self.texture = float(tv_weight), ellipses, float(texture)
         self.seed = seed
-        self._custom = mask_matrix is not None
         if mask_matrix is not None:
-            m = np.asarray(mask_matrix, dtype=np.float64)
+            m = as_operator(mask_matrix, "mask_matrix", ndim=2).numpy()
             if m.shape != (size, size):
                 raise ValueError(
                     f"mask_matrix has shape {m.shape} but the images are {size}×{size}: the "
@@ -365,11 +365,6 @@ class CompressiveImaging(ProblemSpec):
             MeanOf("psnr_db", psnr, label="PSNR", unit="dB", higher_is_better=True),
             MeanOf("ssim", ssim, label="SSIM", higher_is_better=True),
         )
-
-    def estimate_objective(self, estimate: Tensor, x: Tensor) -> Tensor:
-        """Per-sample TV objective of images alone (the black box's unsupervised loss)."""
-        mask = self.mask.to(estimate.device, real_dtype(estimate.dtype))
-        return tv_objective(estimate, x, mask, self.tv_weight)
 
     def _check_images(self, images: Tensor) -> None:
         n = self.size
@@ -565,6 +560,7 @@ class ADMMTV(Algorithm[ImagingADMMState]):
         return tv_objective(s.x, x, c["mask"], c["tv_weight"], self.filters)
 
     def estimate_objective(self, estimate: Tensor, x: Tensor, c: Mapping[str, Tensor]) -> Tensor:
+        """Per-sample TV objective of images alone (the black box's unsupervised loss)."""
         return tv_objective(estimate, x, c["mask"], c["tv_weight"], self.filters)
 
     def features(self, s: ImagingADMMState, x: Tensor, p: Mapping[str, Tensor]) -> Tensor:

@@ -79,6 +79,7 @@ from lightning_unfold.core.algorithm import (
     ParamSpec,
     ProblemSpec,
     Role,
+    as_operator,
     require_problem,
     seeded_rng,
 )
@@ -88,6 +89,7 @@ from lightning_unfold.core.metrics import MeanOf, ProblemMetric
 __all__ = [
     "CHANNEL_MODELS",
     "WMMSE",
+    "GraphConv",
     "GraphIteration",
     "InterferenceChannel",
     "PowerBlackBoxNet",
@@ -536,6 +538,10 @@ class InterferenceChannel(ProblemSpec):
         p_max: :math:`P_{\max} > 0` (amplitudes :math:`v \in [0, \sqrt{P_{\max}}]`).
         path_loss: the exponent of :math:`d^{-\text{path\_loss}}` (amplitude), default 2.2.
         seed: the topology (and, combined with ``sample``'s seed, the fading).
+        channel_set: the user's channels, ``(K, M, M)`` amplitude gains :math:`|h_{ij}| \ge 0`
+            (e.g. from measurements or a ray tracer); ``sample`` then draws its matrices
+            uniformly from these K (seeded) instead of the ``channel`` model, and configs and
+            checkpoints keep the set.
 
     ``sample`` returns ``x = H`` ``(B, M, M)`` and ``target`` = NaN ``(B, M)`` (unlabelled:
     power allocation has no ground truth; supervised training raises a clear error).
@@ -553,6 +559,7 @@ class InterferenceChannel(ProblemSpec):
         p_max: float = 1.0,
         path_loss: float = 2.2,
         seed: int = 0,
+        channel_set: Tensor | np.ndarray | list[Any] | None = None,
     ) -> None:
         if isinstance(M, bool) or not isinstance(M, int) or M < 1:
             raise ValueError(
@@ -584,6 +591,21 @@ class InterferenceChannel(ProblemSpec):
         else:
             self.distances = None
             self.path_gain = np.ones((M, M))
+        self.channel_set: Tensor | None = None
+        if channel_set is not None:
+            H = as_operator(channel_set, "channel_set", ndim=3)
+            if H.shape[0] < 1 or tuple(H.shape[1:]) != (M, M):
+                raise ValueError(
+                    f"channel_set has shape {tuple(H.shape)} but this InterferenceChannel has "
+                    f"M={M} pairs: the set must be (K, M, M) = (K, {M}, {M}) with K >= 1 "
+                    "(or set M to the size of your channels)."
+                )
+            if bool((H < 0).any()):
+                raise ValueError(
+                    f"channel_set has {int((H < 0).sum())} negative entries; it holds amplitude "
+                    "gains |h_ij| >= 0 (pass the magnitudes of complex channels)."
+                )
+            self.channel_set = H
 
     def constants(self) -> dict[str, Tensor]:
         """``noise`` (σ²) and ``p_max`` (P_max), float64 scalars."""
@@ -595,13 +617,21 @@ class InterferenceChannel(ProblemSpec):
 
     def with_size(self, M: int) -> InterferenceChannel:
         """The same protocol (channel model, noise, power, seed) at another network size."""
+        if self.channel_set is not None:
+            raise ValueError(
+                "This InterferenceChannel samples a user channel_set of fixed size M = "
+                f"{self.M}; build one from channels of {M} pairs instead of with_size({M})."
+            )
         return InterferenceChannel(**{**self.init_args(), "M": M})
 
     def sample(
         self, n: int, *, seed: int | Sequence[int], dtype: torch.dtype = torch.float32
     ) -> tuple[Tensor, Tensor]:
         rng = seeded_rng(self.seed, seed)
-        H = self.path_gain[None] * rng.rayleigh(1.0, size=(n, self.M, self.M))
+        if self.channel_set is not None:
+            H = self.channel_set.numpy()[rng.integers(0, self.channel_set.shape[0], size=n)]
+        else:
+            H = self.path_gain[None] * rng.rayleigh(1.0, size=(n, self.M, self.M))
         target = torch.full((n, self.M), float("nan"), dtype=dtype)
         return torch.from_numpy(H).to(dtype), target
 

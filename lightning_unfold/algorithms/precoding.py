@@ -74,7 +74,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -86,6 +86,7 @@ from lightning_unfold.core.algorithm import (
     ParamSpec,
     ProblemSpec,
     Role,
+    as_operator,
     project_unit_modulus,
     require_problem,
     seeded_rng,
@@ -207,6 +208,9 @@ class HybridPrecoding(ProblemSpec):
             Laplacian around them (``angle_spread`` rad); :math:`\mathbb E|H_{b,um}|^2 = 1`.
         analog: ``"unit_modulus"`` or ``"unconstrained"`` (power constraint only).
         seed: combined with ``sample``'s seed.
+        channel_set: the user's channels, complex ``(K, B, U, M)`` (e.g. measured or ray-traced);
+            ``sample`` then draws its channels uniformly from these K (seeded) instead of the
+            ``channel`` model, and configs and checkpoints keep the set.
 
     ``sample`` returns ``x`` = the channels ``(n, B, U, M)`` (complex64 for ``dtype=float32``,
     complex128 for float64) and ``target`` = NaN ``(n, M·L + B·L·U)`` (real): the problem has no
@@ -229,6 +233,7 @@ class HybridPrecoding(ProblemSpec):
         delay_spread: float = 2.0,
         angle_spread: float = 0.1,
         seed: int = 0,
+        channel_set: Tensor | np.ndarray | list[Any] | None = None,
     ) -> None:
         for name, v in (("n_bands", n_bands), ("n_users", n_users), ("n_rf", n_rf)):
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
@@ -262,6 +267,17 @@ class HybridPrecoding(ProblemSpec):
         self.n_clusters, self.n_rays = int(n_clusters), int(n_rays)
         self.delay_spread, self.angle_spread = float(delay_spread), float(angle_spread)
         self.seed = seed
+        self.channel_set: Tensor | None = None
+        if channel_set is not None:
+            H = as_operator(channel_set, "channel_set", ndim=4, complex_ok=True)
+            want = (n_bands, n_users, n_antennas)
+            if H.shape[0] < 1 or tuple(H.shape[1:]) != want:
+                raise ValueError(
+                    f"channel_set has shape {tuple(H.shape)} but this HybridPrecoding has "
+                    f"B={n_bands} bands, U={n_users} users and M={n_antennas} antennas: the set "
+                    f"must be (K, B, U, M) = (K, {n_bands}, {n_users}, {n_antennas}) with K >= 1."
+                )
+            self.channel_set = H.to(torch.complex128)
 
     @property
     def gain(self) -> float:
@@ -306,7 +322,9 @@ class HybridPrecoding(ProblemSpec):
     ) -> tuple[Tensor, Tensor]:
         rng = seeded_rng(self.seed, seed)
         shape = (n, self.n_bands, self.n_users, self.n_antennas)
-        if self.channel == "gaussian":
+        if self.channel_set is not None:
+            h = self.channel_set.numpy()[rng.integers(0, self.channel_set.shape[0], size=n)]
+        elif self.channel == "gaussian":
             h = (rng.normal(size=shape) + 1j * rng.normal(size=shape)) / np.sqrt(2)
         elif self.channel == "real_gaussian":
             h = rng.normal(size=shape).astype(np.complex128)
@@ -322,16 +340,12 @@ class HybridPrecoding(ProblemSpec):
         h = x.to(wa.dtype) if wa.is_complex() else x
         return achievable_rate(h, wa.to(h.dtype), wd.to(h.dtype), self.gain)
 
-    def estimate_objective(self, estimate: Tensor, x: Tensor) -> Tensor:
-        """Per-sample negative rate of packed precoders: the unsupervised loss of models without
-        an iterate (the black box), read by :class:`~lightning_unfold.training.UnfoldedModule`."""
-        return -self.rate_of_estimate(estimate, x)
-
     def metrics(self) -> tuple[ProblemMetric, ...]:
-        """The achievable rate in nats per channel use (mean over channels; primary)."""
+        """The achievable rate in nats per channel use (mean over channels; primary), named
+        ``rate_nats`` because the library's other rates are in bit/s/Hz (divide by ln 2)."""
         return (
             MeanOf(
-                "rate",
+                "rate_nats",
                 lambda est, target, x: self.rate_of_estimate(est, x),
                 label="achievable rate",
                 unit="nat/s/Hz",
@@ -586,6 +600,24 @@ class HybridPGA(Algorithm[PrecoderState]):
         """Per-sample negative rate (nats) of the feasible projection, with the true SNR."""
         f = self.feasible(s)
         return -achievable_rate(x.to(f.Wa.dtype), f.Wa, f.Wd, c["snr_gain"])
+
+    def estimate_objective(self, estimate: Tensor, x: Tensor, c: Mapping[str, Tensor]) -> Tensor:
+        """Per-sample negative rate (nats) of packed precoders alone (:func:`pack_precoders`): the
+        unsupervised loss of models without an iterate (the black box). The sizes are read from
+        the channels ``x`` ``(n, B, U, M)`` and the estimate's width :math:`ML + BLU`."""
+        _, B, U, M = x.shape
+        L = estimate.shape[1] // (M + B * U)
+        if estimate.ndim != 2 or estimate.shape[1] != L * (M + B * U) or L < 1:
+            raise ValueError(
+                f"A packed precoder for channels (n, B={B}, U={U}, M={M}) has width M·L + B·L·U "
+                f"for some L >= 1; got an estimate of shape {tuple(estimate.shape)}."
+            )
+        n = estimate.shape[0]
+        wa = estimate[:, : M * L].reshape(n, M, L)
+        wd = estimate[:, M * L :].reshape(n, B, L, U)
+        gain = c["snr_gain"].real if c["snr_gain"].is_complex() else c["snr_gain"]
+        h = x.to(wa.dtype) if wa.is_complex() else x
+        return -achievable_rate(h, wa.to(h.dtype), wd.to(h.dtype), gain)
 
     def estimate(self, s: PrecoderState) -> Tensor:
         """The packed feasible precoders :func:`pack_precoders` of :math:`\\Pi(s)`: feasible

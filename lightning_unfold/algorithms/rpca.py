@@ -190,7 +190,7 @@ class RPCAProblem(ProblemSpec):
         psi_noise: float = 0.0,
         lam: float = 1e-3,
         seed: int = 0,
-        transform_matrix: list[list[float]] | None = None,
+        transform_matrix: Tensor | np.ndarray | list[list[float]] | None = None,
     ) -> None:
         if n1 < 1 or n2 < 1:
             raise ValueError(f"Matrix sizes must be positive, got n1={n1}, n2={n2}.")
@@ -214,9 +214,11 @@ class RPCAProblem(ProblemSpec):
         )
         rng = seeded_rng(seed, 7)
         if transform_matrix is not None:
-            psi = as_operator(
-                transform_matrix, f"transform_matrix Ψ (for frames of n1={n1} rows)", shape=(n1, n1)
-            ).numpy()
+            psi = as_operator(transform_matrix, "transform_matrix Ψ", ndim=2).numpy()
+            if psi.shape != (n1, n1):
+                raise ValueError(
+                    f"transform_matrix must have shape (n1, n1) = ({n1}, {n1}), got {psi.shape}."
+                )
             self.transform = "custom"
         elif transform == "identity":
             psi = np.eye(n1)
