@@ -11,7 +11,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 @pytest.mark.parametrize(
-    "page", ["unfolding.md", "adding_a_solver.md", "descent_and_safeguards.md"]
+    "page", ["unfolding.md", "adding_a_solver.md", "descent_and_safeguards.md", "vocabulary.md"]
 )
 def test_doc_snippets_run(page: str) -> None:
     blocks = re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(), flags=re.S)

@@ -180,8 +180,8 @@ class MIMODetection(ProblemSpec):
     r"""Seeded multiuser MIMO detection instances :math:`y = Hs + w` (see the module docstring).
 
     Args:
-        users: :math:`U` transmitters (one symbol each).
-        antennas: :math:`N` receive antennas.
+        n_users: :math:`U` transmitters (one symbol each); ``users=`` is its deprecated name.
+        n_antennas: :math:`N` receive antennas; ``antennas=`` is its deprecated name.
         constellation: one of :data:`CONSTELLATIONS`.
         channel: ``"deepsic"`` — fixed :math:`H_{ij} = e^{-|i-j|}` (Shlezinger et al. 2021);
             ``"gaussian"`` — i.i.d. :math:`\mathcal N(0, 1/N)` (BPSK) or :math:`\mathcal{CN}(0, 1/N)`
@@ -197,7 +197,7 @@ class MIMODetection(ProblemSpec):
             ``"symbol_mse"`` (:math:`\sum_u |\mathbb E_{p_u}[s] - s_u|^2` per sample, DetNet's).
         seed: seeds the fixed channels and, with ``sample``'s seed, the data.
         H_fixed: a user channel, fixed for every sample (it replaces the ``channel`` model):
-            ``(antennas, users)`` — complex for a complex constellation, real for BPSK (a real
+            ``(n_antennas, n_users)`` — complex for a complex constellation, real for BPSK (a real
             matrix with a complex constellation is read as complex with zero imaginary part) —
             or its real equivalent ``(n_obs, n_sym)`` as :attr:`H_fixed` returns it. It may also
             be set after construction (``problem.H_fixed = H``); either way it is a constructor
@@ -205,11 +205,12 @@ class MIMODetection(ProblemSpec):
     """
 
     default_algorithm = "soft_ic"
+    renamed_arguments: ClassVar[Mapping[str, str]] = {"users": "n_users", "antennas": "n_antennas"}
 
     def __init__(
         self,
-        users: int = 4,
-        antennas: int = 4,
+        n_users: int = 4,
+        n_antennas: int = 4,
         constellation: str = "bpsk",
         channel: str = "deepsic",
         snr_db: float | list[float] | None = 10.0,
@@ -222,9 +223,14 @@ class MIMODetection(ProblemSpec):
         H_fixed: Tensor | np.ndarray | list[list[float]] | None = None,
     ) -> None:
         if not (
-            isinstance(users, int) and users >= 1 and isinstance(antennas, int) and antennas >= 1
+            isinstance(n_users, int)
+            and n_users >= 1
+            and isinstance(n_antennas, int)
+            and n_antennas >= 1
         ):
-            raise ValueError(f"users and antennas must be integers >= 1, got {users}, {antennas}.")
+            raise ValueError(
+                f"n_users and n_antennas must be integers >= 1, got {n_users}, {n_antennas}."
+            )
         self.const = _constellation_or_raise(constellation)
         if channel not in CHANNELS:
             raise ValueError(f"Unknown channel {channel!r}; valid: {list(CHANNELS)}.")
@@ -253,7 +259,7 @@ class MIMODetection(ProblemSpec):
             raise ValueError(f"correlation must lie in (-1, 1), got {correlation}.")
         if loss not in ("cross_entropy", "symbol_mse"):
             raise ValueError(f"Unknown loss {loss!r}; valid: ['cross_entropy', 'symbol_mse'].")
-        self.users, self.antennas, self.channel = users, antennas, channel
+        self.n_users, self.n_antennas, self.channel = n_users, n_antennas, channel
         self.constellation_name = self.const.name
         self.snr_db = None if snr_db is None else [float(v) for v in values]
         self.snr_range = None if snr_range is None else (float(values[0]), float(values[1]))
@@ -261,6 +267,16 @@ class MIMODetection(ProblemSpec):
         self.loss, self.seed = loss, seed
         self._model_H = self._fixed_channel()
         self._user_H = None if H_fixed is None else self._user_channel(H_fixed)
+
+    @property
+    def users(self) -> int:
+        """:math:`U`, the same as :attr:`n_users` (the constructor's former name)."""
+        return self.n_users
+
+    @property
+    def antennas(self) -> int:
+        """:math:`N`, the same as :attr:`n_antennas` (the constructor's former name)."""
+        return self.n_antennas
 
     @property
     def H_fixed(self) -> Tensor | None:
@@ -285,7 +301,7 @@ class MIMODetection(ProblemSpec):
         equivalent = f" or its real equivalent ({self.n_obs}, {self.n_sym})" if self.d == 2 else ""
         raise ValueError(
             f"H_fixed has shape {tuple(H.shape)} but this {U}-user, {N}-antenna "
-            f"{self.constellation_name} problem needs a channel of shape (antennas, users) = "
+            f"{self.constellation_name} problem needs a channel of shape (n_antennas, n_users) = "
             f"({N}, {U}){equivalent}: y = H s maps {U} user symbols to {N} antennas."
         )
 

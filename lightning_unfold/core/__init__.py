@@ -32,7 +32,9 @@ from lightning_unfold.core.unfolded import (
     PARADIGMS,
     BlackBoxModel,
     ClassicalSolver,
+    ConvergenceWarning,
     SolveResult,
+    SolveStatus,
     UnfoldedModel,
 )
 
@@ -44,6 +46,7 @@ __all__ = [
     "BlackBoxModel",
     "ClassicalSolver",
     "Constraint",
+    "ConvergenceWarning",
     "MeanOf",
     "ParamSpec",
     "ProblemMetric",
@@ -54,6 +57,7 @@ __all__ = [
     "SafeguardResult",
     "SafeguardedModel",
     "SolveResult",
+    "SolveStatus",
     "Trajectory",
     "UnfoldedModel",
     "aux_field",

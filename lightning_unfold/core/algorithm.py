@@ -22,6 +22,7 @@ import enum
 import functools
 import importlib
 import inspect
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -135,12 +136,16 @@ class ProblemSpec(ABC):
 
     #: name of the algorithm used when none is given
     default_algorithm: ClassVar[str] = ""
+    #: deprecated constructor argument names and their new names, ``{old: new}``: the old name
+    #: is still accepted (with a ``DeprecationWarning``) for one release, from Python and from
+    #: saved configs and checkpoints
+    renamed_arguments: ClassVar[Mapping[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
         if init is not None and not getattr(init, "_records_init_args", False):
-            cls.__init__ = _recording_init(init)  # type: ignore[method-assign]
+            cls.__init__ = _recording_init(cls, init)  # type: ignore[method-assign]
 
     def _record_init_arg(self, name: str, value: Any) -> None:
         """Record that constructor argument ``name`` now has ``value`` (for setters)."""
@@ -208,12 +213,26 @@ class ProblemSpec(ABC):
         }
 
 
-def _recording_init(init: Callable[..., None]) -> Callable[..., None]:
-    """Wrap a problem's ``__init__`` so that the outermost call records its bound arguments."""
+def _recording_init(owner: type[ProblemSpec], init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a problem's ``__init__`` so that the outermost call records its bound arguments
+    (after mapping the deprecated names of ``owner.renamed_arguments`` to the new ones)."""
     signature = inspect.signature(init)
 
     @functools.wraps(init)
     def recording(self: ProblemSpec, *args: Any, **kwargs: Any) -> None:
+        for old, new in owner.renamed_arguments.items():
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(
+                        f"{owner.__name__} got both {old}= (deprecated) and {new}=; give {new}= only."
+                    )
+                warnings.warn(
+                    f"{owner.__name__}({old}=...) is deprecated and will be removed in the next "
+                    f"release; use {new}=... (configs and checkpoints too).",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                kwargs[new] = kwargs.pop(old)
         if "_init_args" not in self.__dict__:  # the outermost constructor (not a super() call)
             bound = signature.bind(self, *args, **kwargs)
             bound.apply_defaults()

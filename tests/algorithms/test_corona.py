@@ -42,7 +42,7 @@ K = 10
 
 
 def _problem(**kw: Any) -> UltrasoundClutter:
-    args: dict[str, Any] = {"n_x": 8, "n_z": 8, "frames": 10, "rank": 2, "seed": 1}
+    args: dict[str, Any] = {"n_x": 8, "n_z": 8, "n_frames": 10, "rank": 2, "seed": 1}
     args.update(kw)
     return UltrasoundClutter(**args)
 
@@ -181,7 +181,7 @@ def test_fista_rpca_converges_to_the_cvxpy_solution_of_a_complex_instance() -> N
 
     penalty = "l12"
 
-    prob = _problem(n_x=3, n_z=3, frames=5, rank=1, lam=0.4, mu=0.15, blood_db=-10.0)
+    prob = _problem(n_x=3, n_z=3, n_frames=5, rank=1, lam=0.4, mu=0.15, blood_db=-10.0)
     x, _ = prob.sample(1, seed=7, dtype=F64)
     D = x[0].numpy()
     Lv = cp.Variable(D.shape, complex=True)
@@ -208,7 +208,7 @@ def test_ista_rpca_fixed_point_satisfies_the_kkt_conditions() -> None:
     """Solver-independent certificate at ISTA's limit: with G = Hᴴ(D − HL − HS),
     G = λ(U Vᴴ + W), UᴴW = 0, WV = 0, ‖W‖ ≤ 1, and each row g_i = μ s_i/‖s_i‖ (s_i ≠ 0) or
     ‖g_i‖ ≤ μ (s_i = 0)."""
-    prob = _problem(n_x=4, n_z=4, frames=6, psf_width=0.5, lam=0.3, mu=0.1, blood_db=-10.0)
+    prob = _problem(n_x=4, n_z=4, n_frames=6, psf_width=0.5, lam=0.3, mu=0.1, blood_db=-10.0)
     x, _ = prob.sample(1, seed=8, dtype=F64)
     solver = ClassicalSolver(ISTARPCA(), prob, 1, dtype=F64)
     result = solver.solve(x, tol=1e-14, max_iter=20_000)

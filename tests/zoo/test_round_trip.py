@@ -50,7 +50,7 @@ def _complex(shape: tuple[int, ...], seed: int) -> Tensor:
 
 def _after_construction_channel() -> MIMODetection:
     """The reported bug: a fixed channel set by hand after construction."""
-    problem = MIMODetection(users=3, antennas=4, channel="gaussian", snr_db=8.0, seed=2)
+    problem = MIMODetection(n_users=3, n_antennas=4, channel="gaussian", snr_db=8.0, seed=2)
     problem.H_fixed = torch.from_numpy(_rng(3).normal(size=(4, 3)))
     return problem
 
@@ -88,14 +88,14 @@ CASES: list[tuple[str, Callable[[], ProblemSpec], str | None]] = [
     ),
     (
         "detection",
-        lambda: MIMODetection(users=3, antennas=4, snr_db=None, snr_range=(4.0, 9.0)),
+        lambda: MIMODetection(n_users=3, n_antennas=4, snr_db=None, snr_range=(4.0, 9.0)),
         None,
     ),
     (
         "detection_h_fixed_complex",
         lambda: MIMODetection(
-            users=2,
-            antennas=3,
+            n_users=2,
+            n_antennas=3,
             constellation="qpsk",
             channel="gaussian",
             H_fixed=_complex((3, 2), 7),
@@ -104,7 +104,7 @@ CASES: list[tuple[str, Callable[[], ProblemSpec], str | None]] = [
     ),
     (
         "detection_h_fixed_numpy",
-        lambda: MIMODetection(users=2, antennas=3, H_fixed=_rng(8).normal(size=(3, 2))),
+        lambda: MIMODetection(n_users=2, n_antennas=3, H_fixed=_rng(8).normal(size=(3, 2))),
         None,
     ),
     ("detection_h_fixed_set_later", _after_construction_channel, None),
@@ -129,7 +129,7 @@ CASES: list[tuple[str, Callable[[], ProblemSpec], str | None]] = [
         None,
     ),
     ("nmf", lambda: NMFSeparation(n_freq=16, n_frames=8, seed=1), None),
-    ("clutter", lambda: UltrasoundClutter(n_x=6, n_z=6, frames=8, rank=2, seed=1), None),
+    ("clutter", lambda: UltrasoundClutter(n_x=6, n_z=6, n_frames=8, rank=2, seed=1), None),
 ]
 
 
@@ -230,7 +230,7 @@ def test_fixed_channel_survives_a_trained_checkpoint(tmp_path: Path) -> None:
 
 def test_a_plain_channel_model_stays_random_after_the_round_trip() -> None:
     """The same test must be able to fail: without a fixed channel, rows see different H."""
-    problem = MIMODetection(users=3, antennas=4, channel="gaussian")
+    problem = MIMODetection(n_users=3, n_antennas=4, channel="gaussian")
     again = problem_from_config(problem.to_config())
     assert again.H_fixed is None
     H = again.split(again.sample(4, seed=1)[0])[1]
@@ -241,13 +241,13 @@ def test_a_plain_channel_model_stays_random_after_the_round_trip() -> None:
     ("build", "given", "expected"),
     [
         (
-            lambda: MIMODetection(users=2, antennas=3, H_fixed=torch.ones(2, 3)),
+            lambda: MIMODetection(n_users=2, n_antennas=3, H_fixed=torch.ones(2, 3)),
             "(2, 3)",
             "(3, 2)",
         ),
         (
             lambda: MIMODetection(
-                users=2, antennas=3, constellation="qpsk", H_fixed=torch.ones(5, 4)
+                n_users=2, n_antennas=3, constellation="qpsk", H_fixed=torch.ones(5, 4)
             ),
             "(5, 4)",
             "(6, 4)",
@@ -285,9 +285,11 @@ def test_user_operator_shape_mismatch_names_both_shapes(
 @pytest.mark.parametrize(
     "build",
     [
-        lambda: MIMODetection(users=2, antennas=2, H_fixed=[[1.0, math.nan], [0.0, 1.0]]),
+        lambda: MIMODetection(n_users=2, n_antennas=2, H_fixed=[[1.0, math.nan], [0.0, 1.0]]),
         lambda: InterferenceChannel(M=2, channel_set=-np.ones((1, 2, 2))),
-        lambda: MIMODetection(users=2, antennas=2, H_fixed=np.ones((2, 2)) * 1j),  # complex BPSK
+        lambda: MIMODetection(
+            n_users=2, n_antennas=2, H_fixed=np.ones((2, 2)) * 1j
+        ),  # complex BPSK
     ],
     ids=["nan", "negative_gain", "complex_for_bpsk"],
 )
@@ -318,3 +320,30 @@ def test_problem_with_varargs_cannot_be_rebuilt_from_positional_extras() -> None
     with pytest.raises(TypeError, match="by name"):
         Odd(3)
     assert Odd(seed=2).init_args() == {"seed": 2}
+
+
+@pytest.mark.parametrize(
+    ("cls", "old", "new", "base"),
+    [
+        (MIMODetection, {"users": 2, "antennas": 3}, {"n_users": 2, "n_antennas": 3}, {}),
+        (UltrasoundClutter, {"frames": 7}, {"n_frames": 7}, {"n_x": 5, "n_z": 5, "rank": 1}),
+    ],
+    ids=["detection", "clutter"],
+)
+def test_renamed_arguments_warn_and_rebuild_the_same_problem(
+    cls: type[ProblemSpec], old: dict[str, Any], new: dict[str, Any], base: dict[str, Any]
+) -> None:
+    with pytest.warns(DeprecationWarning, match="deprecated") as record:
+        legacy = cls(**base, **old)
+    assert len(record) == len(old)
+    current = cls(**base, **new)
+    _assert_same_problem(legacy, current)
+    assert set(new) <= set(legacy.init_args()) and not set(old) & set(legacy.init_args())
+    # a config (or checkpoint) written before the rename still loads, with the warning
+    stale = current.to_config()
+    for o, n in zip(old, new, strict=True):
+        stale["init_args"][o] = stale["init_args"].pop(n)
+    with pytest.warns(DeprecationWarning):
+        _assert_same_problem(problem_from_config(stale), current)
+    with pytest.raises(TypeError, match="only"):
+        cls(**base, **old, **new)
