@@ -125,11 +125,7 @@ class SparseRecovery(ProblemSpec):
         self.m, self.n, self.sparsity, self.snr_db = m, n, sparsity, snr_db
         self.rho, self.seed = float(rho), seed
         if dictionary is not None:
-            self.H = as_operator(
-                dictionary,
-                f"The dictionary H (m={m} observations, n={n} code entries)",
-                shape=(m, n),
-            )
+            self.H = as_operator(dictionary, "The dictionary H", shape=(m, n))
         else:
             rng = seeded_rng(seed)
             H = rng.normal(0.0, 1.0 / math.sqrt(m), size=(m, n))
@@ -148,6 +144,9 @@ class SparseRecovery(ProblemSpec):
     ) -> SparseRecovery:
         """A problem with a user-given dictionary ``H`` of shape ``(m, n)`` (the sizes are read
         from it; it survives :meth:`to_config` and checkpoints as the ``dictionary`` argument)."""
+        shape = tuple(H.shape) if isinstance(H, Tensor) else np.shape(H)
+        if len(shape) != 2:
+            raise ValueError(f"The dictionary H must be a matrix (m, n), got shape {shape}.")
         arr = as_operator(H, "The dictionary H", ndim=2)
         return cls(
             m=arr.shape[0],

@@ -37,6 +37,7 @@ from lightning_unfold.core.iterate import (
     iterate_flatten,
     iterate_map,
     iterate_unflatten,
+    require_finite,
 )
 from lightning_unfold.core.metrics import NMSE, ProblemMetric, labelled_rows
 
@@ -149,7 +150,7 @@ class ProblemSpec(ABC):
 
     def _record_init_arg(self, name: str, value: Any) -> None:
         """Record that constructor argument ``name`` now has ``value`` (for setters)."""
-        self.__dict__.setdefault("_init_args", {})[name] = copy.deepcopy(value)
+        self.__dict__.setdefault("_init_args", {})[name] = _snapshot(value)
 
     @abstractmethod
     def constants(self) -> dict[str, Tensor]:
@@ -175,7 +176,7 @@ class ProblemSpec(ABC):
         Every argument of the subclass's ``__init__`` as it was given (defaults filled in), arrays
         and tensors as given; :meth:`to_config` turns arrays into YAML/JSON-safe entries.
         """
-        return copy.deepcopy(dict(self.__dict__.get("_init_args", {})))
+        return _snapshot(dict(self.__dict__.get("_init_args", {})))
 
     def metrics(self) -> tuple[ProblemMetric, ...]:
         """The per-layer metrics this problem is scored by; the first is the *primary* one.
@@ -249,11 +250,28 @@ def _recording_init(owner: type[ProblemSpec], init: Callable[..., None]) -> Call
                     recorded.update(value or {})
                 else:
                     recorded[name] = value
-            self.__dict__["_init_args"] = copy.deepcopy(recorded)
+            self.__dict__["_init_args"] = _snapshot(recorded)
         init(self, *args, **kwargs)
 
     recording._records_init_args = True  # type: ignore[attr-defined]
     return recording
+
+
+def _snapshot(value: Any) -> Any:
+    """A copy of a constructor argument that later changes to the caller's objects cannot
+    reach: tensors detached and cloned (so tensors that require grad are fine), arrays copied,
+    containers copied entry by entry."""
+    if isinstance(value, Tensor):
+        return value.detach().clone()
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, dict):
+        return {k: _snapshot(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snapshot(v) for v in value]
+    if type(value) is tuple:
+        return tuple(_snapshot(v) for v in value)
+    return copy.deepcopy(value)
 
 
 #: the key that marks an encoded tensor in a configuration
@@ -341,9 +359,7 @@ def as_operator(
         w is not None and w != g for w, g in zip(want, t.shape, strict=True)
     ):
         raise ValueError(f"{what} has shape {tuple(t.shape)}; expected {_shape_text(want)}.")
-    finite = torch.isfinite(torch.view_as_real(t) if t.is_complex() else t)
-    if not bool(finite.all()):
-        raise ValueError(f"{what} has {int((~finite).sum())} non-finite entries (NaN or Inf).")
+    require_finite(torch.view_as_real(t) if t.is_complex() else t, what)
     return t.clone()
 
 

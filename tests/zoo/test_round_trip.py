@@ -347,3 +347,16 @@ def test_renamed_arguments_warn_and_rebuild_the_same_problem(
         _assert_same_problem(problem_from_config(stale), current)
     with pytest.raises(TypeError, match="only"):
         cls(**base, **old, **new)
+
+
+def test_recorded_operators_are_snapshots() -> None:
+    """Changing (or differentiating through) the caller's array later cannot change the problem's
+    recorded arguments."""
+    H = torch.ones(3, 2, requires_grad=True) * 2.0  # not a leaf: deepcopy alone would refuse it
+    problem = MIMODetection(n_users=2, n_antennas=3, H_fixed=H)
+    channel = np.ones((2, 2, 2))
+    power = InterferenceChannel(M=2, channel_set=channel)
+    channel[:] = 5.0
+    assert torch.equal(problem.init_args()["H_fixed"], torch.full((3, 2), 2.0))
+    assert float(power.init_args()["channel_set"].max()) == 1.0
+    assert float(power.sample(3, seed=0)[0].max()) == 1.0
