@@ -26,7 +26,11 @@ from lightning_unfold.core import (
     BlackBoxModel,
     ClassicalSolver,
     Constraint,
+<<<<<<< HEAD
     ConvergenceWarning,
+=======
+    ConvDenoiserNet,
+>>>>>>> main
     ParamSpec,
     ProblemSpec,
     Role,
@@ -34,6 +38,7 @@ from lightning_unfold.core import (
     SolveStatus,
     Trajectory,
     UnfoldedModel,
+    promote_hyperparameters,
 )
 from lightning_unfold.core.safeguard import SafeguardedModel
 
@@ -73,7 +78,11 @@ __all__ = [
     "BlackBoxModel",
     "ClassicalSolver",
     "Constraint",
+<<<<<<< HEAD
     "ConvergenceWarning",
+=======
+    "ConvDenoiserNet",
+>>>>>>> main
     "DescendingConstraints",
     "ParamSpec",
     "ProblemSpec",
@@ -89,5 +98,6 @@ __all__ = [
     "__version__",
     "build_model",
     "make_algorithm",
+    "promote_hyperparameters",
     "register_algorithm",
 ]
