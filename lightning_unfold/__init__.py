@@ -26,11 +26,8 @@ from lightning_unfold.core import (
     BlackBoxModel,
     ClassicalSolver,
     Constraint,
-<<<<<<< HEAD
-    ConvergenceWarning,
-=======
     ConvDenoiserNet,
->>>>>>> main
+    ConvergenceWarning,
     ParamSpec,
     ProblemSpec,
     Role,
@@ -78,11 +75,8 @@ __all__ = [
     "BlackBoxModel",
     "ClassicalSolver",
     "Constraint",
-<<<<<<< HEAD
-    "ConvergenceWarning",
-=======
     "ConvDenoiserNet",
->>>>>>> main
+    "ConvergenceWarning",
     "DescendingConstraints",
     "ParamSpec",
     "ProblemSpec",

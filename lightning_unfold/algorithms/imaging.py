@@ -74,8 +74,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-<<<<<<< HEAD
-from lightning_unfold.algorithms.rpca import RPCABlackBoxNet
 from lightning_unfold.core.algorithm import (
     Algorithm,
     Constraint,
@@ -86,9 +84,6 @@ from lightning_unfold.core.algorithm import (
     require_problem,
     seeded_rng,
 )
-=======
-from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
->>>>>>> main
 from lightning_unfold.core.iterate import complex_dtype, real_dtype, require_finite
 from lightning_unfold.core.metrics import MeanOf, ProblemMetric
 from lightning_unfold.core.networks import ConvDenoiserNet

@@ -195,7 +195,9 @@ def test_soft_ic_against_references() -> None:
 
 
 def test_ml_lmmse_zf_against_closed_forms_and_brute_force() -> None:
-    prob = MIMODetection(n_users=3, n_antennas=3, constellation="qpsk", channel="gaussian", snr_db=4.0)
+    prob = MIMODetection(
+        n_users=3, n_antennas=3, constellation="qpsk", channel="gaussian", snr_db=4.0
+    )
     x, _ = prob.sample(40, seed=2, dtype=F64)
     pts = prob.const.points.numpy()
     ml, mm, zf = maximum_likelihood(x, prob), lmmse(x, prob), zero_forcing(x, prob)
