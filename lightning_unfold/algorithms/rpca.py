@@ -459,8 +459,8 @@ def _normalised(maps: Sequence[Tensor], scale: Tensor) -> Tensor:
 
 class RPCABlackBoxNet(ConvDenoiserNet):
     r"""The black-box baseline for RPCA: the core's residual convolutional denoiser
-    :math:`X \mapsto \hat M = X - \rho\,\Phi(X/\rho)` (:class:`~lightning_unfold.core.networks.
-    ConvDenoiserNet`), Φ estimating the outlier part. It knows nothing of Ψ, the rank or the
+    :math:`X \mapsto \hat M = X - \rho\,\Phi(X/\rho)`
+    (:class:`~lightning_unfold.core.networks.ConvDenoiserNet`), Φ estimating the outlier part. It knows nothing of Ψ, the rank or the
     iteration; it starts at :math:`\hat M = X` (relative error ‖ΨY★‖/‖L★R★ᵀ‖, about 0.15 at
     α = 0.1). An MLP on the flattened X with as few parameters would need a bottleneck narrower
     than the image and outputs (nearly) a fixed low-dimensional subspace, which cannot hold a

@@ -113,7 +113,7 @@ class _ResidualLayer(nn.Module):
 
 
 class UnfoldedModel(nn.Module):
-    """An algorithm unfolded to ``depth`` layers under one of :data:`PARADIGMS`.
+    r"""An algorithm unfolded to ``depth`` layers under one of :data:`PARADIGMS`.
 
     Args:
         algorithm: the classical solver's declaration.

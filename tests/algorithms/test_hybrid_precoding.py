@@ -145,8 +145,9 @@ def test_pga_converges_to_a_stationary_point_float64(analog: str) -> None:
     x, _ = prob.sample(2, seed=5, dtype=F64)
     alg = HybridPGA(1.0, "matched_filter")
     solver = ClassicalSolver(alg, prob, 1, dtype=F64)
-    result = solver.solve(x, tol=1e-9, max_iter=1200)
-    assert result.final_change < 1e-6, result  # PGA converges slowly (linearly, rate near 1)
+    # PGA converges slowly (linearly, rate near 1): 1200 iterations on purpose, short of 1e-9
+    result = solver.solve(x, tol=1e-9, max_iter=1200, warn=False)
+    assert result.final_change < 1e-6, result
     s = alg.feasible(result.trajectory.final)
     grad_a, grad_d = rate_gradients(x, s.Wa, s.Wd, prob.gain)
     if prob.unit_modulus:
