@@ -360,3 +360,21 @@ def test_recorded_operators_are_snapshots() -> None:
     assert torch.equal(problem.init_args()["H_fixed"], torch.full((3, 2), 2.0))
     assert float(power.init_args()["channel_set"].max()) == 1.0
     assert float(power.sample(3, seed=0)[0].max()) == 1.0
+
+
+def test_user_operators_come_from_yaml_lists_through_the_cli_parser() -> None:
+    """LightningCLI's parser (jsonargparse) reads a user operator as nested YAML lists, and the
+    problem it builds round-trips like any other."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--problem", type=ProblemSpec)
+    text = (
+        "problem:\n"
+        "  class_path: lightning_unfold.algorithms.InterferenceChannel\n"
+        "  init_args: {M: 2, channel_set: [[[1.0, 0.1], [0.2, 0.9]], [[0.5, 0.0], [0.3, 2.0]]]}\n"
+    )
+    problem = parser.instantiate(parser.parse_string(text)).problem
+    assert isinstance(problem, InterferenceChannel)
+    assert problem.channel_set is not None and tuple(problem.channel_set.shape) == (2, 2, 2)
+    _assert_same_problem(problem, problem_from_config(problem.to_config()))
