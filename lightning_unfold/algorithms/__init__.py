@@ -18,6 +18,14 @@ from lightning_unfold.algorithms.detection import (
     ProjectedGradientDetector,
     SoftIC,
 )
+from lightning_unfold.algorithms.families import (
+    BASELINE_SETTINGS,
+    FAMILIES,
+    FamilyCase,
+    ParadigmSetting,
+    ProblemFamily,
+    register_family,
+)
 from lightning_unfold.algorithms.iht import IHT, LIHT, LIHTCP, hard_threshold, l0_objective
 from lightning_unfold.algorithms.imaging import (
     ADMMTV,
@@ -100,7 +108,9 @@ __all__ = [
     "ADMMTV",
     "ALGORITHMS",
     "ALISTA",
+    "BASELINE_SETTINGS",
     "CORONA",
+    "FAMILIES",
     "FISTA",
     "FISTARPCA",
     "IHT",
@@ -119,6 +129,7 @@ __all__ = [
     "CompressiveImaging",
     "FISTARPCAState",
     "FISTAState",
+    "FamilyCase",
     "HybridBlackBoxNet",
     "HybridPGA",
     "HybridPrecoding",
@@ -133,7 +144,9 @@ __all__ = [
     "NMFNetIteration",
     "NMFSeparation",
     "NMFState",
+    "ParadigmSetting",
     "PrecoderState",
+    "ProblemFamily",
     "ProjectedGradientDetector",
     "RPCABlackBoxNet",
     "RPCAConvIteration",
@@ -151,6 +164,7 @@ __all__ = [
     "lasso_objective",
     "make_algorithm",
     "register_algorithm",
+    "register_family",
     "soft_threshold",
     "soft_threshold_support_selection",
 ]
