@@ -17,6 +17,7 @@ Adding a family to the registry adds its rows here; no test is written per famil
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_unfold.algorithms.families import (
+    BASELINE_SETTINGS,
     FAMILIES,
     FamilyCase,
     ParadigmSetting,
@@ -110,6 +112,7 @@ def test_classical_init_reproduces_the_classical_solver(
     with torch.no_grad():
         ref, traj = reference(x), model(x)
     assert traj.depth == fam.depth
+    assert _real(traj.estimates[-1].dtype) == F64
     assert trajectory_gap(traj, ref) <= TOL
     # the solver moved: a model returning s^(0) at every layer would not pass silently
     moved = (ref.estimates[-1] - ref.estimates[0]).abs().max()
@@ -260,16 +263,24 @@ def test_metrics_pool_exactly_across_two_ddp_ranks(tmp_path: Path) -> None:
 
 # -- bad input ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("fam", _family_rows())
-def test_a_nan_in_the_observation_is_a_clear_error(fam: ProblemFamily) -> None:
-    problem, algorithm, x, _ = _data(fam, None, F64)
+@pytest.mark.parametrize(
+    ("value", "counts"), [(math.nan, "1 NaN, 0 Inf"), (math.inf, "0 NaN, 1 Inf")]
+)
+def test_a_non_finite_observation_is_a_clear_error(
+    fam: ProblemFamily, value: float, counts: str
+) -> None:
+    """A NaN or an Inf anywhere in the observation: ``validate_observation`` says what and how
+    many, and the classical solver, an unfolded model and the black box refuse the batch."""
+    problem, _, x, _ = _data(fam, None, F64)
     bad = x.clone()
-    bad.reshape(-1)[bad.numel() // 2] = float("nan")
-    message = r"contains non-finite values \(1 NaN, 0 Inf\); clean or mask the data"
+    bad.reshape(-1)[bad.numel() // 2] = value
+    message = rf"contains non-finite values \({counts}\); clean or mask the data"
     with pytest.raises(ValueError, match=message):
         problem.validate_observation(bad)
-    model = ClassicalSolver(algorithm, problem, fam.depth, dtype=F64)
-    with pytest.raises(ValueError, match=message):
-        model(bad)
+    for setting in (fam.keeps_classical[0], *BASELINE_SETTINGS):
+        model = fam.build(setting, problem, fam.algorithm(**fam.cases[0].algorithm), depth=2)
+        with pytest.raises(ValueError, match=message):
+            model(bad)
     problem.validate_observation(x)  # and the clean batch passes
 
 
