@@ -226,7 +226,7 @@ class ProblemFamily:
         algorithm: Algorithm[Any],
         *,
         depth: int | None = None,
-        dtype: torch.dtype = torch.float64,
+        dtype: torch.dtype = torch.float32,
     ) -> nn.Module:
         """The model of ``setting`` for ``problem`` with ``algorithm`` (depth K = :attr:`depth`)."""
         depth = self.depth if depth is None else depth

@@ -143,6 +143,15 @@ def test_every_registered_family_has_rows() -> None:
     assert {p.values[0].name for p in _setting_rows()} == set(REGISTERED)
 
 
+def test_the_registry_docstring_example_runs() -> None:
+    import doctest
+
+    from lightning_unfold.algorithms import families
+
+    result = doctest.testmod(families, verbose=False)
+    assert result.attempted > 0 and result.failed == 0
+
+
 # -- state-dict round trip ---------------------------------------------------------------------
 def _perturb(model: nn.Module) -> None:
     """Move every parameter off its initial value (seeded), so that a load is visible."""
@@ -280,7 +289,9 @@ def test_a_non_finite_observation_is_a_clear_error(
     with pytest.raises(ValueError, match=message):
         problem.validate_observation(bad)
     for setting in (fam.keeps_classical[0], *BASELINE_SETTINGS):
-        model = fam.build(setting, problem, fam.algorithm(**fam.cases[0].algorithm), depth=2)
+        model = fam.build(
+            setting, problem, fam.algorithm(**fam.cases[0].algorithm), depth=2, dtype=F64
+        )
         with pytest.raises(ValueError, match=message):
             model(bad)
     problem.validate_observation(x)  # and the clean batch passes
