@@ -49,7 +49,7 @@ from lightning_unfold.algorithms.imaging import ADMMTV, CompressiveImaging
 from lightning_unfold.algorithms.nmf import NMF, NMFSeparation
 from lightning_unfold.algorithms.power import WMMSE, InterferenceChannel
 from lightning_unfold.algorithms.precoding import HybridPGA, HybridPrecoding
-from lightning_unfold.algorithms.rpca import RPCA, RPCAProblem, promote_hyperparameters
+from lightning_unfold.algorithms.rpca import RPCA, RPCAProblem
 from lightning_unfold.algorithms.sparse import FISTA, ISTA, SparseRecovery
 from lightning_unfold.core.algorithm import Algorithm, ProblemSpec
 from lightning_unfold.core.unfolded import PARADIGMS, BlackBoxModel, ClassicalSolver, UnfoldedModel
@@ -77,25 +77,20 @@ class ParadigmSetting:
         variant: the objective-paradigm variant (``"lista_cp"``, ``"corona"``, ...).
         tied: one parameter set (and one network) for all layers.
         shared_correction: one correction network for all layers.
-        prepare: a function applied to the built model (e.g. RPCA's
-            :func:`~lightning_unfold.algorithms.rpca.promote_hyperparameters`), or ``None``.
-        label: a short name for the option that ``prepare`` adds (used in :attr:`id`).
+        learn_hyperparameters: the correction paradigm also learns the hyperparameters.
     """
 
     paradigm: str
     variant: str | None = None
     tied: bool = False
     shared_correction: bool = False
-    prepare: Callable[[nn.Module], Any] | None = None
-    label: str = ""
+    learn_hyperparameters: bool = False
 
     def __post_init__(self) -> None:
         if self.paradigm not in PARADIGMS + _BASELINES:
             raise ValueError(
                 f"Unknown paradigm {self.paradigm!r}; valid: {list(PARADIGMS + _BASELINES)}."
             )
-        if self.prepare is not None and not self.label:
-            raise ValueError("A setting with a `prepare` function needs a `label` naming it.")
 
     @property
     def id(self) -> str:
@@ -105,7 +100,9 @@ class ParadigmSetting:
             out += "-tied"
         if self.shared_correction:
             out += "-shared"
-        return out + (f"-{self.label}" if self.label else "")
+        if self.learn_hyperparameters:
+            out += "-learn_hyperparameters"
+        return out
 
 
 #: the baselines, built for every family
@@ -143,6 +140,7 @@ _GENERIC_KEEPS: tuple[ParadigmSetting, ...] = (
     ParadigmSetting("objective"),
     ParadigmSetting("correction"),
     ParadigmSetting("correction", shared_correction=True),
+    ParadigmSetting("correction", learn_hyperparameters=True),
 )
 
 
@@ -241,7 +239,7 @@ class ProblemFamily:
             return BlackBoxModel(
                 problem, max(target, 64), net=net, algorithm=algorithm, dtype=dtype
             )
-        model = UnfoldedModel(
+        return UnfoldedModel(
             algorithm,
             problem,
             depth,
@@ -250,11 +248,9 @@ class ProblemFamily:
             tied=setting.tied,
             hidden=self.hidden,
             shared_correction=setting.shared_correction,
+            learn_hyperparameters=setting.learn_hyperparameters,
             dtype=dtype,
         )
-        if setting.prepare is not None:
-            setting.prepare(model)
-        return model
 
 
 FAMILIES: dict[str, ProblemFamily] = {}
@@ -328,6 +324,7 @@ register_family(
             _S("objective", "liht_cp"),
             _S("objective", "direct"),
             _S("correction"),
+            _S("correction", learn_hyperparameters=True),
         ),
         others=(_S("inductive_bias"),),
         depth=20,
@@ -347,7 +344,7 @@ register_family(
             _S("hyperparameters", tied=True),
             _S("objective"),
             _S("correction"),
-            _S("correction", prepare=promote_hyperparameters, label="promoted"),
+            _S("correction", learn_hyperparameters=True),
         ),
         others=(_S("inductive_bias"),),
         cases=(
@@ -370,6 +367,7 @@ register_family(
             _S("hyperparameters", tied=True),
             _S("objective"),
             _S("correction"),
+            _S("correction", learn_hyperparameters=True),
             _S("correction", tied=True),
         ),
         others=(_S("inductive_bias"),),
@@ -414,6 +412,7 @@ register_family(
             _S("hyperparameters", tied=True),
             _S("objective"),
             _S("correction"),
+            _S("correction", learn_hyperparameters=True),
         ),
         others=(_S("inductive_bias"),),
         depth=6,
@@ -433,6 +432,7 @@ register_family(
             _S("hyperparameters", tied=True),
             _S("objective"),
             _S("correction"),
+            _S("correction", learn_hyperparameters=True),
         ),
         others=(_S("inductive_bias"),),
         complex_data=True,
@@ -456,6 +456,7 @@ register_family(
             _S("hyperparameters", tied=True),
             _S("objective"),
             _S("correction"),
+            _S("correction", learn_hyperparameters=True),
         ),
         complex_data=True,
         cases=(
@@ -479,6 +480,7 @@ register_family(
             _S("hyperparameters", tied=True),
             _S("objective"),
             _S("correction"),
+            _S("correction", learn_hyperparameters=True),
             _S("inductive_bias"),
         ),
         cases=(
@@ -522,6 +524,7 @@ register_family(
             _S("objective", "corona"),
             _S("objective", "corona", tied=True),
             _S("correction"),
+            _S("correction", learn_hyperparameters=True),
         ),
         others=(_S("inductive_bias"),),
         complex_data=True,
@@ -540,6 +543,7 @@ register_family(
             _S("hyperparameters", tied=True),
             _S("objective"),
             _S("correction"),
+            _S("correction", learn_hyperparameters=True),
         ),
         others=(_S("inductive_bias"),),
         complex_data=True,
@@ -559,6 +563,7 @@ register_family(
             _S("hyperparameters", tied=True),
             _S("objective"),
             _S("correction"),
+            _S("correction", learn_hyperparameters=True),
         ),
         others=(_S("inductive_bias"),),
         complex_data=True,
