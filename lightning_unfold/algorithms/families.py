@@ -8,15 +8,16 @@ registered family,
   its classical values, reproduces :class:`~lightning_unfold.core.unfolded.ClassicalSolver` in
   float64 (complex128 where the data are complex) to :math:`10^{-8}`, for every
   :attr:`~ProblemFamily.cases` entry;
+  and a tied setting does so at a depth it was not built for;
 * a state-dict round trip of every model it builds (:meth:`ProblemFamily.settings`);
-* that the problem's metrics pool exactly: the whole batch equals the two halves accumulated
-  (and the two halves held by two DDP ranks);
-* a clear error on a NaN in the observation (the problem's ``validate_observation``);
+* that the problem's metrics pool exactly: the whole batch equals two unequal parts accumulated,
+  in one process and held by two DDP ranks;
+* a clear error on a NaN or an Inf in the observation (the problem's ``validate_observation``);
 * float32 and float64 forward passes that keep their precision.
 
-Adding a family is adding a row to :data:`FAMILIES` (or calling :func:`register_family`); the
-zoo then tests it without a new test file. Sizes are small on purpose: the zoo runs every row on
-one CPU core in seconds.
+Adding a family is adding a row with :func:`register_family`; the zoo then tests it without a
+new test file (``docs/adding_a_problem.md`` walks through one). Sizes are small on purpose: the
+whole zoo takes about 25 s of CPU time.
 
 >>> from lightning_unfold.algorithms.families import FAMILIES
 >>> family = FAMILIES["ista"]

@@ -143,6 +143,23 @@ def test_every_registered_family_has_rows() -> None:
     assert {p.values[0].name for p in _setting_rows()} == set(REGISTERED)
 
 
+def test_registry_errors_are_clear() -> None:
+    from lightning_unfold.algorithms import register_family
+
+    fam = FAMILIES["ista"]
+    with pytest.raises(ValueError, match="'ista' is already registered"):
+        register_family(fam)
+    with pytest.raises(ValueError, match=r"no case 'dense'; valid: \['noiseless', 'noisy-step'\]"):
+        fam.case("dense")
+    with pytest.raises(ValueError, match="unique, non-empty case names"):
+        ProblemFamily("x", fam.problem, fam.algorithm, cases=(FamilyCase("a"), FamilyCase("a")))
+    with pytest.raises(ValueError, match="no setting that keeps the classical iteration"):
+        ProblemFamily("x", fam.problem, fam.algorithm, keeps_classical=())
+    with pytest.raises(ValueError, match="Unknown paradigm 'lista'; valid"):
+        ParadigmSetting("lista")
+    assert ParadigmSetting("objective", "lista_cp", tied=True).id == "objective[lista_cp]-tied"
+
+
 def test_the_registry_docstring_example_runs() -> None:
     import doctest
 
