@@ -279,6 +279,8 @@ def test_metrics_pool_exactly_across_two_ddp_ranks(tmp_path: Path) -> None:
     import torch.multiprocessing as mp
 
     assert os.environ.get("MASTER_PORT"), "the ddp marker's fixture sets the port"
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("this platform cannot fork (the test forks its two ranks)")
     mp.start_processes(
         _ddp_pooling_worker, args=(2, str(tmp_path)), nprocs=2, join=True, start_method="fork"
     )
