@@ -27,6 +27,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from lightning_unfold.algorithms import ALGORITHMS
 from lightning_unfold.algorithms.families import (
     BASELINE_SETTINGS,
     FAMILIES,
@@ -43,6 +44,8 @@ F64 = torch.float64
 TOL = 1e-8
 #: the families registered when the zoo was collected (a guide's example may register more later)
 REGISTERED = tuple(FAMILIES)
+#: the algorithms the library registers (snapshot at collection, before any test registers one)
+LIBRARY_ALGORITHMS = tuple(ALGORITHMS)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -141,6 +144,22 @@ def test_every_registered_family_has_rows() -> None:
     rows = {p.values[0].name for p in _equivalence_rows()}
     assert rows == set(REGISTERED)
     assert {p.values[0].name for p in _setting_rows()} == set(REGISTERED)
+
+
+def test_every_registered_algorithm_is_in_a_family_row() -> None:
+    """A solver added to the library without a registry row would escape the zoo: every
+    registered algorithm is some family's algorithm, its reference, or an objective form one of
+    its settings builds (LISTA, LISTA-CP, ... are forms of the ``ista`` row)."""
+    covered = set()
+    for fam in FAMILIES.values():
+        for case in fam.cases:
+            _, algorithm = fam.instance(case)
+            covered |= {algorithm.name, fam.reference_algorithm(case).name}
+            for setting in fam.settings():
+                if setting.paradigm == "objective" and case.supports(setting):
+                    covered.add(algorithm.objective_form(setting.variant).name)
+    missing = sorted(set(LIBRARY_ALGORITHMS) - covered)
+    assert not missing, f"registered algorithms without a zoo row: {missing}"
 
 
 def test_registry_errors_are_clear() -> None:
