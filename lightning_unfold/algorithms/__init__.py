@@ -25,6 +25,14 @@ from lightning_unfold.algorithms.detection import (
     maximum_likelihood,
     zero_forcing,
 )
+from lightning_unfold.algorithms.families import (
+    BASELINE_SETTINGS,
+    FAMILIES,
+    FamilyCase,
+    ParadigmSetting,
+    ProblemFamily,
+    register_family,
+)
 from lightning_unfold.algorithms.iht import IHT, LIHT, LIHTCP, hard_threshold, l0_objective
 from lightning_unfold.algorithms.imaging import (
     ADMMTV,
@@ -112,7 +120,9 @@ __all__ = [
     "ADMMTV",
     "ALGORITHMS",
     "ALISTA",
+    "BASELINE_SETTINGS",
     "CORONA",
+    "FAMILIES",
     "FISTA",
     "FISTARPCA",
     "IHT",
@@ -135,6 +145,7 @@ __all__ = [
     "DetectionBlackBoxNet",
     "FISTARPCAState",
     "FISTAState",
+    "FamilyCase",
     "GraphConv",
     "GraphIteration",
     "HybridBlackBoxNet",
@@ -151,8 +162,10 @@ __all__ = [
     "NMFNetIteration",
     "NMFSeparation",
     "NMFState",
+    "ParadigmSetting",
     "PowerBlackBoxNet",
     "PrecoderState",
+    "ProblemFamily",
     "ProjectedGradientDetector",
     "RPCABlackBoxNet",
     "RPCAConvIteration",
@@ -174,6 +187,7 @@ __all__ = [
     "make_algorithm",
     "maximum_likelihood",
     "register_algorithm",
+    "register_family",
     "soft_threshold",
     "soft_threshold_support_selection",
     "zero_forcing",

@@ -141,16 +141,15 @@ def test_integer_targets_through_the_data_module_and_the_module() -> None:
 
 # -- soft-IC -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("const", ["bpsk", "qpsk"])
-def test_soft_ic_hyperparameter_paradigm_reproduces_the_classical_solver(const: str) -> None:
+def test_soft_ic_learns_two_hyperparameters_per_iteration_and_outputs_probabilities(
+    const: str,
+) -> None:
+    """(Its classical-init equivalence is in tests/zoo.)"""
     prob = MIMODetection(n_users=3, n_antennas=4, constellation=const, snr_db=8.0, csi_noise=0.1)
     x, _ = prob.sample(64, seed=0, dtype=F64)
-    ref = ClassicalSolver(SoftIC(), prob, 5, dtype=F64)(x)
     model = UnfoldedModel(SoftIC(), prob, 5, "hyperparameters", dtype=F64)
-    out = model(x)
     assert len(list(model.parameters())) == 10  # damping and var_scale per iteration
-    for a, b in zip(ref.estimates, out.estimates, strict=True):
-        assert torch.allclose(a, b, atol=1e-8, rtol=0)
-    for est in out.estimates:
+    for est in model(x).estimates:
         check_probabilities(est, tol=1e-10)
 
 
@@ -324,16 +323,13 @@ def test_deepsic_end_to_end_learns() -> None:
 
 
 # -- DetNet ------------------------------------------------------------------------------------
-def test_projected_gradient_reproduces_classical_and_converges_to_box_least_squares() -> None:
+def test_projected_gradient_converges_to_box_least_squares() -> None:
+    """(Its classical-init equivalence is in tests/zoo.)"""
     from scipy.optimize import lsq_linear
 
     prob = MIMODetection(n_users=4, n_antennas=8, channel="gaussian", snr_db=2.0, loss="symbol_mse")
     x, _ = prob.sample(6, seed=0, dtype=F64)
     alg = ProjectedGradientDetector()
-    ref = ClassicalSolver(alg, prob, 6, dtype=F64)(x)
-    out = UnfoldedModel(ProjectedGradientDetector(), prob, 6, "hyperparameters", dtype=F64)(x)
-    for a, b in zip(ref.iterates, out.iterates, strict=True):
-        assert torch.allclose(a.s, b.s, atol=1e-8, rtol=0)
     solved = ClassicalSolver(alg, prob, 1, dtype=F64).solve(x, tol=1e-13, max_iter=20_000)
     assert solved.converged
     for i in range(6):
@@ -406,10 +402,6 @@ def test_bad_input_to_detectors() -> None:
     x, _ = prob.sample(3, seed=0)
     with pytest.raises(ValueError, match="width 21"):
         lmmse(x[:, :-1], prob)
-    bad = x.clone()
-    bad[0, 0] = float("nan")
-    with pytest.raises(ValueError, match="non-finite"):
-        ClassicalSolver(SoftIC(), prob, 2)(bad)
     with pytest.raises(ValueError, match="not bound"):
         SoftIC().init(x, {"points": prob.const.points})
     with pytest.raises(ValueError, match="leaves the simplex"):
