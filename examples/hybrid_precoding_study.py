@@ -148,7 +148,8 @@ PRESETS: dict[str, Preset] = {
 def rates(model: torch.nn.Module, problem: HybridPrecoding, x: Tensor) -> list[float]:
     """Mean rate (nats) at every iterate ``k = 0..K`` (the problem's primary metric)."""
     target = torch.full((x.shape[0], 1), float("nan"))  # the rate needs no target
-    curve = layer_metrics(model, problem, x, target, metrics=["rate"])["rate"]
+    name = problem.metrics()[0].name
+    curve = layer_metrics(model, problem, x, target, metrics=[name])[name]
     # the black box: one output (its iterate 0 is a placeholder)
     return curve[-1:] if isinstance(model, BlackBoxModel) else curve
 
