@@ -322,3 +322,30 @@ def test_warm_start_copies_the_learned_hyperparameters() -> None:
         warm_start(other, src, names=["step"])
     with pytest.raises(TypeError, match="unfolded models; source is BlackBoxModel"):
         warm_start(dst, UnfoldedModule(PROBLEM, paradigm="black_box", depth=3))
+
+
+def test_rpca_trains_on_its_own_relative_error_and_warm_starts_its_conv_layers() -> None:
+    from lightning_unfold.algorithms.rpca import RPCAProblem, relative_frobenius_error
+
+    prob = RPCAProblem(n1=8, n2=6, rank=2, seed=0)
+    _, target = prob.sample(4, seed=0)
+    est = target + 0.1 * torch.randn_like(target)
+    loss = prob.supervised_loss(est, target)
+    assert loss == pytest.approx(float(relative_frobenius_error(est, target).mean()), rel=1e-6)
+    part = target.clone()
+    part[1:] = float("nan")  # only row 0 labelled
+    assert prob.supervised_loss(est, part) == pytest.approx(
+        float(relative_frobenius_error(est[:1], target[:1]).mean()), rel=1e-6
+    )
+    assert prob.supervised_loss(est, torch.full_like(target, float("nan"))) is None
+    src = UnfoldedModule(prob, algorithm="rpca", paradigm="hyperparameters", depth=3)
+    with torch.no_grad():
+        for p in src.parameters():
+            p.mul_(0.7)
+    dst = UnfoldedModule(prob, algorithm="rpca", paradigm="inductive_bias", depth=3, hidden=4)
+    warm_start(dst, src, names=("eta_L", "eta_R", "zeta"))
+    decay = src.model.algorithm.decay
+    for k in (1, 2, 3):
+        net, want = dst.model.nets[k - 1], src.model.layer_params(k)
+        torch.testing.assert_close(net.eta_L, want["eta_L"])
+        torch.testing.assert_close(net.zeta, want["zeta"] * decay ** (k - 1))
