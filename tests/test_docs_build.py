@@ -8,6 +8,7 @@ the ``test`` extra, so this never skips in CI: a broken docstring, reference or 
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 import sys
 import time
@@ -68,6 +69,37 @@ def test_every_guide_is_a_page(site: Path) -> None:
         html = (site / f"{stem}.html").read_text(encoding="utf-8")
         assert title.split("`")[0].strip() in html, f"{stem}.md is not rendered"
     assert 'class="math' in (site / "theory.html").read_text(encoding="utf-8")  # $…$ rendered
+
+
+SCRIPT_SRC = re.compile(r"<script[^>]*\bsrc=\"([^\"]+)\"", flags=re.I)
+STYLESHEET = re.compile(r"<link[^>]*\bhref=\"([^\"]+)\"", flags=re.I)
+
+
+def test_math_renders_offline(site: Path) -> None:
+    """The site bundles its math renderer: no page loads a script or stylesheet from the network
+    (an offline reader would otherwise see raw TeX), and the pages with math load the MathJax
+    copied into ``_static``."""
+    remote = {}
+    for page in site.rglob("*.html"):
+        html = page.read_text(encoding="utf-8")
+        links = SCRIPT_SRC.findall(html) + [
+            h for h in STYLESHEET.findall(html) if h.endswith(".css") or "css" in h
+        ]
+        bad = [u for u in links if u.startswith(("http://", "https://", "//"))]
+        if bad:
+            remote[str(page.relative_to(site))] = bad
+    assert not remote, f"pages load scripts or styles from the network: {remote}"
+    theory = (site / "theory.html").read_text(encoding="utf-8")
+    sources = SCRIPT_SRC.findall(theory)
+    mathjax = [u for u in sources if "mathjax" in u.lower() or "katex" in u.lower()]
+    assert mathjax == ["_static/mathjax/tex-mml-chtml.js"], sources
+    assert (site / mathjax[0]).is_file()
+    fonts = site / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2"
+    assert len(list(fonts.glob("*.woff"))) > 10  # MathJax fetches its fonts next to itself
+    generated = (site / "api" / "generated").glob("*.html")
+    with_math = [p for p in generated if 'class="math' in p.read_text(encoding="utf-8")]
+    assert with_math, "no API page has math: the docstrings' .. math:: is not rendered"
+    assert all("../../_static/mathjax/tex-mml-chtml.js" in p.read_text("utf-8") for p in with_math)
 
 
 def test_every_gallery_example_is_a_page(site: Path) -> None:
