@@ -27,6 +27,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,22 @@ class CommandLineError(ValueError):
 #: the seed notice (printed before a configuration error it would be the only other line; the
 #: seed is in the run's saved config.yaml)
 _QUIET = ("💡 Tip", "Seed set to")
+
+
+#: Lightning warnings about Lightning's own code, which a user cannot act on (message regexes):
+#: its deprecation of ``LeafSpec`` (raised inside Lightning with torch >= 2.10) and its advice on
+#: ``IterableDataset.__len__`` with several loader workers (the synthetic data use none). Both
+#: print the installation's site-packages path. Ignored by the command line and the gallery.
+LIBRARY_NOTICES = (
+    r".*LeafSpec.*is deprecated",
+    r"Your `IterableDataset` has `__len__` defined",
+)
+
+
+def quiet_library_notices() -> None:
+    """Ignore :data:`LIBRARY_NOTICES` (every other warning still shows)."""
+    for message in LIBRARY_NOTICES:
+        warnings.filterwarnings("ignore", message=message)
 
 
 class _NoCloudTips(logging.Filter):
@@ -477,6 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     traceback = "--traceback" in args or os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
     args = [a for a in args if a != "--traceback"]
     _silence_cloud_tips()
+    quiet_library_notices()
     if args and args[0] == "demo":
         return run_demo(args[1:])
     if args and args[0] == "check":
