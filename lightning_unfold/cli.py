@@ -235,6 +235,9 @@ class UnfoldCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse ``args`` (never also ``sys.argv``: :func:`main` passes the command line), then
         check ``--ckpt_path`` against the parsed ``model`` section."""
+        if isinstance(args, (dict, Namespace)):  # a parsed config from Python: Lightning's way
+            super().parse_arguments(parser, args)
+            return
         try:
             self.config = parser.parse_args(args)
         except ArgumentError as exc:
