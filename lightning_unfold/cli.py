@@ -55,6 +55,7 @@ MODEL_KEYS = (
     "hidden",
     "shared_correction",
     "black_box_params",
+    "learn_hyperparameters",
 )
 #: ``--ckpt_path`` values that Lightning resolves itself (no file to compare)
 _SPECIAL_CKPT = frozenset({"best", "last", "hpc", "registry"})
