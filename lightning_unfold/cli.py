@@ -315,9 +315,10 @@ class UnfoldCLI(LightningCLI):
         trainer = self.config[sub]["trainer"]
         if trainer.get(key) is not None and float(trainer[key]) == 0.0:
             trainer[key] = 1.0
+            data = "validation" if sub == "validate" else "test"
             print(
-                f"{PROG} {sub}: the config sets trainer.{key}: 0 (no {sub} batches during fit); "
-                f"{sub} runs on the whole set (pass --trainer.{key}=... to limit it).",
+                f"{PROG} {sub}: note: the config sets trainer.{key}: 0 (for fit); {sub} runs on "
+                f"the whole {data} set instead (pass --trainer.{key}=... to limit it).",
                 file=sys.stderr,
             )
 

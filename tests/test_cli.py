@@ -393,5 +393,8 @@ def test_validate_on_a_config_without_validation_batches_says_so(
     )
     assert main(["validate", "--config", str(config)]) == 0
     captured = capsys.readouterr()
-    assert "limit_val_batches: 0" in captured.err and "runs on the whole set" in captured.err
+    assert (
+        "limit_val_batches: 0" in captured.err
+        and "runs on the whole validation set" in captured.err
+    )
     assert "val/nmse_db" in captured.out
