@@ -175,7 +175,8 @@ def objective_agreement(
     alg = make_algorithm(ctx.problem.default_algorithm)
     solver = ClassicalSolver(alg, ctx.problem, 1, dtype=torch.float64)
     res = ctx.cached(
-        ("classical", n, tol, max_iter), lambda: solver.solve(x64, tol=tol, max_iter=max_iter)
+        ("classical", n, tol, max_iter),
+        lambda: solver.solve(x64, tol=tol, max_iter=max_iter, warn=False),
     )
     ref_obj = solver.objective(res.trajectory.final, x64).detach().cpu().numpy()
     model_obj = Q[:n, -1]
