@@ -76,7 +76,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
+from lightning_unfold.core.algorithm import (
+    Algorithm,
+    Constraint,
+    ParamSpec,
+    ProblemSpec,
+    Role,
+    SolverTheory,
+)
 from lightning_unfold.core.iterate import complex_dtype, require_finite
 from lightning_unfold.core.metrics import NMSE, ProblemMetric, labelled_rows
 
@@ -570,6 +577,16 @@ class ISTARPCA(_ClutterSolver):
     """
 
     name: ClassVar[str] = "ista_rpca"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="low-rank plus sparse separation ½‖D − H₁L − H₂S‖² + λ‖L‖* + μ‖S‖₁,₂",
+        fixed_point="the minimiser",
+        convex=True,
+        averaged="proximal gradient with step < 2/L is an averaged operator whose fixed points "
+        "are the minimisers (Combettes & Wajs 2005, Prop. 3.1)",
+        descent="proximal gradient with step ≤ 1/L never raises the objective (Beck & Teboulle "
+        "2009, Lemma 2.3)",
+        linear_rate=None,
+    )
     objective_variants: ClassVar[tuple[str, ...]] = ("direct", "corona")
 
     def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:
@@ -636,6 +653,11 @@ class FISTARPCA(ISTARPCA):
     """
 
     name: ClassVar[str] = "fista_rpca"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="low-rank plus sparse separation ½‖D − H₁L − H₂S‖² + λ‖L‖* + μ‖S‖₁,₂",
+        fixed_point="the minimiser",
+        convex=True,
+    )
     objective_variants: ClassVar[tuple[str, ...]] = ("direct",)
 
     def objective_form(self, variant: str | None) -> Algorithm[Any]:
@@ -731,6 +753,11 @@ class CORONA(_ClutterSolver):
     """
 
     name: ClassVar[str] = "corona"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="low-rank plus sparse separation ½‖D − H₁L − H₂S‖² + λ‖L‖* + μ‖S‖₁,₂",
+        fixed_point="the minimiser (for the classical convolutions)",
+        convex=True,
+    )
 
     def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:
         return (

@@ -62,7 +62,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
+from lightning_unfold.core.algorithm import (
+    Algorithm,
+    Constraint,
+    ParamSpec,
+    ProblemSpec,
+    Role,
+    SolverTheory,
+)
 from lightning_unfold.core.iterate import require_finite
 from lightning_unfold.core.metrics import ProblemMetric, RateOf, labelled_rows
 
@@ -480,6 +487,12 @@ class SoftIC(Algorithm[Tensor]):
     """
 
     name: ClassVar[str] = "soft_ic"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="symbol detection by soft interference cancellation (a posterior approximation "
+        "without an objective it minimises)",
+        fixed_point="a fixed point of the soft interference cancellation",
+        convex=False,
+    )
 
     def __init__(
         self, damping: float = 0.0, var_scale: float = 1.0, deepsic_hidden: Sequence[int] = (60, 30)
@@ -716,6 +729,17 @@ class ProjectedGradientDetector(Algorithm[DetNetState]):
     """
 
     name: ClassVar[str] = "projected_gradient"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="the box-relaxed maximum-likelihood detection min ½‖y − Hs‖² over s ∈ [−1, 1]^U",
+        fixed_point="the box-constrained least-squares solution",
+        convex=True,
+        averaged="projected gradient with 0 < μ < 2/λ_max(HᵀH) is an averaged operator "
+        "(Combettes & Wajs 2005, Prop. 3.1)",
+        descent="projected gradient with μ ≤ 1/λ_max(HᵀH) never raises ½‖y − Hs‖² (Beck & "
+        "Teboulle 2009, Lemma 2.3)",
+        linear_rate="projected gradient converges linearly when H has full column rank (strong "
+        "convexity; Nesterov 2004, Thm. 2.2.8)",
+    )
 
     def __init__(
         self, step: float | None = None, v_dim: int | None = None, hidden: int | None = None

@@ -75,7 +75,14 @@ import torch
 from torch import Tensor, nn
 
 from lightning_unfold.algorithms.rpca import RPCABlackBoxNet
-from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
+from lightning_unfold.core.algorithm import (
+    Algorithm,
+    Constraint,
+    ParamSpec,
+    ProblemSpec,
+    Role,
+    SolverTheory,
+)
 from lightning_unfold.core.iterate import complex_dtype, real_dtype, require_finite
 from lightning_unfold.core.metrics import MeanOf, ProblemMetric
 
@@ -516,6 +523,15 @@ class ADMMTV(Algorithm[ImagingADMMState]):
     """
 
     name: ClassVar[str] = "admm_tv"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="TV-regularised reconstruction ½‖y − MFx‖² + λ·TV(x)",
+        fixed_point="the TV-regularised reconstruction (primal and dual residuals zero)",
+        convex=True,
+        averaged="ADMM is Douglas–Rachford splitting, a firmly nonexpansive iteration whose "
+        "fixed points give the minimiser (Eckstein & Bertsekas 1992, Thm. 8)",
+        descent=None,
+        linear_rate=None,
+    )
 
     def __init__(self, penalty: float = 0.05, dual_step: float = 1.0, filters: str = "tv") -> None:
         if not (penalty > 0 and math.isfinite(penalty)):

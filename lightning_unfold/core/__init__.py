@@ -2,10 +2,12 @@
 
 from lightning_unfold.core.algorithm import (
     Algorithm,
+    Certificate,
     Constraint,
     ParamSpec,
     ProblemSpec,
     Role,
+    SolverTheory,
     problem_from_config,
 )
 from lightning_unfold.core.iterate import (
@@ -42,6 +44,7 @@ __all__ = [
     "PARADIGMS",
     "Algorithm",
     "BlackBoxModel",
+    "Certificate",
     "ClassicalSolver",
     "Constraint",
     "MeanOf",
@@ -54,6 +57,7 @@ __all__ = [
     "SafeguardResult",
     "SafeguardedModel",
     "SolveResult",
+    "SolverTheory",
     "Trajectory",
     "UnfoldedModel",
     "aux_field",
