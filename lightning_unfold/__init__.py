@@ -26,11 +26,13 @@ from lightning_unfold.core import (
     BlackBoxModel,
     ClassicalSolver,
     Constraint,
+    ConvDenoiserNet,
     ParamSpec,
     ProblemSpec,
     Role,
     Trajectory,
     UnfoldedModel,
+    promote_hyperparameters,
 )
 from lightning_unfold.core.safeguard import SafeguardedModel
 
@@ -70,6 +72,7 @@ __all__ = [
     "BlackBoxModel",
     "ClassicalSolver",
     "Constraint",
+    "ConvDenoiserNet",
     "DescendingConstraints",
     "ParamSpec",
     "ProblemSpec",
@@ -83,5 +86,6 @@ __all__ = [
     "__version__",
     "build_model",
     "make_algorithm",
+    "promote_hyperparameters",
     "register_algorithm",
 ]

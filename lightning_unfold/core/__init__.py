@@ -27,6 +27,7 @@ from lightning_unfold.core.metrics import (
     layer_curves,
     primary_metric,
 )
+from lightning_unfold.core.networks import ConvDenoiserNet
 from lightning_unfold.core.perturb import relative_perturbation
 from lightning_unfold.core.safeguard import MU_UPDATES, SafeguardedModel, SafeguardResult
 from lightning_unfold.core.trajectory import Trajectory
@@ -36,6 +37,7 @@ from lightning_unfold.core.unfolded import (
     ClassicalSolver,
     SolveResult,
     UnfoldedModel,
+    promote_hyperparameters,
 )
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "Certificate",
     "ClassicalSolver",
     "Constraint",
+    "ConvDenoiserNet",
     "MeanOf",
     "ParamSpec",
     "ProblemMetric",
@@ -69,5 +72,6 @@ __all__ = [
     "layer_curves",
     "primary_metric",
     "problem_from_config",
+    "promote_hyperparameters",
     "relative_perturbation",
 ]
