@@ -477,7 +477,7 @@ def test_checks_on_deepsic_generalization_runs_and_the_others_say_why_not() -> N
     for name in ("linear_convergence", "descent", "reference_agreement"):
         assert "discrete labels" in results[name].message, results[name]
     for name in ("coupling", "alista_coherence"):
-        assert "not a LASSO problem" in results[name].message, results[name]
+        assert "concerns sparse coding" in results[name].message, results[name]
     gen = run_checks(
         module,
         suite="generalization",
