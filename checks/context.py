@@ -417,6 +417,44 @@ class CheckContext:
             self._cache[key] = (name, arr)
         return self._cache[key]
 
+    def discrete_targets(self) -> bool:
+        """Whether the targets are labels (symbol indices), not points of the estimates' space."""
+        t = self.target
+        return t is not None and not (t.is_floating_point() or t.is_complex())
+
+    def layer_losses(self) -> tuple[np.ndarray, np.ndarray]:
+        """The problem's supervised loss per labelled sample at every layer
+        (:meth:`~lightning_unfold.core.algorithm.ProblemSpec.per_sample_loss`, e.g. the
+        cross-entropy of a detector's posteriors): ``(index, (N, K+1))`` float64.
+
+        Raises:
+            NotApplicableError: without targets or a per-sample loss of the problem.
+        """
+        key = "layer_losses"
+        if key not in self._cache:
+            if self.problem is None or self.target is None:
+                raise NotApplicableError("the per-layer loss needs labelled data and the problem.")
+            from lightning_unfold.core.metrics import labelled_rows
+
+            rows = labelled_rows(self.target)
+            if not bool(rows.any()):
+                raise NotApplicableError("the data have no labelled rows.")
+            target = self.target[rows]
+            cols = []
+            with torch.no_grad():
+                for est in self.trajectory.estimates:
+                    loss = self.problem.per_sample_loss(est[rows], target)
+                    if loss is None:
+                        raise NotApplicableError(
+                            f"{type(self.problem).__name__} declares no per-sample loss."
+                        )
+                    cols.append(loss.detach().to("cpu", torch.float64))
+            arr = torch.stack(cols, 1).numpy()
+            if not np.all(np.isfinite(arr)):
+                raise FloatingPointError("The per-layer loss is NaN/Inf on some layer.")
+            self._cache[key] = (np.flatnonzero(rows.cpu().numpy()), arr)
+        return self._cache[key]
+
     def x64(self) -> np.ndarray:
         """Observations as float64 numpy ``(B, m)``."""
         return real64(self.x)

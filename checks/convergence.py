@@ -40,7 +40,7 @@ from .result import CheckResult, NotApplicableError
 
 __all__ = ["DESCENT_QUANTITIES", "descent", "linear_convergence", "objective_descent"]
 
-DESCENT_QUANTITIES: tuple[str, ...] = ("auto", "distance", "gradient", "objective")
+DESCENT_QUANTITIES: tuple[str, ...] = ("auto", "distance", "gradient", "objective", "loss")
 
 
 def _precision_floor(ctx: CheckContext, ref: Reference) -> float:
@@ -175,10 +175,11 @@ def linear_convergence(
 
 def _use_certificate(ctx: CheckContext, reference: str) -> bool:
     """Whether the rate is measured on the operator's certificate: no ground truth to measure
-    the error against (or a model trained on its objective) and no LASSO solution."""
+    the error against (discrete labels, none at all, or a model trained on its objective) and
+    no LASSO solution."""
     if reference != "auto" or ctx.is_lasso():
         return False
-    return ctx.trained_on_objective() or not ctx.labelled().any()
+    return ctx.discrete_targets() or ctx.trained_on_objective() or not ctx.labelled().any()
 
 
 def _rate_verdict(ctx: CheckContext, passed: bool, q_max: float, min_r2: float) -> str:
@@ -225,8 +226,8 @@ def _certificate_rate(
     passed = fit.q <= q_max and fit.r2 >= min_r2
     verdict = _rate_verdict(ctx, passed, q_max, min_r2)
     message = (
-        f"The mean {what} (distance to {ctx.theory().fixed_point}; the data have no ground "
-        f"truth) shrinks by q = {fit.q:.3g} per layer over layers {fit.start}–{fit.stop - 1} "
+        f"The mean {what} (distance to {ctx.theory().fixed_point}; no ground truth in the "
+        f"estimates' space) shrinks by q = {fit.q:.3g} per layer over layers {fit.start}–{fit.stop - 1} "
         f"(R² = {fit.r2:.3f}; {mean[fit.start]:.3g} → {mean[fit.stop - 1]:.3g}): {verdict}."
     )
     details = {
@@ -263,7 +264,9 @@ def descent(
         r_k = \frac{\mathbb E\, q(s^{(k)})}{\mathbb E\, q(s^{(k-1)})},\qquad
         v = \tfrac1K\#\{k : r_k > 1-\epsilon\},
 
-    with :math:`q` the distance to the reference (``quantity="distance"``,
+    with :math:`q` the problem's own supervised loss per sample (``quantity="loss"``, the
+    default for discrete targets: the cross-entropy of the posteriors for symbol detection), the
+    distance to the reference (``quantity="distance"``,
     :func:`~lightning_unfold.theory.distance_ratios`) or the norm of the LASSO's minimum-norm
     subgradient (``"gradient"``, :func:`~lightning_unfold.theory.lasso_gradient_norm`, the
     quantity of Hadou et al.), or the model's own objective (``"objective"``, for problems
@@ -283,11 +286,19 @@ def descent(
         raise ValueError(f"eps must lie in [0, 1); got {eps}.")
     ctx = prepare(model, problem, data)
     if quantity == "auto":
-        quantity = "objective" if _use_certificate(ctx, reference) else "distance"
+        if ctx.discrete_targets():
+            quantity = "loss"
+        else:
+            quantity = "objective" if _use_certificate(ctx, reference) else "distance"
     if quantity == "objective":
         return objective_descent(ctx, eps=eps, max_violation_rate=max_violation_rate)
     ref: Reference | None = None
-    if quantity == "distance":
+    index: np.ndarray | None = None
+    if quantity == "loss":
+        index, Q = ctx.layer_losses()
+        what = f"{type(ctx.problem).__name__}'s supervised loss per sample"
+        floor = 0.0
+    elif quantity == "distance":
         try:
             ref = resolve_reference(ctx, reference, n_reference)
         except ReferenceSolverError as exc:
@@ -317,7 +328,10 @@ def descent(
         growth = Q[:, k] - Q[:, k - 1]
         j = int(np.argmax(growth))
         counterexample = {
-            **_instance(ctx, int(ref.index[j]) if ref is not None else j),
+            **_instance(
+                ctx,
+                int(ref.index[j]) if ref is not None else int(index[j]) if index is not None else j,
+            ),
             "layer": k,
             "before": float(Q[j, k - 1]),
             "after": float(Q[j, k]),
@@ -338,8 +352,9 @@ def descent(
         worst = int(layers[np.argmax(ratios[layers - 1])])
         message = (
             f"{layers.size} of {K} layers violate the descent constraint r_k ≤ {bound} on the mean "
-            f"{what} (worst: layer {worst}, ratio {ratios[worst - 1]:.3g}); those layers move "
-            f"away from the solution. {theorem}"
+            f"{what} (worst: layer {worst}, ratio {ratios[worst - 1]:.3g}); those layers "
+            + ("raise the loss" if quantity == "loss" else "move away from the solution")
+            + f". {theorem}"
         )
     details = {
         "quantity": quantity,

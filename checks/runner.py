@@ -73,10 +73,11 @@ def _coupling_applies(ctx: CheckContext) -> str | None:
 
 
 def _discrete_targets(ctx: CheckContext) -> str | None:
-    if ctx.target is not None and not (ctx.target.is_floating_point() or ctx.target.is_complex()):
+    if ctx.discrete_targets():
         return (
-            "the targets are discrete labels (e.g. symbol indices) and the estimates live in "
-            "another space (probability vectors); rates of ||s^(k) - s|| need a continuous target."
+            "the targets are discrete labels (symbol indices) and the estimates live in another "
+            "space (probability vectors), so a distance ‖s^(k) − s‖ to the target is undefined "
+            "(descent is measured on the problem's loss, the rate on the solver's certificate)."
         )
     return None
 
@@ -87,10 +88,10 @@ def _without_reference(ctx: CheckContext) -> bool:
     return (ctx.trained_on_objective() or not ctx.labelled().any()) and not ctx.is_lasso()
 
 
-def _common_trajectory(ctx: CheckContext) -> str | None:
+def _common_trajectory(ctx: CheckContext, *, discrete_ok: bool = False) -> str | None:
     if ctx.is_black_box():
         return "the black-box baseline has no intermediate iterates (its trajectory is [0, ŝ])."
-    discrete = _discrete_targets(ctx)
+    discrete = None if discrete_ok else _discrete_targets(ctx)
     if discrete:
         return discrete
     if ctx.trajectory.depth < 3:
@@ -99,8 +100,8 @@ def _common_trajectory(ctx: CheckContext) -> str | None:
 
 
 def _trajectory_applies(ctx: CheckContext) -> str | None:
-    reason = _common_trajectory(ctx)
-    if reason is None and _without_reference(ctx):
+    reason = _common_trajectory(ctx, discrete_ok=True)
+    if reason is None and (_without_reference(ctx) or ctx.discrete_targets()):
         return _try(ctx.certificates)
     return reason
 
@@ -110,16 +111,15 @@ def _has_objective(ctx: CheckContext) -> str | None:
 
 
 def _descent_applies(ctx: CheckContext) -> str | None:
-    reason = _common_trajectory(ctx)
+    reason = _common_trajectory(ctx, discrete_ok=True)
+    if reason is None and ctx.discrete_targets():
+        return _try(ctx.layer_losses)
     if reason is None and _without_reference(ctx):
         return _has_objective(ctx)
     return reason
 
 
 def _agreement_applies(ctx: CheckContext) -> str | None:
-    reason = _discrete_targets(ctx)
-    if reason:
-        return reason
     if not ctx.is_lasso():
         reason = _try(ctx.operator)
         if reason:
