@@ -30,7 +30,7 @@ from lightning_unfold.core.algorithm import ProblemSpec
 from lightning_unfold.core.iterate import as_real_rows, cast_precision
 from lightning_unfold.core.perturb import relative_perturbation
 from lightning_unfold.core.safeguard import SafeguardedModel
-from lightning_unfold.core.unfolded import ClassicalSolver, UnfoldedModel
+from lightning_unfold.core.unfolded import UnfoldedModel
 
 from .context import CheckContext, prepare
 from .references import resolve_reference
@@ -196,12 +196,6 @@ def descending_constraints(
         "n_samples": int(E0.shape[0]),
     }
     return CheckResult(name, passed, value, min_fraction, message, details, counterexample)
-
-
-def _classical_solution(sg: SafeguardedModel, x: torch.Tensor, max_iter: int) -> torch.Tensor:
-    solver = ClassicalSolver(sg.operator, sg.problem, 1, dtype=torch.float64)
-    sol = solver.solve(x, tol=1e-12, max_iter=max_iter).trajectory.final_estimate
-    return sol.reshape(x.shape[0], -1)
 
 
 def safeguard(
