@@ -145,6 +145,7 @@ def objective_agreement(
     n_reference: int = 256,
     tol: float = 1e-8,
     max_iter: int = 2000,
+    n_cvxpy: int = 8,
 ) -> CheckResult:
     r"""Agreement with the model's classical solver run to convergence (problems without a
     CVXPY reference here: WMMSE, PGA, soft-IC, multiplicative NMF, IHT, TV-ADMM, RPCA).
@@ -155,8 +156,11 @@ def objective_agreement(
     initialisation until the relative change is :math:`\le` ``tol`` or ``max_iter`` iterations;
     its optimality certificate is reported. Then
 
-    * for a **convex** problem (:attr:`~lightning_unfold.core.algorithm.SolverTheory.convex`),
-      whose solution the converged solver finds, the mean relative distance
+    * for a **convex** problem (:attr:`~lightning_unfold.core.algorithm.SolverTheory.convex`)
+      with a CVXPY formulation (:meth:`~lightning_unfold.core.algorithm.Algorithm.
+      convex_reference`: box least squares for projected-gradient detection, TV reconstruction),
+      the reference is CVXPY's solution on ``n_cvxpy`` samples; otherwise the converged
+      classical solver's. The mean relative distance
       :math:`\frac1N\sum_j\|\hat s_j^{(K)} - \hat s_j^\star\|/\|\hat s_j^\star\|` must be
       :math:`\le` ``rel_tol`` (default 0.05);
     * for a **non-convex** problem, whose stationary points differ, the relative gap of the mean
@@ -174,6 +178,10 @@ def objective_agreement(
     theory = ctx.theory()
     convex = theory.convex
     tol_ = rel_tol if rel_tol is not None else (0.05 if convex else 0.02)
+    if convex:
+        cvx = _convex_reference(ctx, op, min(n_cvxpy, ctx.x.shape[0]), tol_)
+        if cvx is not None:
+            return cvx
     n = min(n_reference, ctx.x.shape[0])
     x64 = cast_precision(ctx.x[:n], torch.float64)
     solver = ClassicalSolver(op, ctx.problem, 1, dtype=torch.float64)
@@ -248,3 +256,40 @@ def objective_agreement(
         "n_samples": n,
     }
     return CheckResult(name, passed, value, tol_, message, details, counterexample)
+
+
+def _convex_reference(ctx: CheckContext, op: Any, n: int, rel_tol: float) -> CheckResult | None:
+    """Agreement with the CVXPY solution of a convex problem, or ``None`` without one."""
+    assert ctx.problem is not None
+    x64 = cast_precision(ctx.x[:n], torch.float64)
+    try:
+        ref = op.convex_reference(x64, ctx.problem)
+    except Exception as exc:  # a failed reference solve: fall back to the classical solver
+        error = f"{type(exc).__name__}: {exc}"
+        ctx.cached("cvxpy_error", lambda: error)
+        return None
+    if ref is None:
+        return None
+    theory = ctx.theory()
+    est = ctx.estimates64()[-1, :n]
+    sol = real64(ref)
+    dist = np.linalg.norm(est - sol, axis=1) / np.maximum(np.linalg.norm(sol, axis=1), 1e-12)
+    value = float(dist.mean())
+    passed = value <= rel_tol
+    message = (
+        f"s^(K) lies at mean relative distance {value:.3g} from the CVXPY (Clarabel) solution of "
+        f"{theory.problem} on {n} samples (needed ≤ {rel_tol:g}): the model "
+        f"{'solves' if passed else 'does not solve'} it to that accuracy."
+    )
+    j = int(np.argmax(dist))
+    counterexample = None if passed else {"sample_index": j, "relative_distance": float(dist[j])}
+    details = {
+        "reference": "cvxpy",
+        "reference_name": "CVXPY reference",
+        "convex": True,
+        "relative_distance_list": dist.tolist(),
+        "n_samples": n,
+    }
+    return CheckResult(
+        "reference_agreement", passed, value, rel_tol, message, details, counterexample
+    )

@@ -741,6 +741,21 @@ class ProjectedGradientDetector(Algorithm[DetNetState]):
         "convexity; Nesterov 2004, Thm. 2.2.8)",
     )
 
+    def convex_reference(self, x: Tensor, problem: ProblemSpec) -> Tensor | None:
+        r"""The box-constrained least-squares solution
+        :math:`\arg\min_{s\in[-1,1]^U}\tfrac12\|y - Hs\|^2` of every sample by CVXPY
+        (:func:`~lightning_unfold.theory.box_least_squares_reference`), as the estimate
+        :math:`((1+s)/2, (1-s)/2)`."""
+        from lightning_unfold.theory import box_least_squares_reference
+
+        y, H, _ = _require_detection(problem).split(x.detach().cpu().double())
+        sols = [
+            box_least_squares_reference(H[b].numpy(), y[b].numpy(), -1.0, 1.0)
+            for b in range(x.shape[0])
+        ]
+        s = torch.as_tensor(np.stack(sols), dtype=torch.float64)
+        return self.estimate(DetNetState(s=s, v=s.new_zeros(s.shape[0], 0)))
+
     def __init__(
         self, step: float | None = None, v_dim: int | None = None, hidden: int | None = None
     ) -> None:

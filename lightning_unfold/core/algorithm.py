@@ -342,6 +342,12 @@ class Algorithm(ABC, Generic[S]):
             self.fixed_point_residual(s, x, p),
         )
 
+    def convex_reference(self, x: Tensor, problem: ProblemSpec) -> Tensor | None:
+        """The estimates of the problem's solution for the batch ``x`` computed by CVXPY, for
+        convex problems that have a formulation here; ``None`` (the default) where none exists
+        (then the checks compare with the classical solver run to convergence)."""
+        return None
+
     #: the valid ``variant`` names for :meth:`objective_form`
     objective_variants: ClassVar[tuple[str, ...]] = ("direct",)
 

@@ -261,3 +261,33 @@ def test_detection_descends_on_its_cross_entropy_and_converges_on_its_certificat
     assert rate.value is not None and 0.3 < rate.value < 0.6
     slow = checks.linear_convergence(soft_ic, None, data, q_max=0.2)
     assert slow.status is Status.FAILED, slow.message
+
+
+@pytest.mark.parametrize("family", ["tv", "box"])
+def test_reference_agreement_uses_cvxpy_for_convex_problems(family: str) -> None:
+    from lightning_unfold.algorithms import (
+        ADMMTV,
+        CompressiveImaging,
+        MIMODetection,
+        ProjectedGradientDetector,
+    )
+    from lightning_unfold.core.unfolded import ClassicalSolver
+
+    if family == "tv":  # complex k-space data, split exactly into real and imaginary parts
+        prob: Any = CompressiveImaging(size=8, sampling_rate=0.3, tv_weight=0.01, seed=3)
+        alg: Any = ADMMTV(penalty=0.5)
+        long, short = 2000, 3
+    else:  # box-constrained least squares, the problem DetNet's iteration solves
+        prob = MIMODetection(users=3, antennas=6, channel="gaussian", snr_db=10.0, seed=2)
+        alg = ProjectedGradientDetector()
+        long, short = 500, 1
+    data = prob.sample(4, seed=1, dtype=torch.float64)
+    ok = checks.reference_agreement(
+        ClassicalSolver(alg, prob, long, dtype=torch.float64), prob, data
+    )
+    assert ok.passed and ok.details["reference"] == "cvxpy", ok.message
+    assert ok.value is not None and ok.value < 1e-3 and "CVXPY" in ok.message
+    bad = checks.reference_agreement(
+        ClassicalSolver(alg, prob, short, dtype=torch.float64), prob, data
+    )
+    assert bad.status is Status.FAILED and bad.value is not None and bad.value > 0.1, bad.message
