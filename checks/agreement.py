@@ -186,7 +186,8 @@ def objective_agreement(
     x64 = cast_precision(ctx.x[:n], torch.float64)
     solver = ClassicalSolver(op, ctx.problem, 1, dtype=torch.float64)
     res = ctx.cached(
-        ("classical", n, tol, max_iter), lambda: solver.solve(x64, tol=tol, max_iter=max_iter)
+        ("classical", n, tol, max_iter),
+        lambda: solver.solve(x64, tol=tol, max_iter=max_iter, warn=False),
     )
     ref_state = res.trajectory.final
     ref_cert = op.certificate(ref_state, x64, params)

@@ -55,6 +55,7 @@ from lightning_unfold.core.algorithm import (
     ProblemSpec,
     Role,
     SolverTheory,
+    require_problem,
 )
 
 __all__ = ["IHT", "LIHT", "LIHTCP", "hard_threshold", "l0_objective"]
@@ -83,14 +84,6 @@ def l0_objective(s: Tensor, x: Tensor, H: Tensor, l0_weight: Tensor | float) -> 
     r"""Per-sample :math:`\tfrac12\|x - Hs\|^2 + \lambda_0\|s\|_0`, shape ``(B,)``."""
     r = x - s @ H.T
     return 0.5 * (r * r).sum(dim=1) + l0_weight * (s != 0).sum(dim=1).to(s.dtype)
-
-
-def _require_sparse(problem: ProblemSpec) -> SparseRecovery:
-    if not isinstance(problem, SparseRecovery):
-        raise TypeError(
-            f"IHT and LIHT solve SparseRecovery problems, got {type(problem).__name__}."
-        )
-    return problem
 
 
 class IHT(Algorithm[Tensor]):
@@ -148,7 +141,7 @@ class IHT(Algorithm[Tensor]):
 
     def lam0(self, problem: ProblemSpec) -> float:
         r"""The :math:`\ell_0` weight :math:`\lambda_0` (default :math:`\rho^2/2`)."""
-        prob = _require_sparse(problem)
+        prob = require_problem(problem, SparseRecovery, type(self).__name__)
         return prob.rho**2 / 2.0 if self.l0_weight is None else float(self.l0_weight)
 
     def _theta(self, problem: SparseRecovery, mu: float) -> float:
@@ -163,7 +156,7 @@ class IHT(Algorithm[Tensor]):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_sparse(problem)
+        prob = require_problem(problem, SparseRecovery, type(self).__name__)
         mu = self._mu(prob)
         f64 = torch.float64
         return {
@@ -238,7 +231,7 @@ class LIHT(IHT):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_sparse(problem)
+        prob = require_problem(problem, SparseRecovery, type(self).__name__)
         full = super().classical_params(prob)
         mu, H = float(full["step"]), prob.H
         return {

@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -56,6 +56,8 @@ from lightning_unfold.core.algorithm import (
     ProblemSpec,
     Role,
     SolverTheory,
+    require_problem,
+    seeded_rng,
 )
 from lightning_unfold.core.iterate import require_finite
 from lightning_unfold.core.metrics import MeanOf, ProblemMetric
@@ -232,7 +234,7 @@ class NMFSeparation(ProblemSpec):
             float(segment),
         )
         self.seed = seed
-        rng = np.random.default_rng([seed, 11])
+        rng = seeded_rng(seed, 11)
         freqs = np.arange(n_freq, dtype=np.float64)
         # source 0: low fundamentals, bands low-mid; source 1: higher fundamentals, bands high
         self._f0 = [
@@ -282,19 +284,6 @@ class NMFSeparation(ProblemSpec):
         kernel = np.array([0.25, 0.5, 0.25])
         return np.stack([np.convolve(row, kernel, mode="same") for row in h])
 
-    def init_args(self) -> dict[str, Any]:
-        return {
-            "n_freq": self.n_freq,
-            "n_frames": self.n_frames,
-            "combs": self.combs,
-            "bands": self.bands,
-            "width": self.width,
-            "jitter": self.jitter,
-            "noise": self.noise,
-            "segment": self.segment,
-            "seed": self.seed,
-        }
-
     def constants(self) -> dict[str, Tensor]:
         """``W``: the nominal dictionary ``(F, 2r)`` (source 1's atoms first); ``atoms``: r."""
         return {
@@ -305,8 +294,7 @@ class NMFSeparation(ProblemSpec):
     def sample(
         self, n: int, *, seed: int | Sequence[int], dtype: torch.dtype = torch.float32
     ) -> tuple[Tensor, Tensor]:
-        extra = [seed] if isinstance(seed, int) else list(seed)
-        rng = np.random.default_rng([self.seed, *extra])
+        rng = seeded_rng(self.seed, seed)
         S = np.empty((n, 2, self.n_freq, self.n_frames))
         for i in range(n):
             for j in range(2):
@@ -338,12 +326,6 @@ class NMFSeparation(ProblemSpec):
                 f"The mixture spectrogram V has {int((x < 0).sum())} negative entries; NMF "
                 "factorises nonnegative data (use magnitudes or powers, not signed values)."
             )
-
-
-def _require_nmf(problem: ProblemSpec) -> NMFSeparation:
-    if not isinstance(problem, NMFSeparation):
-        raise TypeError(f"NMF solves NMFSeparation problems, got {type(problem).__name__}.")
-    return problem
 
 
 def _wiener(W: Tensor, H: Tensor, V: Tensor, r: int) -> Tensor:
@@ -426,7 +408,7 @@ class NMF(Algorithm[NMFState]):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_nmf(problem)
+        prob = require_problem(problem, NMFSeparation, type(self).__name__)
         f64 = torch.float64
         return {
             "dictionary": prob.W.clone(),
@@ -505,19 +487,19 @@ class NMF(Algorithm[NMFState]):
     def make_correction_net(
         self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
     ) -> nn.Module:
-        prob = _require_nmf(problem)
+        prob = require_problem(problem, NMFSeparation, type(self).__name__)
         self._no_dictionary_updates("correction")
         return NMFCorrectionNet(*self._shape(prob), channels=hidden, beta=self.beta)
 
     def make_inductive_bias_net(
         self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
     ) -> nn.Module:
-        prob = _require_nmf(problem)
+        prob = require_problem(problem, NMFSeparation, type(self).__name__)
         self._no_dictionary_updates("inductive-bias")
         return NMFNetIteration(*self._shape(prob), channels=hidden, exponent=self.exponent)
 
     def make_black_box_net(self, problem: ProblemSpec, target_params: int) -> nn.Module:
-        _require_nmf(problem)
+        require_problem(problem, NMFSeparation, type(self).__name__)
         return NMFBlackBoxNet(target_params)
 
 

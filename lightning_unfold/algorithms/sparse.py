@@ -40,6 +40,9 @@ from lightning_unfold.core.algorithm import (
     ProblemSpec,
     Role,
     SolverTheory,
+    as_operator,
+    require_problem,
+    seeded_rng,
 )
 from lightning_unfold.core.iterate import require_finite
 
@@ -113,7 +116,7 @@ class SparseRecovery(ProblemSpec):
         snr_db: float | None = None,
         rho: float = 0.1,
         seed: int = 0,
-        dictionary: list[list[float]] | None = None,
+        dictionary: Tensor | np.ndarray | list[list[float]] | None = None,
     ) -> None:
         if m < 1 or n < 1:
             raise ValueError(f"Dictionary sizes must be positive, got m={m}, n={n}.")
@@ -124,20 +127,12 @@ class SparseRecovery(ProblemSpec):
         self.m, self.n, self.sparsity, self.snr_db = m, n, sparsity, snr_db
         self.rho, self.seed = float(rho), seed
         if dictionary is not None:
-            H = np.asarray(dictionary, dtype=np.float64)
-            if H.ndim != 2 or H.shape != (m, n):
-                raise ValueError(
-                    f"The dictionary must have shape (m, n) = ({m}, {n}), got {H.shape}."
-                )
-            self._given = True
+            self.H = as_operator(dictionary, "The dictionary H", shape=(m, n))
         else:
-            rng = np.random.default_rng(seed)
+            rng = seeded_rng(seed)
             H = rng.normal(0.0, 1.0 / math.sqrt(m), size=(m, n))
             H /= np.linalg.norm(H, axis=0, keepdims=True)
-            self._given = False
-        H_t = torch.from_numpy(H)
-        require_finite(H_t, "The dictionary H")
-        self.H = H_t
+            self.H = torch.from_numpy(H)
 
     @classmethod
     def from_dictionary(
@@ -149,10 +144,12 @@ class SparseRecovery(ProblemSpec):
         rho: float = 0.1,
         seed: int = 0,
     ) -> SparseRecovery:
-        """A problem with a user-given dictionary ``H`` of shape ``(m, n)``."""
-        arr = H.detach().cpu().double().numpy() if isinstance(H, Tensor) else np.asarray(H)
-        if arr.ndim != 2:
-            raise ValueError(f"The dictionary H must be a matrix (m, n), got shape {arr.shape}.")
+        """A problem with a user-given dictionary ``H`` of shape ``(m, n)`` (the sizes are read
+        from it; it survives :meth:`to_config` and checkpoints as the ``dictionary`` argument)."""
+        shape = tuple(H.shape) if isinstance(H, Tensor) else np.shape(H)
+        if len(shape) != 2:
+            raise ValueError(f"The dictionary H must be a matrix (m, n), got shape {shape}.")
+        arr = as_operator(H, "The dictionary H", ndim=2)
         return cls(
             m=arr.shape[0],
             n=arr.shape[1],
@@ -160,21 +157,8 @@ class SparseRecovery(ProblemSpec):
             snr_db=snr_db,
             rho=rho,
             seed=seed,
-            dictionary=arr.tolist(),
+            dictionary=arr,
         )
-
-    def init_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = {
-            "m": self.m,
-            "n": self.n,
-            "sparsity": self.sparsity,
-            "snr_db": self.snr_db,
-            "rho": self.rho,
-            "seed": self.seed,
-        }
-        if self._given:
-            args["dictionary"] = self.H.tolist()
-        return args
 
     @property
     def lipschitz(self) -> float:
@@ -187,8 +171,7 @@ class SparseRecovery(ProblemSpec):
     def sample(
         self, n: int, *, seed: int | Sequence[int], dtype: torch.dtype = torch.float32
     ) -> tuple[Tensor, Tensor]:
-        extra = [seed] if isinstance(seed, int) else list(seed)
-        rng = np.random.default_rng([self.seed, *extra])
+        rng = seeded_rng(self.seed, seed)
         support = rng.random((n, self.n)) < self.sparsity
         s = np.where(support, rng.normal(size=(n, self.n)), 0.0)
         clean = s @ self.H.numpy().T
@@ -215,14 +198,6 @@ class SparseRecovery(ProblemSpec):
                 "with x.unsqueeze(0) for a single observation)."
             )
         require_finite(x, "The observation x")
-
-
-def _require_sparse(problem: ProblemSpec) -> SparseRecovery:
-    if not isinstance(problem, SparseRecovery):
-        raise TypeError(
-            f"This algorithm solves SparseRecovery problems, got {type(problem).__name__}."
-        )
-    return problem
 
 
 def _check_step(step: float, lipschitz: float, name: str) -> None:
@@ -296,7 +271,7 @@ class ISTA(Algorithm[Tensor]):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_sparse(problem)
+        prob = require_problem(problem, SparseRecovery, type(self).__name__)
         mu = self._mu(prob)
         return {
             "dictionary": prob.H.clone(),
@@ -368,7 +343,7 @@ class LISTA(ISTA):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_sparse(problem)
+        prob = require_problem(problem, SparseRecovery, type(self).__name__)
         mu = self._mu(prob)
         H = prob.H
         return {
@@ -468,7 +443,7 @@ class ALISTA(LISTACP):
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
         from lightning_unfold.theory import alista_weight
 
-        prob = _require_sparse(problem)
+        prob = require_problem(problem, SparseRecovery, type(self).__name__)
         W = alista_weight(prob.H)
         gamma = 1.0 / float(torch.linalg.matrix_norm(W.T @ prob.H, ord=2))
         return {
@@ -525,7 +500,7 @@ class FISTA(Algorithm[FISTAState]):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_sparse(problem)
+        prob = require_problem(problem, SparseRecovery, type(self).__name__)
         mu = 1.0 / prob.lipschitz if self.step_size is None else float(self.step_size)
         if not 0.0 < mu <= 1.0 / prob.lipschitz * (1 + 1e-12):
             raise ValueError(

@@ -17,13 +17,18 @@ constants (dictionary, regulariser weight, ...).
 
 from __future__ import annotations
 
+import copy
 import enum
+import functools
 import importlib
+import inspect
+import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -32,10 +37,12 @@ from lightning_unfold.core.iterate import (
     iterate_flatten,
     iterate_map,
     iterate_unflatten,
+    require_finite,
 )
 from lightning_unfold.core.metrics import NMSE, ProblemMetric, labelled_rows
 
 S = TypeVar("S")
+P = TypeVar("P", bound="ProblemSpec")
 
 __all__ = [
     "Algorithm",
@@ -45,8 +52,14 @@ __all__ = [
     "ProblemSpec",
     "Role",
     "SolverTheory",
+    "as_operator",
+    "combine_seeds",
+    "decode_config_value",
+    "encode_config_value",
     "problem_from_config",
     "project_unit_modulus",
+    "require_problem",
+    "seeded_rng",
 ]
 
 
@@ -157,10 +170,31 @@ class ProblemSpec(ABC):
     Subclasses are plain classes with typed ``__init__`` arguments so that LightningCLI can build
     them from YAML (``class_path`` + ``init_args``); :meth:`to_config` returns that form, which is
     what checkpoints store (no pickled objects).
+
+    The constructor arguments are recorded once, here, when a subclass is instantiated (every
+    argument, defaults included, user-given arrays too), so :meth:`init_args` needs no code in a
+    family and :meth:`to_config` → :func:`problem_from_config` rebuilds the same problem — the
+    same constants, the same samples for the same seed. A family that lets an argument change
+    after construction (a property setter, e.g. ``MIMODetection.H_fixed``) records the new value
+    with :meth:`_record_init_arg`.
     """
 
     #: name of the algorithm used when none is given
     default_algorithm: ClassVar[str] = ""
+    #: deprecated constructor argument names and their new names, ``{old: new}``: the old name
+    #: is still accepted (with a ``DeprecationWarning``) for one release, from Python and from
+    #: saved configs and checkpoints
+    renamed_arguments: ClassVar[Mapping[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_records_init_args", False):
+            cls.__init__ = _recording_init(cls, init)  # type: ignore[method-assign]
+
+    def _record_init_arg(self, name: str, value: Any) -> None:
+        """Record that constructor argument ``name`` now has ``value`` (for setters)."""
+        self.__dict__.setdefault("_init_args", {})[name] = _snapshot(value)
 
     @abstractmethod
     def constants(self) -> dict[str, Tensor]:
@@ -180,9 +214,13 @@ class ProblemSpec(ABC):
     def validate_observation(self, x: Tensor) -> None:
         """Raise a ``ValueError`` that names the problem when ``x`` is not a valid batch."""
 
-    @abstractmethod
     def init_args(self) -> dict[str, Any]:
-        """The constructor arguments that rebuild this problem exactly."""
+        """The constructor arguments that rebuild this problem exactly: ``type(self)(**args)``.
+
+        Every argument of the subclass's ``__init__`` as it was given (defaults filled in), arrays
+        and tensors as given; :meth:`to_config` turns arrays into YAML/JSON-safe entries.
+        """
+        return _snapshot(dict(self.__dict__.get("_init_args", {})))
 
     def metrics(self) -> tuple[ProblemMetric, ...]:
         """The per-layer metrics this problem is scored by; the first is the *primary* one.
@@ -210,8 +248,198 @@ class ProblemSpec(ABC):
         return None
 
     def to_config(self) -> dict[str, Any]:
+        """``{"class_path": ..., "init_args": ...}`` with only YAML/JSON-safe values: tensors and
+        arrays become tagged entries (:func:`encode_config_value`) that :func:`problem_from_config`
+        restores bit for bit, with their dtype."""
         cls = type(self)
-        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": self.init_args()}
+        return {
+            "class_path": f"{cls.__module__}.{cls.__qualname__}",
+            "init_args": encode_config_value(self.init_args()),
+        }
+
+
+def _recording_init(owner: type[ProblemSpec], init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a problem's ``__init__`` so that the outermost call records its bound arguments
+    (after mapping the deprecated names of ``owner.renamed_arguments`` to the new ones)."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def recording(self: ProblemSpec, *args: Any, **kwargs: Any) -> None:
+        for old, new in owner.renamed_arguments.items():
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(
+                        f"{owner.__name__} got both {old}= (deprecated) and {new}=; give {new}= only."
+                    )
+                warnings.warn(
+                    f"{owner.__name__}({old}=...) is deprecated and will be removed in the next "
+                    f"release; use {new}=... (configs and checkpoints too).",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                kwargs[new] = kwargs.pop(old)
+        if "_init_args" not in self.__dict__:  # the outermost constructor (not a super() call)
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            recorded: dict[str, Any] = {}
+            for name, param in list(signature.parameters.items())[1:]:
+                value = bound.arguments.get(name)
+                if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                    if value:
+                        raise TypeError(
+                            f"{type(self).__name__} got extra positional arguments {value!r}; a "
+                            "problem is rebuilt from keyword arguments, so give them by name."
+                        )
+                elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                    recorded.update(value or {})
+                else:
+                    recorded[name] = value
+            self.__dict__["_init_args"] = _snapshot(recorded)
+        init(self, *args, **kwargs)
+
+    recording._records_init_args = True  # type: ignore[attr-defined]
+    return recording
+
+
+def _snapshot(value: Any) -> Any:
+    """A copy of a constructor argument that later changes to the caller's objects cannot
+    reach: tensors detached and cloned (so tensors that require grad are fine), arrays copied,
+    containers copied entry by entry."""
+    if isinstance(value, Tensor):
+        return value.detach().clone()
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, dict):
+        return {k: _snapshot(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snapshot(v) for v in value]
+    if type(value) is tuple:
+        return tuple(_snapshot(v) for v in value)
+    return copy.deepcopy(value)
+
+
+#: the key that marks an encoded tensor in a configuration
+TENSOR_TAG = "__tensor__"
+
+
+def encode_config_value(value: Any) -> Any:
+    """A YAML/JSON-safe copy of ``value``: tensors and NumPy arrays become
+    ``{"__tensor__": {"dtype": "float64", "shape": [...], "data": nested lists}}`` (complex
+    entries as ``[real, imaginary]`` pairs), tuples become lists, NumPy scalars Python numbers;
+    mappings and lists are encoded entry by entry. :func:`decode_config_value` inverts it."""
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, Tensor):
+        t = value.detach().cpu()
+        data = torch.view_as_real(t.resolve_conj()) if t.is_complex() else t
+        return {
+            TENSOR_TAG: {
+                "dtype": str(t.dtype).removeprefix("torch."),
+                "shape": list(t.shape),
+                "data": data.tolist(),
+            }
+        }
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {str(k): encode_config_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [encode_config_value(v) for v in value]
+    return value
+
+
+def decode_config_value(value: Any) -> Any:
+    """Inverse of :func:`encode_config_value`: tagged entries become tensors of their dtype."""
+    if isinstance(value, Mapping):
+        if set(value) == {TENSOR_TAG}:
+            entry = value[TENSOR_TAG]
+            dtype = getattr(torch, str(entry["dtype"]), None)
+            if not isinstance(dtype, torch.dtype):
+                raise ValueError(f"Unknown tensor dtype {entry['dtype']!r} in a configuration.")
+            shape = [int(v) for v in entry["shape"]]
+            if dtype.is_complex:
+                real = torch.tensor(entry["data"], dtype=dtype.to_real()).reshape(*shape, 2)
+                return torch.view_as_complex(real.contiguous())
+            return torch.tensor(entry["data"], dtype=dtype).reshape(shape)
+        return {k: decode_config_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_config_value(v) for v in value]
+    return value
+
+
+def as_operator(
+    value: Tensor | np.ndarray | Sequence[Any],
+    what: str,
+    *,
+    ndim: int | None = None,
+    shape: Sequence[int | None] | None = None,
+    complex_ok: bool = False,
+) -> Tensor:
+    """A user-given operator (matrix, mask, channel set) as a finite float64 / complex128 tensor.
+
+    ``shape`` may hold ``None`` for a free dimension. A mismatch is a ``ValueError`` naming
+    ``what``, the shape given and the shape expected.
+    """
+    if isinstance(value, Tensor):
+        t = value.detach().cpu()
+    else:
+        arr = np.asarray(value)
+        if arr.dtype == object:
+            raise ValueError(f"{what} must be a rectangular array of numbers (ragged lists given).")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.is_complex():
+        if not complex_ok:
+            raise ValueError(f"{what} must be real, got a complex array of dtype {t.dtype}.")
+        t = t.to(torch.complex128)
+    else:
+        t = t.to(torch.float64)
+    want = tuple(shape) if shape is not None else None
+    if ndim is None and want is not None:
+        ndim = len(want)
+    if ndim is not None and t.ndim != ndim:
+        expected = f"shape {_shape_text(want)}" if want is not None else f"{ndim} dimensions"
+        raise ValueError(f"{what} has shape {tuple(t.shape)}; expected {expected}.")
+    if want is not None and any(
+        w is not None and w != g for w, g in zip(want, t.shape, strict=True)
+    ):
+        raise ValueError(f"{what} has shape {tuple(t.shape)}; expected {_shape_text(want)}.")
+    require_finite(torch.view_as_real(t) if t.is_complex() else t, what)
+    return t.clone()
+
+
+def _shape_text(shape: Sequence[int | None] | None) -> str:
+    if shape is None:
+        return "?"
+    return "(" + ", ".join("any" if d is None else str(d) for d in shape) + ")"
+
+
+def combine_seeds(*parts: int | Sequence[int]) -> list[int]:
+    """The flat entropy list of integers and integer sequences, e.g. ``(seed, 7, (stream, epoch))``
+    → ``[seed, 7, stream, epoch]`` (what every problem hands to :func:`seeded_rng`)."""
+    out: list[int] = []
+    for part in parts:
+        if isinstance(part, int | np.integer):
+            out.append(int(part))
+        else:
+            out.extend(int(v) for v in part)
+    return out
+
+
+def seeded_rng(*parts: int | Sequence[int]) -> np.random.Generator:
+    """``np.random.default_rng(combine_seeds(*parts))``: a problem's seed combined with
+    ``sample``'s seed (an integer or a sequence such as ``(stream, epoch, rank)``) through
+    :class:`numpy.random.SeedSequence`. The seeding contract of :meth:`ProblemSpec.sample`."""
+    return np.random.default_rng(combine_seeds(*parts))
+
+
+def require_problem(problem: ProblemSpec, cls: type[P], who: str) -> P:
+    """``problem`` if it is a ``cls``, else a ``TypeError`` saying that ``who`` solves ``cls``."""
+    if not isinstance(problem, cls):
+        raise TypeError(
+            f"{who} solves {cls.__name__} problems, got {type(problem).__name__}; build the "
+            f"model with a {cls.__name__} (or the algorithm meant for your problem)."
+        )
+    return problem
 
 
 def problem_from_config(config: ProblemSpec | Mapping[str, Any]) -> ProblemSpec:
@@ -234,7 +462,7 @@ def problem_from_config(config: ProblemSpec | Mapping[str, Any]) -> ProblemSpec:
         raise ValueError(f"Unknown problem class {config['class_path']!r}.") from err
     if not (isinstance(cls, type) and issubclass(cls, ProblemSpec)):
         raise ValueError(f"{config['class_path']!r} is not a ProblemSpec subclass.")
-    return cls(**dict(config.get("init_args", {})))
+    return cls(**decode_config_value(dict(config.get("init_args") or {})))
 
 
 class Algorithm(ABC, Generic[S]):

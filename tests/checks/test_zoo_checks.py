@@ -39,10 +39,10 @@ ZOO: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"frame": 32},
         {"depth": 3, "algorithm_options": {"deepsic_hidden": [4]}},
     ),
-    "detection_detnet": ({"users": 3, "antennas": 6}, {"algorithm_options": {"hidden": 8}}),
+    "detection_detnet": ({"n_users": 3, "n_antennas": 6}, {"algorithm_options": {"hidden": 8}}),
     "csnet": ({"size": 8}, {"depth": 3}),
     "deep_nmf": ({"n_freq": 8, "n_frames": 4}, {"depth": 3}),
-    "corona": ({"n_x": 6, "n_z": 6, "frames": 4}, {"depth": 3}),
+    "corona": ({"n_x": 6, "n_z": 6, "n_frames": 4}, {"depth": 3}),
     "rpca_hyperparameters": ({"n1": 10, "n2": 10, "rank": 2}, {"depth": 3}),
 }
 
@@ -244,7 +244,7 @@ def test_detection_descends_on_its_cross_entropy_and_converges_on_its_certificat
     from lightning_unfold.algorithms import MIMODetection
 
     prob = MIMODetection(
-        users=4, antennas=4, channel="deepsic", snr_db=[8.0], csi_noise=0.0, frame=32, seed=1
+        n_users=4, n_antennas=4, channel="deepsic", snr_db=[8.0], csi_noise=0.0, frame=32, seed=1
     )
     soft_ic = UnfoldedModule(prob, algorithm="soft_ic", paradigm="classical", depth=4)
     data = prob.sample(64, seed=(3, 0), dtype=torch.float64)
@@ -278,7 +278,7 @@ def test_reference_agreement_uses_cvxpy_for_convex_problems(family: str) -> None
         alg: Any = ADMMTV(penalty=0.5)
         long, short = 2000, 3
     else:  # box-constrained least squares, the problem DetNet's iteration solves
-        prob = MIMODetection(users=3, antennas=6, channel="gaussian", snr_db=10.0, seed=2)
+        prob = MIMODetection(n_users=3, n_antennas=6, channel="gaussian", snr_db=10.0, seed=2)
         alg = ProjectedGradientDetector()
         long, short = 500, 1
     data = prob.sample(4, seed=1, dtype=torch.float64)

@@ -30,7 +30,7 @@ from lightning_unfold import (
     UnfoldedModel,
     UnfoldedModule,
 )
-from lightning_unfold.core.algorithm import project_unit_modulus
+from lightning_unfold.core.algorithm import project_unit_modulus, seeded_rng
 from lightning_unfold.core.iterate import (
     as_real_rows,
     cast_precision,
@@ -58,8 +58,7 @@ class ComplexLeastSquares(ProblemSpec):
     def sample(
         self, n: int, *, seed: int | Sequence[int], dtype: torch.dtype = torch.float32
     ) -> tuple[Tensor, Tensor]:
-        seq = [seed] if isinstance(seed, int) else list(seed)
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, *seq]))
+        rng = seeded_rng(self.seed, seed)
         s = (rng.normal(size=(n, self.n)) + 1j * rng.normal(size=(n, self.n))) / math.sqrt(2)
         w = (rng.normal(size=(n, self.m)) + 1j * rng.normal(size=(n, self.m))) * self.noise
         x = s @ self.H.numpy().T + w
@@ -72,9 +71,6 @@ class ComplexLeastSquares(ProblemSpec):
         if x.ndim != 2 or x.shape[1] != self.m:
             raise ValueError(f"ComplexLeastSquares expects x of shape (B, {self.m}).")
         require_finite(x, "x")
-
-    def init_args(self) -> dict[str, Any]:
-        return {"m": self.m, "n": self.n, "noise": self.noise, "seed": self.seed}
 
 
 class RotatedGradient(Algorithm[Tensor]):
