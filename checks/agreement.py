@@ -229,8 +229,8 @@ def objective_agreement(
         message = (
             f"The mean objective at layer K is {model_mean:.5g} against {ref_mean:.5g} for "
             f"{reference} on {n} samples: relative gap {gap:+.3g} "
-            f"({'within' if passed else 'beyond'} {tol_:g}). {theory.problem[0].upper()}"
-            f"{theory.problem[1:]} is not convex, so the objective is compared, not the point."
+            f"({'within' if passed else 'beyond'} {tol_:g}). The problem is not convex, so the "
+            "objective is compared, not the point."
         )
     j = int(np.argmax(dist if convex else model_obj - ref_obj))
     counterexample = None
