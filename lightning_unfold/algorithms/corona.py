@@ -82,6 +82,7 @@ from lightning_unfold.core.algorithm import (
     ParamSpec,
     ProblemSpec,
     Role,
+    SolverTheory,
     require_problem,
     seeded_rng,
 )
@@ -562,6 +563,16 @@ class ISTARPCA(_ClutterSolver):
     """
 
     name: ClassVar[str] = "ista_rpca"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="low-rank plus sparse separation ½‖D − H₁L − H₂S‖² + λ‖L‖* + μ‖S‖₁,₂",
+        fixed_point="the minimiser",
+        convex=True,
+        averaged="proximal gradient with step < 2/L is an averaged operator whose fixed points "
+        "are the minimisers (Combettes & Wajs 2005, Prop. 3.1)",
+        descent="proximal gradient with step ≤ 1/L never raises the objective (Beck & Teboulle "
+        "2009, Lemma 2.3)",
+        linear_rate=None,
+    )
     objective_variants: ClassVar[tuple[str, ...]] = ("direct", "corona")
 
     def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:
@@ -628,6 +639,11 @@ class FISTARPCA(ISTARPCA):
     """
 
     name: ClassVar[str] = "fista_rpca"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="low-rank plus sparse separation ½‖D − H₁L − H₂S‖² + λ‖L‖* + μ‖S‖₁,₂",
+        fixed_point="the minimiser",
+        convex=True,
+    )
     objective_variants: ClassVar[tuple[str, ...]] = ("direct",)
 
     def objective_form(self, variant: str | None) -> Algorithm[Any]:
@@ -723,6 +739,11 @@ class CORONA(_ClutterSolver):
     """
 
     name: ClassVar[str] = "corona"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="low-rank plus sparse separation ½‖D − H₁L − H₂S‖² + λ‖L‖* + μ‖S‖₁,₂",
+        fixed_point="the minimiser (for the classical convolutions)",
+        convex=True,
+    )
 
     def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:
         return (

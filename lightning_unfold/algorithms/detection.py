@@ -68,6 +68,7 @@ from lightning_unfold.core.algorithm import (
     ParamSpec,
     ProblemSpec,
     Role,
+    SolverTheory,
     as_operator,
     require_problem,
     seeded_rng,
@@ -516,6 +517,12 @@ class SoftIC(Algorithm[Tensor]):
     """
 
     name: ClassVar[str] = "soft_ic"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="symbol detection by soft interference cancellation (a posterior approximation "
+        "without an objective it minimises)",
+        fixed_point="a fixed point of the soft interference cancellation",
+        convex=False,
+    )
 
     def __init__(
         self, damping: float = 0.0, var_scale: float = 1.0, deepsic_hidden: Sequence[int] = (60, 30)
@@ -752,6 +759,33 @@ class ProjectedGradientDetector(Algorithm[DetNetState]):
     """
 
     name: ClassVar[str] = "projected_gradient"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="the box-relaxed maximum-likelihood detection min ½‖y − Hs‖² over s ∈ [−1, 1]^U",
+        fixed_point="the box-constrained least-squares solution",
+        convex=True,
+        averaged="projected gradient with 0 < μ < 2/λ_max(HᵀH) is an averaged operator "
+        "(Combettes & Wajs 2005, Prop. 3.1)",
+        descent="projected gradient with μ ≤ 1/λ_max(HᵀH) never raises ½‖y − Hs‖² (Beck & "
+        "Teboulle 2009, Lemma 2.3)",
+        linear_rate="projected gradient converges linearly when H has full column rank (strong "
+        "convexity; Nesterov 2004, Thm. 2.2.8)",
+    )
+
+    def convex_reference(self, x: Tensor, problem: ProblemSpec) -> Tensor | None:
+        r"""The box-constrained least-squares solution
+        :math:`\arg\min_{s\in[-1,1]^U}\tfrac12\|y - Hs\|^2` of every sample by CVXPY
+        (:func:`~lightning_unfold.theory.box_least_squares_reference`), as the estimate
+        :math:`((1+s)/2, (1-s)/2)`."""
+        from lightning_unfold.theory import box_least_squares_reference
+
+        prob = require_problem(problem, MIMODetection, type(self).__name__)
+        y, H, _ = prob.split(x.detach().cpu().double())
+        sols = [
+            box_least_squares_reference(H[b].numpy(), y[b].numpy(), -1.0, 1.0)
+            for b in range(x.shape[0])
+        ]
+        s = torch.as_tensor(np.stack(sols), dtype=torch.float64)
+        return self.estimate(DetNetState(s=s, v=s.new_zeros(s.shape[0], 0)))
 
     def __init__(
         self, step: float | None = None, v_dim: int | None = None, hidden: int | None = None

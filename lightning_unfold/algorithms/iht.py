@@ -54,6 +54,7 @@ from lightning_unfold.core.algorithm import (
     ParamSpec,
     ProblemSpec,
     Role,
+    SolverTheory,
     require_problem,
 )
 
@@ -103,6 +104,16 @@ class IHT(Algorithm[Tensor]):
     """
 
     name: ClassVar[str] = "iht"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="the ℓ0-penalised least squares ½‖x − Hs‖² + λ₀‖s‖₀",
+        fixed_point="an L-stationary point (Beck & Eldar 2013, Lemma 2.2)",
+        convex=False,
+        averaged=None,
+        descent="IHT with μ ≤ 1/‖H‖² never raises the ℓ0-penalised objective (Blumensath & "
+        "Davies 2008, Thm. 1)",
+        linear_rate="IHT converges linearly to the sparse code up to the noise when H has "
+        "restricted isometry δ_3s < 1/√32 (Blumensath & Davies 2009, Thm. 1)",
+    )
     objective_variants: ClassVar[tuple[str, ...]] = ("liht", "liht_cp", "direct")
 
     def __init__(
@@ -202,6 +213,13 @@ class LIHT(IHT):
     """
 
     name: ClassVar[str] = "liht"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="the ℓ0-penalised least squares ½‖x − Hs‖² + λ₀‖s‖₀",
+        fixed_point="an L-stationary point of the classical IHT (Beck & Eldar 2013, Lemma 2.2)",
+        convex=False,
+        linear_rate="learned IHT converges linearly where its layers' operators W·H have a "
+        "restricted isometry constant below IHT's (Xin et al. 2016, Thm. 1)",
+    )
     objective_variants: ClassVar[tuple[str, ...]] = ("direct",)
 
     def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:

@@ -80,6 +80,7 @@ from lightning_unfold.core.algorithm import (
     ParamSpec,
     ProblemSpec,
     Role,
+    SolverTheory,
     as_operator,
     require_problem,
     seeded_rng,
@@ -495,6 +496,45 @@ class ADMMTV(Algorithm[ImagingADMMState]):
     """
 
     name: ClassVar[str] = "admm_tv"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="TV-regularised reconstruction ½‖y − MFx‖² + λ·TV(x)",
+        fixed_point="the TV-regularised reconstruction (primal and dual residuals zero)",
+        convex=True,
+        averaged="ADMM is Douglas–Rachford splitting, a firmly nonexpansive iteration whose "
+        "fixed points give the minimiser (Eckstein & Bertsekas 1992, Thm. 8)",
+        descent=None,
+        linear_rate=None,
+    )
+
+    def convex_reference(self, x: Tensor, problem: ProblemSpec) -> Tensor | None:
+        r"""The TV-regularised reconstruction
+        :math:`\arg\min_u \tfrac12\|M\odot Fu - y\|^2 + \lambda\|D_hu\|_1 + \lambda\|D_vu\|_1`
+        (circular differences, ``filters="tv"`` only) by CVXPY, the complex data split exactly into
+        real and imaginary parts; images up to 32 × 32 (``None`` otherwise)."""
+        import cvxpy as cp
+
+        prob = require_problem(problem, CompressiveImaging, type(self).__name__)
+        n = prob.size
+        if self.filters != "tv" or n > 32:
+            return None
+        F = np.fft.fft(np.eye(n), norm="ortho")
+        sampled = prob.mask.detach().cpu().numpy().ravel().astype(bool)
+        A = np.kron(F, F)[sampled]
+        out = []
+        for b in range(x.shape[0]):
+            yv = x[b].detach().cpu().to(torch.complex128).numpy().ravel()[sampled]
+            u = cp.Variable((n, n))
+            uv = cp.vec(u, order="C")
+            dh = cp.hstack([u[:, 1:] - u[:, :-1], u[:, :1] - u[:, -1:]])
+            dv = cp.vstack([u[1:, :] - u[:-1, :], u[:1, :] - u[-1:, :]])
+            data = cp.sum_squares(A.real @ uv - yv.real) + cp.sum_squares(A.imag @ uv - yv.imag)
+            tv = cp.sum(cp.abs(dh)) + cp.sum(cp.abs(dv))
+            program = cp.Problem(cp.Minimize(0.5 * data + prob.tv_weight * tv))
+            program.solve(solver=cp.CLARABEL)
+            if program.status != cp.OPTIMAL or u.value is None:
+                return None
+            out.append(u.value)
+        return torch.as_tensor(np.stack(out), dtype=torch.float64)
 
     def __init__(self, penalty: float = 0.05, dual_step: float = 1.0, filters: str = "tv") -> None:
         if not (penalty > 0 and math.isfinite(penalty)):

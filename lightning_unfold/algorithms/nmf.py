@@ -50,10 +50,12 @@ from torch import Tensor, nn
 
 from lightning_unfold.core.algorithm import (
     Algorithm,
+    Certificate,
     Constraint,
     ParamSpec,
     ProblemSpec,
     Role,
+    SolverTheory,
     require_problem,
     seeded_rng,
 )
@@ -344,6 +346,36 @@ class NMF(Algorithm[NMFState]):
     """
 
     name: ClassVar[str] = "nmf"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="β-divergence NMF D_β(V | WH) + λ‖H‖₁ over H ≥ 0",
+        fixed_point="a KKT point (H ≥ 0, ∇_H ≥ 0, H ⊙ ∇_H = 0)",
+        convex=False,
+        averaged=None,
+        descent="the multiplicative updates with exponent γ ≤ γ(β) never raise the β-divergence "
+        "(Févotte & Idier 2011, Thm. 2)",
+        linear_rate=None,
+    )
+
+    def certificate(self, s: NMFState, x: Tensor, p: Mapping[str, Tensor]) -> Certificate:
+        r"""The KKT residual of the activations (the dictionary is the layer's), relative:
+        with :math:`\nabla_H = W^\top\Lambda^{\beta-1} - W^\top(V\odot\Lambda^{\beta-2}) +
+        \lambda = d - n` (:math:`\Lambda = WH`),
+
+        .. math:: r = \frac{\sum H\odot|d - n|}{\sum H\odot d}
+            + \operatorname{mean}_{H_{ij} \approx 0}\big(n_{ij}/d_{ij} - 1\big)_+,
+
+        complementarity :math:`H\odot\nabla_H = 0` plus dual feasibility :math:`\nabla_H \ge 0`
+        where :math:`H = 0`; 0 exactly at a KKT point, which is where the multiplicative
+        update is at a fixed point."""
+        W = s.W if self.update_dictionary else p["dictionary"].expand(x.shape[0], -1, -1)
+        num, den = self._powers(W @ s.H + _EPS, x)
+        n = W.mT @ num
+        d = W.mT @ den + p["sparsity"] + _EPS
+        comp = (s.H * (d - n).abs()).flatten(1).sum(1) / (s.H * d).flatten(1).sum(1).clamp_min(_EPS)
+        zero = s.H <= 1e-10 * s.H.flatten(1).amax(1).clamp_min(_EPS)[:, None, None]
+        infeas = torch.where(zero, (n / d - 1.0).clamp_min(0.0), torch.zeros_like(d))
+        frac = infeas.flatten(1).sum(1) / zero.flatten(1).sum(1).clamp_min(1)
+        return Certificate("KKT residual of the activations H (relative)", comp + frac)
 
     def __init__(
         self,

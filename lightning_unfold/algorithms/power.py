@@ -79,6 +79,7 @@ from lightning_unfold.core.algorithm import (
     ParamSpec,
     ProblemSpec,
     Role,
+    SolverTheory,
     as_operator,
     require_problem,
     seeded_rng,
@@ -705,6 +706,15 @@ class WMMSE(Algorithm[WMMSEState]):
     """
 
     name: ClassVar[str] = "wmmse"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="the sum-rate maximisation over powers 0 ≤ p ≤ P_max (non-convex)",
+        fixed_point="a stationary point of the sum-rate (Shi et al. 2011, Thm. 3)",
+        convex=False,
+        averaged=None,
+        descent="WMMSE never lowers the sum-rate: it is block-coordinate descent on the weighted "
+        "MSE (Shi et al. 2011, Thm. 3)",
+        linear_rate=None,
+    )
     objective_variants: ClassVar[tuple[str, ...]] = ("per_user",)
 
     def __init__(self, relax: float = 1.0, per_user_weights: bool = False) -> None:

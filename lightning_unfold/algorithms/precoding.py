@@ -82,10 +82,12 @@ from torch import Tensor, nn
 
 from lightning_unfold.core.algorithm import (
     Algorithm,
+    Certificate,
     Constraint,
     ParamSpec,
     ProblemSpec,
     Role,
+    SolverTheory,
     as_operator,
     project_unit_modulus,
     require_problem,
@@ -420,6 +422,24 @@ class HybridPGA(Algorithm[PrecoderState]):
     """
 
     name: ClassVar[str] = "hybrid_pga"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="the achievable-rate maximisation of wideband hybrid precoding (non-convex: "
+        "unit-modulus analog precoder)",
+        fixed_point="a stationary point of the rate on the constraint set",
+        convex=False,
+        averaged=None,
+        descent=None,
+        linear_rate=None,
+    )
+
+    def certificate(self, s: PrecoderState, x: Tensor, p: Mapping[str, Tensor]) -> Certificate:
+        r"""The projected-gradient residual :math:`\|P(s + \mu\nabla R(s)) - s\| /
+        \|P(s + \mu\nabla R(s))\|` at the classical steps: the fixed-point residual of
+        projected gradient ascent, zero exactly at a stationary point of the rate on the
+        constraint set."""
+        return Certificate(
+            "relative projected-gradient residual of PGA", self.fixed_point_residual(s, x, p)
+        )
 
     def __init__(
         self,

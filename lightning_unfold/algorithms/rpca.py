@@ -63,6 +63,7 @@ from lightning_unfold.core.algorithm import (
     ParamSpec,
     ProblemSpec,
     Role,
+    SolverTheory,
     as_operator,
     require_problem,
     seeded_rng,
@@ -334,6 +335,15 @@ class RPCA(Algorithm[RPCAState]):
     """
 
     name: ClassVar[str] = "rpca"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="robust PCA ½‖LRᵀ + ΨY − X‖² + λ‖Y‖₁ with a factorised low-rank part (non-convex)",
+        fixed_point="a stationary point of the factorised objective",
+        convex=False,
+        averaged=None,
+        descent=None,
+        linear_rate="scaled gradient descent with decaying thresholds converges linearly near "
+        "the truth under incoherence (Cai, Liu & Yin 2021, Thm. 1)",
+    )
 
     def __init__(
         self, step: float = 1.0, zeta: float = 1.0, zeta_init: float = 2.0, decay: float = 0.5

@@ -34,10 +34,12 @@ from torch import Tensor
 
 from lightning_unfold.core.algorithm import (
     Algorithm,
+    Certificate,
     Constraint,
     ParamSpec,
     ProblemSpec,
     Role,
+    SolverTheory,
     as_operator,
     require_problem,
     seeded_rng,
@@ -219,6 +221,32 @@ class ISTA(Algorithm[Tensor]):
     """
 
     name: ClassVar[str] = "ista"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="the LASSO ½‖x − Hs‖² + ρ‖s‖₁",
+        fixed_point="the LASSO solution",
+        convex=True,
+        averaged="ISTA with 0 < μ < 2/‖H‖² is an averaged operator whose fixed points are the "
+        "LASSO solutions (Combettes & Wajs 2005, Prop. 3.1)",
+        descent="ISTA with μ ≤ 1/‖H‖² never raises the LASSO objective (Beck & Teboulle 2009, "
+        "Lemma 2.3)",
+        linear_rate="ISTA converges linearly once it has found the support, under strict "
+        "complementarity (Hale, Yin & Zhang 2008, Thm. 4.10)",
+    )
+
+    def certificate(self, s: Tensor, x: Tensor, p: Mapping[str, Tensor]) -> Certificate:
+        r"""The LASSO KKT residual relative to :math:`\rho` (Fermat's rule
+        :math:`H^\top(x - Hs) \in \rho\,\partial\|s\|_1`):
+
+        .. math:: r(s) = \tfrac1\rho\max\big(\max_{s_i\ne0}|g_i - \rho\,\mathrm{sign}(s_i)|,\;
+            \max_{s_i=0}(|g_i| - \rho)_+\big),\qquad g = H^\top(x - Hs),
+
+        0 exactly at the LASSO solution (whatever the step size or thresholds of the model)."""
+        H, rho = p["H"], p["rho"]
+        g = (x - s @ H.T) @ H
+        on = s != 0
+        viol = torch.where(on, (g - rho * torch.sign(s)).abs(), (g.abs() - rho).clamp_min(0.0))
+        return Certificate("LASSO KKT residual relative to ρ", viol.amax(dim=1) / rho)
+
     objective_variants: ClassVar[tuple[str, ...]] = (
         "lista",
         "lista_cp",
@@ -295,6 +323,14 @@ class LISTA(ISTA):
     """
 
     name: ClassVar[str] = "lista"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="sparse recovery (LASSO ½‖x − Hs‖² + ρ‖s‖₁ for the classical iteration)",
+        fixed_point="the LASSO solution",
+        convex=True,
+        averaged=None,
+        descent=None,
+        linear_rate=None,
+    )
     objective_variants: ClassVar[tuple[str, ...]] = ("direct",)
 
     def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:
@@ -333,6 +369,13 @@ class LISTACP(LISTA):
     """
 
     name: ClassVar[str] = "lista_cp"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="sparse recovery (LASSO ½‖x − Hs‖² + ρ‖s‖₁ for the classical iteration)",
+        fixed_point="the true sparse code (thresholds → 0)",
+        convex=True,
+        linear_rate="LISTA-CP with coupled weights and thresholds as in the theorem converges "
+        "linearly, ‖s^(k) − s*‖ ≤ ηB·e^(−ck) + Cσ (Chen et al. 2018, Thm. 2)",
+    )
     support_selection: ClassVar[bool] = False
 
     def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:
@@ -356,6 +399,13 @@ class LISTACPSS(LISTACP):
     """LISTA-CP with support selection, :math:`p_k = \\min(1.2k, 13)\\%` (Chen et al. 2018)."""
 
     name: ClassVar[str] = "lista_cpss"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="sparse recovery (LASSO ½‖x − Hs‖² + ρ‖s‖₁ for the classical iteration)",
+        fixed_point="the true sparse code (thresholds → 0)",
+        convex=True,
+        linear_rate="LISTA-CPSS converges linearly with a better constant than LISTA-CP "
+        "(Chen et al. 2018, Thm. 3)",
+    )
     support_selection: ClassVar[bool] = True
 
 
@@ -372,6 +422,12 @@ class ALISTA(LISTACP):
     """
 
     name: ClassVar[str] = "alista"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="sparse recovery (LASSO ½‖x − Hs‖² + ρ‖s‖₁ for the classical iteration)",
+        fixed_point="the true sparse code (thresholds → 0)",
+        convex=True,
+        linear_rate="ALISTA with its analytic weight converges linearly (Liu et al. 2019, Thm. 1)",
+    )
 
     def __init__(self, support_selection: bool = True) -> None:
         super().__init__(None)
@@ -425,6 +481,13 @@ class FISTA(Algorithm[FISTAState]):
     """
 
     name: ClassVar[str] = "fista"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="the LASSO ½‖x − Hs‖² + ρ‖s‖₁",
+        fixed_point="the LASSO solution",
+        convex=True,
+        descent=None,
+        linear_rate=None,
+    )
 
     def __init__(self, step: float | None = None) -> None:
         self.step_size = step

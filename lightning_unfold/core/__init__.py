@@ -2,10 +2,12 @@
 
 from lightning_unfold.core.algorithm import (
     Algorithm,
+    Certificate,
     Constraint,
     ParamSpec,
     ProblemSpec,
     Role,
+    SolverTheory,
     problem_from_config,
 )
 from lightning_unfold.core.iterate import (
@@ -46,6 +48,7 @@ __all__ = [
     "PARADIGMS",
     "Algorithm",
     "BlackBoxModel",
+    "Certificate",
     "ClassicalSolver",
     "Constraint",
     "ConvDenoiserNet",
@@ -61,6 +64,7 @@ __all__ = [
     "SafeguardedModel",
     "SolveResult",
     "SolveStatus",
+    "SolverTheory",
     "Trajectory",
     "UnfoldedModel",
     "aux_field",

@@ -46,10 +46,12 @@ P = TypeVar("P", bound="ProblemSpec")
 
 __all__ = [
     "Algorithm",
+    "Certificate",
     "Constraint",
     "ParamSpec",
     "ProblemSpec",
     "Role",
+    "SolverTheory",
     "as_operator",
     "combine_seeds",
     "decode_config_value",
@@ -118,6 +120,48 @@ class ParamSpec:
     role: Role
     constraint: Constraint = Constraint.NONE
     doc: str = ""
+
+
+@dataclass(frozen=True)
+class Certificate:
+    r"""How far each sample's iterate is from a solution: ``values`` ``(B,)``, :math:`\ge 0`,
+    exactly 0 at a solution (a fixed point of the classical iteration, or a stationary point).
+
+    Attributes:
+        name: what is measured, for messages ("LASSO KKT residual relative to ρ").
+        values: float64 per-sample figure.
+    """
+
+    name: str
+    values: Tensor
+
+
+@dataclass(frozen=True)
+class SolverTheory:
+    """What the theory says about an algorithm's classical iteration, in words for messages.
+
+    The checks read it to state which result predicts what they measure for *this* algorithm;
+    a field left ``None`` means no result is known here, and the check says so (an empirical
+    property). Each string names the condition and the result, e.g. ``"ISTA with 0 < μ < 2/L
+    is an averaged operator (Combettes & Wajs 2005)"``.
+
+    Attributes:
+        problem: the problem the iteration solves ("the LASSO ½‖x − Hs‖² + ρ‖s‖₁").
+        fixed_point: what a fixed point of the iteration is ("its minimiser", "a stationary
+            point of the weighted sum-rate").
+        convex: whether the problem is convex (a unique or certified global reference exists).
+        averaged: why the iteration is an averaged operator (safeguarded unfolding converges
+            for any learned weights, Heaton et al. 2023), or ``None``.
+        descent: the result that makes every classical iteration lower the objective, or None.
+        linear_rate: the result predicting a linear rate of the iterates, or ``None``.
+    """
+
+    problem: str = "its own objective"
+    fixed_point: str = "a fixed point of its iteration"
+    convex: bool = False
+    averaged: str | None = None
+    descent: str | None = None
+    linear_rate: str | None = None
 
 
 class ProblemSpec(ABC):
@@ -427,6 +471,9 @@ class Algorithm(ABC, Generic[S]):
     #: registry name, e.g. ``"ista"``
     name: ClassVar[str] = ""
 
+    #: what the theory says about the classical iteration (read by the checks' messages)
+    theory: ClassVar[SolverTheory] = SolverTheory()
+
     @abstractmethod
     def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:
         """The named parameters of one iteration, with roles and constraints."""
@@ -496,6 +543,38 @@ class Algorithm(ABC, Generic[S]):
         (LISTA-CPSS and ALISTA's support selection) return the base solver (ISTA).
         """
         return self
+
+    def fixed_point_residual(self, s: S, x: Tensor, p: Mapping[str, Tensor], k: int = 1) -> Tensor:
+        r"""Per-sample relative fixed-point residual of the classical iteration ``(B,)``:
+
+        .. math:: r(s) = \frac{\|T(s) - s\|}{\max(\|T(s)\|, 10^{-30})},
+
+        over every block of the iterate (complex entries by modulus). ``p`` holds the problem's
+        constants and the classical parameters (as :class:`~lightning_unfold.core.safeguard.
+        SafeguardedModel` passes them). 0 exactly at a fixed point of :math:`T`.
+        """
+        t_s = self.step(s, x, p, k)
+        a, b = iterate_flatten(s), iterate_flatten(t_s)
+        num = torch.linalg.vector_norm(b - a, dim=1)
+        return num / torch.linalg.vector_norm(b, dim=1).clamp_min(1e-30)
+
+    def certificate(self, s: S, x: Tensor, p: Mapping[str, Tensor]) -> Certificate:
+        """How far the iterate ``s`` is from a solution, per sample (see :class:`Certificate`).
+
+        Default: :meth:`fixed_point_residual` of the classical iteration. Algorithms whose
+        theory gives a stationarity certificate (LASSO KKT, projected-gradient norm, ADMM's
+        primal and dual residuals, KKT of nonnegative problems) override it.
+        """
+        return Certificate(
+            f"relative fixed-point residual ‖T(s) − s‖/‖T(s)‖ of {type(self).__name__}",
+            self.fixed_point_residual(s, x, p),
+        )
+
+    def convex_reference(self, x: Tensor, problem: ProblemSpec) -> Tensor | None:
+        """The estimates of the problem's solution for the batch ``x`` computed by CVXPY, for
+        convex problems that have a formulation here; ``None`` (the default) where none exists
+        (then the checks compare with the classical solver run to convergence)."""
+        return None
 
     #: the valid ``variant`` names for :meth:`objective_form`
     objective_variants: ClassVar[tuple[str, ...]] = ("direct",)
