@@ -2,10 +2,12 @@
 
 from lightning_unfold.core.algorithm import (
     Algorithm,
+    Certificate,
     Constraint,
     ParamSpec,
     ProblemSpec,
     Role,
+    SolverTheory,
     problem_from_config,
 )
 from lightning_unfold.core.iterate import (
@@ -25,6 +27,7 @@ from lightning_unfold.core.metrics import (
     layer_curves,
     primary_metric,
 )
+from lightning_unfold.core.networks import ConvDenoiserNet
 from lightning_unfold.core.perturb import relative_perturbation
 from lightning_unfold.core.safeguard import MU_UPDATES, SafeguardedModel, SafeguardResult
 from lightning_unfold.core.trajectory import Trajectory
@@ -32,8 +35,11 @@ from lightning_unfold.core.unfolded import (
     PARADIGMS,
     BlackBoxModel,
     ClassicalSolver,
+    ConvergenceWarning,
     SolveResult,
+    SolveStatus,
     UnfoldedModel,
+    promote_hyperparameters,
 )
 
 __all__ = [
@@ -42,8 +48,11 @@ __all__ = [
     "PARADIGMS",
     "Algorithm",
     "BlackBoxModel",
+    "Certificate",
     "ClassicalSolver",
     "Constraint",
+    "ConvDenoiserNet",
+    "ConvergenceWarning",
     "MeanOf",
     "ParamSpec",
     "ProblemMetric",
@@ -54,6 +63,8 @@ __all__ = [
     "SafeguardResult",
     "SafeguardedModel",
     "SolveResult",
+    "SolveStatus",
+    "SolverTheory",
     "Trajectory",
     "UnfoldedModel",
     "aux_field",
@@ -65,5 +76,6 @@ __all__ = [
     "layer_curves",
     "primary_metric",
     "problem_from_config",
+    "promote_hyperparameters",
     "relative_perturbation",
 ]

@@ -23,7 +23,10 @@ With ``tied=True`` a single parameter set serves every layer and the model runs 
 
 from __future__ import annotations
 
+import enum
+import warnings
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -42,9 +45,12 @@ __all__ = [
     "PARADIGMS",
     "BlackBoxModel",
     "ClassicalSolver",
+    "ConvergenceWarning",
     "SolveResult",
+    "SolveStatus",
     "UnfoldedModel",
     "check_paradigm",
+    "promote_hyperparameters",
 ]
 
 PARADIGMS: tuple[str, ...] = ("hyperparameters", "objective", "correction", "inductive_bias")
@@ -107,7 +113,7 @@ class _ResidualLayer(nn.Module):
 
 
 class UnfoldedModel(nn.Module):
-    """An algorithm unfolded to ``depth`` layers under one of :data:`PARADIGMS`.
+    r"""An algorithm unfolded to ``depth`` layers under one of :data:`PARADIGMS`.
 
     Args:
         algorithm: the classical solver's declaration.
@@ -118,6 +124,12 @@ class UnfoldedModel(nn.Module):
         tied: one parameter set (and one network) shared by all layers.
         hidden: width of correction / inductive-bias networks.
         shared_correction: one correction network Δ for all layers (even when untied).
+        learn_hyperparameters: with ``paradigm="correction"``, also learn the solver's
+            hyperparameters θh per layer (K copies, or one when tied), as the hyperparameters
+            paradigm holds them: :math:`s^{(k)} = T(s^{(k-1)}; \theta_{h,k}) + \\Delta(s^{(k-1)},
+            x; \varphi_k)`. Initialised at the classical values, so the model still reproduces
+            the classical solver before training. Learned by default in the hyperparameters and
+            objective paradigms; meaningless for the inductive-bias paradigm (refused).
         dtype: precision of parameters and constants: ``float32`` or ``float64``; complex values
             stay complex in that precision (``complex64`` / ``complex128``). Set the precision
             here rather than with ``model.to(dtype)``: PyTorch's ``Module.to(float dtype)``
@@ -135,11 +147,18 @@ class UnfoldedModel(nn.Module):
         tied: bool = False,
         hidden: int = 64,
         shared_correction: bool = False,
+        learn_hyperparameters: bool = False,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         self.depth = _check_depth(depth)
         self.paradigm = check_paradigm(paradigm)
+        if learn_hyperparameters and paradigm == "inductive_bias":
+            raise ValueError(
+                "learn_hyperparameters=True applies to paradigm='correction' (the hyperparameters "
+                "and objective paradigms learn them anyway); the inductive_bias paradigm replaces "
+                "the iteration and has no hyperparameters to learn."
+            )
         if variant is not None and paradigm != "objective":
             raise ValueError(f"variant={variant!r} applies to paradigm='objective' only.")
         self.algorithm = algorithm.objective_form(variant) if paradigm == "objective" else algorithm
@@ -155,7 +174,9 @@ class UnfoldedModel(nn.Module):
         if clash:
             raise ValueError(f"Parameter names {clash} clash with problem constants.")
         n_sets = 1 if tied else depth
-        trainable = _TRAINABLE[paradigm]
+        trainable = _TRAINABLE[paradigm] | (
+            frozenset({Role.HYPER}) if learn_hyperparameters else frozenset()
+        )
         self.learned = nn.ModuleDict()
         fixed: dict[str, Tensor] = dict(constants)
         for spec in self.specs:
@@ -321,19 +342,55 @@ class UnfoldedModel(nn.Module):
         )
 
 
-class SolveResult:
-    """Outcome of :meth:`ClassicalSolver.solve`: the trajectory, iterations used, convergence."""
+class SolveStatus(enum.Enum):
+    """Why :meth:`ClassicalSolver.solve` stopped; ``message`` says it in a sentence."""
 
-    def __init__(
-        self, trajectory: Trajectory[Any], iterations: int, converged: bool, final_change: float
-    ) -> None:
-        self.trajectory, self.iterations = trajectory, iterations
-        self.converged, self.final_change = converged, final_change
+    CONVERGED = "converged"
+    MAX_ITER = "max_iter"
+
+    @property
+    def message(self) -> str:
+        if self is SolveStatus.CONVERGED:
+            return "The relative change of the estimate fell to the tolerance."
+        return (
+            "The maximum number of iterations was reached before the relative change fell to the "
+            "tolerance; increase max_iter (or loosen tol) if the solution is needed to that "
+            "accuracy."
+        )
+
+
+class ConvergenceWarning(UserWarning):
+    """A classical solver stopped at its iteration limit without reaching its tolerance."""
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    r"""Outcome of :meth:`ClassicalSolver.solve`.
+
+    Attributes:
+        trajectory: the iterates (all of them with ``keep=True``, else the first and the last).
+        iterations: iterations run.
+        status: :attr:`SolveStatus.CONVERGED` or :attr:`SolveStatus.MAX_ITER`.
+        final_change: the last relative change :math:`\max_b \|\hat s^{(k)}_b - \hat
+            s^{(k-1)}_b\| / \|\hat s^{(k)}_b\|`.
+        tol: the tolerance it was compared with.
+    """
+
+    trajectory: Trajectory[Any]
+    iterations: int
+    status: SolveStatus
+    final_change: float
+    tol: float
+
+    @property
+    def converged(self) -> bool:
+        """Whether the solver stopped at its tolerance."""
+        return self.status is SolveStatus.CONVERGED
 
     def __repr__(self) -> str:
         return (
-            f"SolveResult(iterations={self.iterations}, converged={self.converged}, "
-            f"final_change={self.final_change:.3e})"
+            f"SolveResult(iterations={self.iterations}, status={self.status.value}, "
+            f"final_change={self.final_change:.3e}, tol={self.tol:.1e})"
         )
 
 
@@ -358,10 +415,20 @@ class ClassicalSolver(UnfoldedModel):
 
     @torch.no_grad()
     def solve(
-        self, x: Tensor, *, tol: float = 1e-6, max_iter: int = 10_000, keep: bool = False
+        self,
+        x: Tensor,
+        *,
+        tol: float = 1e-6,
+        max_iter: int = 10_000,
+        keep: bool = False,
+        warn: bool = True,
     ) -> SolveResult:
         r"""Iterate until :math:`\max_b \|\hat s^{(k)}_b - \hat s^{(k-1)}_b\| / \max(\|\hat s^{(k)}_b\|,
-        10^{-12}) \le` ``tol`` or ``max_iter`` iterations; ``keep`` stores every iterate."""
+        10^{-12}) \le` ``tol`` or ``max_iter`` iterations; ``keep`` stores every iterate.
+
+        Stopping at ``max_iter`` unconverged gives ``status=SolveStatus.MAX_ITER`` and a
+        :class:`ConvergenceWarning` (``warn=False``: the status only, for callers that stop early
+        on purpose and read the status themselves)."""
         self.problem.validate_observation(x)
         alg, p = self.algorithm, self.layer_params(1)
         s = alg.init(x, p)
@@ -385,7 +452,15 @@ class ClassicalSolver(UnfoldedModel):
         if not keep:
             iterates.append(s)
         traj = Trajectory(tuple(iterates), tuple(alg.estimate(i) for i in iterates))
-        return SolveResult(traj, k, change <= tol, change)
+        status = SolveStatus.CONVERGED if change <= tol else SolveStatus.MAX_ITER
+        if warn and status is SolveStatus.MAX_ITER:
+            warnings.warn(
+                f"{type(alg).__name__} stopped after max_iter={k} iterations with relative change "
+                f"{change:.3e} > tol={tol:g}. {status.message}",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return SolveResult(traj, k, status, change, tol)
 
 
 class BlackBoxModel(nn.Module):
@@ -472,3 +547,29 @@ class BlackBoxModel(nn.Module):
 
     def layer_parameters(self, k: int) -> Iterator[nn.Parameter]:
         return iter(())
+
+
+def promote_hyperparameters(model: nn.Module) -> nn.Module:
+    """Make a trained ``correction`` model learn its hyperparameters per layer too.
+
+    Moves every :attr:`~lightning_unfold.core.algorithm.Role.HYPER` constant of ``model`` into
+    ``model.learned`` as K (or 1, when tied) trainable copies, exactly as the hyperparameters
+    paradigm holds them, so :meth:`~UnfoldedModel.layer_params`,
+    :meth:`~UnfoldedModel.layer_parameters` and the schedules see them; the values are unchanged,
+    so the model computes what it computed before. A model built with
+    ``learn_hyperparameters=True`` starts this way; this function is for a model that already
+    holds trained values (e.g. a correction added to a trained hyperparameters model).
+    Returns ``model``.
+    """
+    if not isinstance(model, UnfoldedModel) or model.paradigm != "correction":
+        raise TypeError(
+            "promote_hyperparameters needs an UnfoldedModel with paradigm='correction'."
+        )
+    n_sets = 1 if model.tied else model.depth
+    for spec in model.specs:
+        if spec.role is Role.HYPER and spec.name not in model.learned:
+            value = getattr(model.constants, spec.name)
+            model.learned[spec.name] = nn.ParameterList(
+                [nn.Parameter(value.detach().clone()) for _ in range(n_sets)]
+            )
+    return model
