@@ -13,6 +13,12 @@ from lightning_unfold.algorithms.corona import (
     LowRankSparseState,
     UltrasoundClutter,
 )
+from lightning_unfold.algorithms.crf import (
+    CRFState,
+    MeanFieldCRF,
+    Segmentation,
+    SegmentationBlackBoxNet,
+)
 from lightning_unfold.algorithms.detection import (
     MIMODetection,
     ProjectedGradientDetector,
@@ -79,6 +85,7 @@ ALGORITHMS.update({cls.name: cls for cls in (SoftIC, ProjectedGradientDetector)}
 ALGORITHMS.update({cls.name: cls for cls in (IHT, LIHT, LIHTCP, NMF)})
 ALGORITHMS[ADMMTV.name] = ADMMTV
 ALGORITHMS.update({cls.name: cls for cls in (ISTARPCA, FISTARPCA, CORONA)})
+ALGORITHMS[MeanFieldCRF.name] = MeanFieldCRF
 
 
 def register_algorithm(cls: type[Algorithm[Any]]) -> type[Algorithm[Any]]:
@@ -116,6 +123,7 @@ __all__ = [
     "WMMSE",
     "ADMMLasso",
     "ADMMState",
+    "CRFState",
     "CompressiveImaging",
     "FISTARPCAState",
     "FISTAState",
@@ -128,6 +136,7 @@ __all__ = [
     "InterferenceChannel",
     "LowRankSparseState",
     "MIMODetection",
+    "MeanFieldCRF",
     "NMFBlackBoxNet",
     "NMFCorrectionNet",
     "NMFNetIteration",
@@ -140,6 +149,8 @@ __all__ = [
     "RPCACorrectionNet",
     "RPCAProblem",
     "RPCAState",
+    "Segmentation",
+    "SegmentationBlackBoxNet",
     "SoftIC",
     "SparseRecovery",
     "UltrasoundClutter",
