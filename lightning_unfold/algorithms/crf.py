@@ -226,7 +226,6 @@ class Segmentation(ProblemSpec):
         self.size, self.labels, self.source, self.split = size, labels, source, split
         self.snr_db = None if snr_db is None else float(snr_db)
         self.contrast, self.seed, self.channels = float(contrast), int(seed), 1
-        self._unary: tuple[Tensor, Tensor] | None = None
 
     # -- ProblemSpec ----------------------------------------------------------------------------
     def init_args(self) -> dict[str, Any]:
@@ -314,8 +313,9 @@ class Segmentation(ProblemSpec):
     # -- scoring --------------------------------------------------------------------------------
     def metrics(self) -> tuple[ProblemMetric, ...]:
         """mIoU (primary, pooled per label), then pixel accuracy."""
-        acc = RateOf("pixel_accuracy", _pixels_correct, label="pixel accuracy")
-        acc.higher_is_better = True
+        acc = RateOf(
+            "pixel_accuracy", _pixels_correct, label="pixel accuracy", higher_is_better=True
+        )
         return (MeanIoU(self.labels), acc)
 
     def per_sample_loss(self, estimate: Tensor, target: Tensor) -> Tensor:
@@ -339,20 +339,24 @@ class Segmentation(ProblemSpec):
         priors :math:`\pi_l` of the features give :math:`W_l = \Sigma^{-1}m_l`,
         :math:`b_l = -\tfrac12 m_l^\top\Sigma^{-1}m_l + \log\pi_l` (the Bayes classifier of
         Gaussian classes with a shared covariance)."""
-        if self._unary is None:
-            train = Segmentation(**{**self.init_args(), "split": "train"})
-            x, y = train.sample(n, seed=(7919, 0), dtype=torch.float64)
-            feats = unary_features(x).permute(0, 2, 3, 1).reshape(-1, 3 * self.channels)
-            labels = y.reshape(-1)
-            means = torch.stack([feats[labels == c].mean(0) for c in range(self.labels)])
-            centred = feats - means[labels]
-            cov = centred.T @ centred / feats.shape[0]
-            prec = torch.linalg.inv(cov)
-            prior = torch.bincount(labels, minlength=self.labels).double() / labels.numel()
-            W = means @ prec
-            b = -0.5 * (W * means).sum(1) + prior.log()
-            self._unary = (W, b)
-        return self._unary[0].clone(), self._unary[1].clone()
+        args = {**self.init_args(), "split": "train"}
+        W, b = _lda_unary(tuple(sorted(args.items())), n)
+        return W.clone(), b.clone()
+
+
+@functools.lru_cache(maxsize=16)
+def _lda_unary(args: tuple[tuple[str, Any], ...], n: int) -> tuple[Tensor, Tensor]:
+    """:meth:`Segmentation.unary_classifier` of the training problem ``args`` (cached)."""
+    train = Segmentation(**dict(args))
+    x, y = train.sample(n, seed=(7919, 0), dtype=torch.float64)
+    feats = unary_features(x).permute(0, 2, 3, 1).reshape(-1, 3 * train.channels)
+    labels = y.reshape(-1)
+    means = torch.stack([feats[labels == c].mean(0) for c in range(train.labels)])
+    centred = feats - means[labels]
+    prec = torch.linalg.inv(centred.T @ centred / feats.shape[0])
+    prior = torch.bincount(labels, minlength=train.labels).double() / labels.numel()
+    W = means @ prec
+    return W, -0.5 * (W * means).sum(1) + prior.log()
 
 
 # -- kernels and the mean-field update ----------------------------------------------------------
