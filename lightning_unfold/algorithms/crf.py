@@ -4,15 +4,15 @@ Problem (:class:`Segmentation`): a grey image :math:`I` ``(B, 1, H, W)`` whose p
 :math:`L` labels, the target the exact label map ``(B, H, W)`` (``-1`` marks an unlabelled row).
 A *unary* classifier gives per-pixel logits :math:`U_i \in \mathbb R^L`: a linear map of
 :math:`F = 3` features per pixel (the intensity, its 3×3 mean and standard deviation),
-deliberately weak. The
-dense CRF adds, for every pair of pixels :math:`i \ne j`, the energy
+deliberately weak. The dense CRF adds, for every pair of pixels :math:`i \ne j`, the energy
 :math:`\mu(l_i, l_j)\,k_{ij}` with the Gaussian kernel mixture
 
-.. math:: k_{ij} = w_s \exp\Big(-\frac{|p_i - p_j|^2}{2\theta_\gamma^2}\Big)
-    + w_b \exp\Big(-\frac{|p_i - p_j|^2}{2\theta_\alpha^2} - \frac{|I_i - I_j|^2}{2\theta_\beta^2}\Big)
+.. math:: k_{ij} = \frac{w_s}{S(\theta_\gamma)} e^{-\frac{|p_i - p_j|^2}{2\theta_\gamma^2}}
+    + \frac{w_b}{S(\theta_\alpha)} e^{-\frac{|p_i - p_j|^2}{2\theta_\alpha^2}
+    - \frac{|I_i - I_j|^2}{2\theta_\beta^2}}
 
-(spatial smoothness and bilateral appearance kernels; :math:`p_i` the pixel position,
-Krähenbühl & Koltun 2011). Mean-field inference approximates the Gibbs distribution
+(spatial smoothness and bilateral appearance kernels, Krähenbühl & Koltun 2011; :math:`p_i` the
+pixel position; :math:`S` scales each row sum to at most 1, :func:`spatial_kernel`). Mean-field inference approximates the Gibbs distribution
 :math:`P(l) \propto \exp(\sum_i U_i(l_i) - \sum_{i<j}\mu(l_i,l_j)k_{ij})` by a product
 :math:`Q = \prod_i Q_i` minimising the free energy (KL(Q‖P) up to :math:`\log Z`)
 
@@ -33,10 +33,10 @@ through the layers as auxiliary iterate fields.
 
 **Convergence** (what is known, and what is only measured here):
 
-* The fixed points of the update with :math:`\eta > 0` are the stationary points of
-  :math:`\mathcal F` on the product of simplices when :math:`\mu` is symmetric (the gradient of
-  the pairwise term is :math:`\mu m`); a learned non-symmetric :math:`\mu` has fixed points that
-  are stationary for its symmetric part only if :math:`\mu = \mu^\top`.
+* For a symmetric :math:`\mu` the fixed points (any :math:`\eta > 0`) are the stationary points
+  of :math:`\mathcal F` on the product of simplices (the pairwise term's gradient is
+  :math:`\mu m`); a learned non-symmetric :math:`\mu` makes the update no gradient map of
+  :math:`\mathcal F`, and its fixed points need not be stationary points of it.
 * *Parallel* mean field need not decrease :math:`\mathcal F` and may oscillate. Krähenbühl &
   Koltun (2013, ICML, "Parameter learning and convergent inference for dense random fields")
   prove that it converges when the kernels are positive definite and :math:`\mu` is negative
@@ -109,7 +109,7 @@ def _shipped(name: str) -> np.ndarray:
     try:
         import skimage.data
         import skimage.io
-    except ImportError as err:  # pragma: no cover - exercised only without the extra
+    except ImportError as err:
         raise ImportError(
             f"Segmentation(source='skimage') reads images shipped with scikit-image; install the "
             f"extra: {_INSTALL}"
@@ -180,7 +180,7 @@ class Segmentation(ProblemSpec):
         size: image side :math:`H = W` (pixels).
         labels: :math:`L` (2 or 3 for ``"synthetic"``; 2 for ``"skimage"``).
         source: ``"synthetic"`` — random ellipses, each label a smoothed-noise texture whose mean
-            differs from the next label's by ``contrast``; ``"skimage"`` — gravel (foreground)
+            differs from the next label's by ``contrast``; ``"skimage"`` — brick (foreground)
             composited on grass (background) through masks cut from scikit-image's shipped
             images (:data:`SHIPPED_IMAGES`; needs ``pip install lightning-unfold[images]``).
         split: ``"train"`` or ``"test"``; for ``"skimage"`` the two splits share no mask image
@@ -505,7 +505,9 @@ class MeanFieldCRF(Algorithm[CRFState]):
         spatial_weight, bilateral_weight: hand-set :math:`w_s, w_b \ge 0`.
         theta_gamma, theta_alpha: spatial bandwidths (pixels); theta_beta: intensity bandwidth.
         step: classical :math:`\eta \in (0, 1]`.
-        hidden: channels of the correction / inductive-bias convolutions.
+
+    The correction and inductive-bias networks are two 3×3 convolutions of :math:`[Q, I]` with
+    ``hidden`` channels (the paradigm's argument).
     """
 
     name: ClassVar[str] = "mean_field_crf"
@@ -518,7 +520,6 @@ class MeanFieldCRF(Algorithm[CRFState]):
         theta_alpha: float = 6.0,
         theta_beta: float = 0.15,
         step: float = 1.0,
-        hidden: int = 8,
     ) -> None:
         for nm, v in (("spatial_weight", spatial_weight), ("bilateral_weight", bilateral_weight)):
             if not (math.isfinite(v) and v >= 0):
@@ -535,11 +536,9 @@ class MeanFieldCRF(Algorithm[CRFState]):
                 f"step eta must lie in (0, 1]: (1 - eta) Q + eta softmax(...) is a probability "
                 f"vector only there (1 = CRF-RNN's update), got {step}."
             )
-        if not (isinstance(hidden, int) and hidden >= 1):
-            raise ValueError(f"hidden must be an integer >= 1, got {hidden!r}.")
         self.spatial_weight, self.bilateral_weight = float(spatial_weight), float(bilateral_weight)
         self.theta_gamma, self.theta_alpha = float(theta_gamma), float(theta_alpha)
-        self.theta_beta, self.step_size, self.hidden = float(theta_beta), float(step), hidden
+        self.theta_beta, self.step_size = float(theta_beta), float(step)
         self._classical: dict[str, Tensor] | None = None
 
     def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:
@@ -662,15 +661,13 @@ class MeanFieldCRF(Algorithm[CRFState]):
         self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
     ) -> nn.Module:
         prob = _require_segmentation(problem)
-        return _ConvHead(
-            prob.labels + prob.channels, prob.labels, prob.size, self.hidden, zero=True
-        )
+        return _ConvHead(prob.labels + prob.channels, prob.labels, prob.size, hidden, zero=True)
 
     def make_inductive_bias_net(
         self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
     ) -> nn.Module:
         prob = _require_segmentation(problem)
-        return _ConvIteration(prob.labels, prob.channels, prob.size, self.hidden)
+        return _ConvIteration(prob.labels, prob.channels, prob.size, hidden)
 
     def make_black_box_net(self, problem: ProblemSpec, target_params: int) -> nn.Module:
         prob = _require_segmentation(problem)
