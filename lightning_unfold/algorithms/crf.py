@@ -168,6 +168,14 @@ class MeanIoU(ProblemMetric):
         return (inter[seen] / union[seen]).mean()
 
 
+def _soft_iou(q: Tensor, target: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Soft intersection over union per label of marginals ``q`` ``(B, L, H, W)``, summed over
+    ``dims``."""
+    onehot = tF.one_hot(target.clamp_min(0), q.shape[1]).permute(0, 3, 1, 2).to(q.dtype)
+    inter = (q * onehot).sum(dims)
+    return inter / (q.sum(dims) + onehot.sum(dims) - inter).clamp_min(1e-12)
+
+
 def _pixels_correct(estimate: Tensor, target: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     right = (estimate.argmax(dim=1) == target).flatten(1).sum(1)
     return right, torch.full_like(right, target[0].numel())
@@ -188,6 +196,8 @@ class Segmentation(ProblemSpec):
         snr_db: additive white Gaussian noise at this SNR relative to each clean image's
             variance (``None``: none).
         contrast: mean-intensity step between consecutive synthetic labels.
+        loss: the supervised loss, ``"cross_entropy"`` (CRF-RNN's) or ``"soft_iou"``
+            (:meth:`supervised_loss`).
         seed: seeds every draw (with ``sample``'s seed).
     """
 
@@ -201,6 +211,7 @@ class Segmentation(ProblemSpec):
         split: str = "train",
         snr_db: float | None = 20.0,
         contrast: float = 0.1,
+        loss: str = "cross_entropy",
         seed: int = 0,
     ) -> None:
         if not (isinstance(size, int) and 8 <= size <= 96):
@@ -221,11 +232,13 @@ class Segmentation(ProblemSpec):
             raise ValueError(f"snr_db must be finite (None for noiseless images), got {snr_db}.")
         if not (math.isfinite(contrast) and contrast > 0):
             raise ValueError(f"contrast must be finite and > 0, got {contrast}.")
+        if loss not in ("cross_entropy", "soft_iou"):
+            raise ValueError(f"Unknown loss {loss!r}; valid: ['cross_entropy', 'soft_iou'].")
         if source == "skimage":
             _mask_image(SHIPPED_IMAGES[split]["mask"])  # a missing extra fails here, clearly
         self.size, self.labels, self.source, self.split = size, labels, source, split
         self.snr_db = None if snr_db is None else float(snr_db)
-        self.contrast, self.seed, self.channels = float(contrast), int(seed), 1
+        self.contrast, self.loss, self.seed, self.channels = float(contrast), loss, int(seed), 1
 
     # -- ProblemSpec ----------------------------------------------------------------------------
     def init_args(self) -> dict[str, Any]:
@@ -236,6 +249,7 @@ class Segmentation(ProblemSpec):
             "split": self.split,
             "snr_db": self.snr_db,
             "contrast": self.contrast,
+            "loss": self.loss,
             "seed": self.seed,
         }
 
@@ -319,16 +333,24 @@ class Segmentation(ProblemSpec):
         return (MeanIoU(self.labels), acc)
 
     def per_sample_loss(self, estimate: Tensor, target: Tensor) -> Tensor:
-        """Mean over pixels of :math:`-\\log Q_i(y_i)` per image ``(B,)`` (rows assumed labelled)."""
+        r"""The loss of each image ``(B,)`` (rows assumed labelled): the mean over pixels of
+        :math:`-\log Q_i(y_i)`, or with ``loss="soft_iou"`` one minus the image's soft mIoU."""
+        if self.loss == "soft_iou":
+            return 1.0 - _soft_iou(estimate, target, dims=(2, 3)).mean(1)
         picked = estimate.gather(1, target.clamp_min(0).unsqueeze(1)).squeeze(1)
         return -picked.clamp_min(1e-12).log().flatten(1).mean(1)
 
     def supervised_loss(self, estimate: Tensor, target: Tensor) -> Tensor | None:
-        r"""Pixel cross-entropy :math:`-\frac1{|\mathcal B_\ell|N}\sum_{b,i}\log Q_{bi}(y_{bi})` over
-        labelled images (probabilities clamped at 1e-12); ``None`` when none is labelled."""
+        r"""Over labelled images (``None`` when none is labelled): the pixel cross-entropy
+        :math:`-\frac1{|\mathcal B_\ell|N}\sum_{b,i}\log Q_{bi}(y_{bi})` (probabilities clamped at
+        1e-12), or with ``loss="soft_iou"`` one minus the soft mIoU pooled over the batch,
+        :math:`1 - \frac1L\sum_l \frac{\sum Q_l\,[y = l]}{\sum (Q_l + [y = l] - Q_l\,[y = l])}`
+        (Rahman & Wang 2016), which pools like the metric."""
         labelled = labelled_rows(target)
         if not bool(labelled.any()):
             return None
+        if self.loss == "soft_iou":
+            return 1.0 - _soft_iou(estimate[labelled], target[labelled], dims=(0, 2, 3)).mean()
         return self.per_sample_loss(estimate[labelled], target[labelled]).mean()
 
     # -- the unary's classical fit --------------------------------------------------------------

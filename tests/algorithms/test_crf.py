@@ -39,28 +39,38 @@ def _problem(**kw: object) -> Segmentation:
     return Segmentation(**{"size": 10, "labels": 3, "seed": 1, **kw})  # type: ignore[arg-type]
 
 
-# (paradigm, tied, shared correction): every paradigm that keeps the iteration
+# (paradigm, tied, shared correction, learn hyperparameters): every paradigm that keeps the
+# iteration
 KEEPS_ITERATION = [
-    ("hyperparameters", False, False),
-    ("hyperparameters", True, False),
-    ("objective", False, False),
-    ("objective", True, False),
-    ("correction", False, False),
-    ("correction", False, True),
+    ("hyperparameters", False, False, False),
+    ("hyperparameters", True, False, False),
+    ("objective", False, False, False),
+    ("objective", True, False, False),
+    ("correction", False, False, False),
+    ("correction", False, True, False),
+    ("correction", True, False, True),
 ]
 
 
-@pytest.mark.parametrize(("paradigm", "tied", "shared"), KEEPS_ITERATION, ids=str)
+@pytest.mark.parametrize(("paradigm", "tied", "shared", "learn_h"), KEEPS_ITERATION, ids=str)
 @pytest.mark.parametrize("step", [1.0, 0.6])
 def test_classical_init_reproduces_mean_field(
-    paradigm: str, tied: bool, shared: bool, step: float
+    paradigm: str, tied: bool, shared: bool, learn_h: bool, step: float
 ) -> None:
     prob = _problem()
     alg = MeanFieldCRF(spatial_weight=2.0, bilateral_weight=1.0, step=step)
     x, _ = prob.sample(3, seed=0, dtype=F64)
     ref = ClassicalSolver(alg, prob, 6, dtype=F64)(x)
     model = UnfoldedModel(
-        alg, prob, 6, paradigm, tied=tied, shared_correction=shared, hidden=4, dtype=F64
+        alg,
+        prob,
+        6,
+        paradigm,
+        tied=tied,
+        shared_correction=shared,
+        learn_hyperparameters=learn_h,
+        hidden=4,
+        dtype=F64,
     )
     assert trajectory_gap(model(x), ref) < 1e-8
 
