@@ -213,6 +213,20 @@ def test_supervised_loss_skips_unlabelled_rows() -> None:
     assert float(full) > 0
 
 
+def test_soft_iou_loss_equals_one_minus_miou_on_one_hot_marginals() -> None:
+    prob = _problem(labels=3, loss="soft_iou")
+    x, y = prob.sample(4, seed=0)
+    pred = torch.randint(0, 3, y.shape, generator=torch.Generator().manual_seed(1))
+    onehot = torch.nn.functional.one_hot(pred, 3).permute(0, 3, 1, 2).double()
+    miou = float(MeanIoU(3).finalize(MeanIoU(3).statistics(onehot, y, x)))
+    assert float(prob.supervised_loss(onehot, y)) == pytest.approx(1.0 - miou)
+    truth = torch.nn.functional.one_hot(y, 3).permute(0, 3, 1, 2).double()
+    assert float(prob.supervised_loss(truth, y)) == pytest.approx(0.0)
+    assert torch.allclose(prob.per_sample_loss(truth, y), torch.zeros(4, dtype=F64))
+    with pytest.raises(ValueError, match="soft_iou"):
+        Segmentation(loss="dice")
+
+
 def test_bad_input_is_a_clear_error() -> None:
     prob = _problem()
     model = ClassicalSolver(MeanFieldCRF(), prob, 2)
