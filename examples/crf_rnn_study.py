@@ -121,7 +121,7 @@ def _solve(
     chunk needed and whether every chunk converged."""
     outs, iters, converged = [], 0, True
     for xc in x.split(chunk):
-        res = solver.solve(xc, tol=1e-5, max_iter=max_iter)
+        res = solver.solve(xc, tol=1e-5, max_iter=max_iter, warn=False)  # reported instead
         outs.append(res.trajectory.estimates[-1])
         iters, converged = max(iters, res.iterations), converged and res.converged
     return torch.cat(outs), iters, converged

@@ -186,7 +186,7 @@ class Segmentation(ProblemSpec):
 
     Args:
         size: image side :math:`H = W` (pixels).
-        labels: :math:`L` (2 or 3 for ``"synthetic"``; 2 for ``"skimage"``).
+        n_labels: :math:`L` (2 or 3 for ``"synthetic"``; 2 for ``"skimage"``).
         source: ``"synthetic"`` — random ellipses, each label a smoothed-noise texture whose mean
             differs from the next label's by ``contrast``; ``"skimage"`` — brick (foreground)
             composited on grass (background) through masks cut from scikit-image's shipped
@@ -206,7 +206,7 @@ class Segmentation(ProblemSpec):
     def __init__(
         self,
         size: int = 32,
-        labels: int = 2,
+        n_labels: int = 2,
         source: str = "synthetic",
         split: str = "train",
         snr_db: float | None = 20.0,
@@ -224,9 +224,9 @@ class Segmentation(ProblemSpec):
         if split not in ("train", "test"):
             raise ValueError(f"Unknown split {split!r}; valid: ['train', 'test'].")
         valid_labels = (2, 3) if source == "synthetic" else (2,)
-        if labels not in valid_labels:
+        if n_labels not in valid_labels:
             raise ValueError(
-                f"source={source!r} supports labels in {valid_labels}, got {labels!r}."
+                f"source={source!r} supports n_labels in {valid_labels}, got {n_labels!r}."
             )
         if snr_db is not None and not math.isfinite(snr_db):
             raise ValueError(f"snr_db must be finite (None for noiseless images), got {snr_db}.")
@@ -236,7 +236,7 @@ class Segmentation(ProblemSpec):
             raise ValueError(f"Unknown loss {loss!r}; valid: ['cross_entropy', 'soft_iou'].")
         if source == "skimage":
             _mask_image(SHIPPED_IMAGES[split]["mask"])  # a missing extra fails here, clearly
-        self.size, self.labels, self.source, self.split = size, labels, source, split
+        self.size, self.n_labels, self.source, self.split = size, n_labels, source, split
         self.snr_db = None if snr_db is None else float(snr_db)
         self.contrast, self.loss, self.seed, self.channels = float(contrast), loss, int(seed), 1
 
@@ -244,7 +244,7 @@ class Segmentation(ProblemSpec):
     def init_args(self) -> dict[str, Any]:
         return {
             "size": self.size,
-            "labels": self.labels,
+            "n_labels": self.n_labels,
             "source": self.source,
             "split": self.split,
             "snr_db": self.snr_db,
@@ -277,7 +277,7 @@ class Segmentation(ProblemSpec):
         n = self.size
         yy, xx = np.mgrid[0:n, 0:n].astype(np.float64)
         lab = np.zeros((n, n), dtype=np.int64)
-        for label in range(1, self.labels):
+        for label in range(1, self.n_labels):
             for _ in range(int(rng.integers(1, 3))):
                 cy, cx = rng.uniform(0.15 * n, 0.85 * n, size=2)
                 ay, ax = rng.uniform(0.12 * n, 0.3 * n, size=2)
@@ -286,7 +286,7 @@ class Segmentation(ProblemSpec):
                 v = (-(xx - cx) * math.sin(t) + (yy - cy) * math.cos(t)) / ay
                 lab[u * u + v * v <= 1.0] = label
         img = np.zeros((n, n))
-        for label in range(self.labels):  # smoothed noise, correlation length 1 + label pixels
+        for label in range(self.n_labels):  # smoothed noise, correlation length 1 + label pixels
             tex = ndimage.gaussian_filter(rng.normal(size=(n, n)), 1.0 + label, mode="wrap")
             tex = 0.1 * tex / max(float(tex.std()), 1e-12)
             img = np.where(lab == label, 0.5 + self.contrast * (label - 0.5) + tex, img)
@@ -330,7 +330,7 @@ class Segmentation(ProblemSpec):
         acc = RateOf(
             "pixel_accuracy", _pixels_correct, label="pixel accuracy", higher_is_better=True
         )
-        return (MeanIoU(self.labels), acc)
+        return (MeanIoU(self.n_labels), acc)
 
     def per_sample_loss(self, estimate: Tensor, target: Tensor) -> Tensor:
         r"""The loss of each image ``(B,)`` (rows assumed labelled): the mean over pixels of
@@ -373,10 +373,10 @@ def _lda_unary(args: tuple[tuple[str, Any], ...], n: int) -> tuple[Tensor, Tenso
     x, y = train.sample(n, seed=(7919, 0), dtype=torch.float64)
     feats = unary_features(x).permute(0, 2, 3, 1).reshape(-1, 3 * train.channels)
     labels = y.reshape(-1)
-    means = torch.stack([feats[labels == c].mean(0) for c in range(train.labels)])
+    means = torch.stack([feats[labels == c].mean(0) for c in range(train.n_labels)])
     centred = feats - means[labels]
     prec = torch.linalg.inv(centred.T @ centred / feats.shape[0])
-    prior = torch.bincount(labels, minlength=train.labels).double() / labels.numel()
+    prior = torch.bincount(labels, minlength=train.n_labels).double() / labels.numel()
     W = means @ prec
     return W, -0.5 * (W * means).sum(1) + prior.log()
 
@@ -580,7 +580,7 @@ class MeanFieldCRF(Algorithm[CRFState]):
         prob = _require_segmentation(problem)
         W, b = prob.unary_classifier()
         f64 = torch.float64
-        L = prob.labels
+        L = prob.n_labels
 
         def scalar(v: float) -> Tensor:
             return torch.tensor(v, dtype=f64)
@@ -683,17 +683,17 @@ class MeanFieldCRF(Algorithm[CRFState]):
         self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
     ) -> nn.Module:
         prob = _require_segmentation(problem)
-        return _ConvHead(prob.labels + prob.channels, prob.labels, prob.size, hidden, zero=True)
+        return _ConvHead(prob.n_labels + prob.channels, prob.n_labels, prob.size, hidden, zero=True)
 
     def make_inductive_bias_net(
         self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
     ) -> nn.Module:
         prob = _require_segmentation(problem)
-        return _ConvIteration(prob.labels, prob.channels, prob.size, hidden)
+        return _ConvIteration(prob.n_labels, prob.channels, prob.size, hidden)
 
     def make_black_box_net(self, problem: ProblemSpec, target_params: int) -> nn.Module:
         prob = _require_segmentation(problem)
-        return SegmentationBlackBoxNet(prob.channels, prob.labels, target_params)
+        return SegmentationBlackBoxNet(prob.channels, prob.n_labels, target_params)
 
 
 class _ConvHead(nn.Module):

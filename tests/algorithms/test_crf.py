@@ -36,7 +36,7 @@ needs_skimage = pytest.mark.skipif(
 
 
 def _problem(**kw: object) -> Segmentation:
-    return Segmentation(**{"size": 10, "labels": 3, "seed": 1, **kw})  # type: ignore[arg-type]
+    return Segmentation(**{"size": 10, "n_labels": 3, "seed": 1, **kw})  # type: ignore[arg-type]
 
 
 # (paradigm, tied, shared correction, learn hyperparameters): every paradigm that keeps the
@@ -148,7 +148,7 @@ def test_free_energy_decreases_along_the_iteration_under_weak_coupling() -> None
 def test_converged_classical_crf_satisfies_the_fixed_point_equation() -> None:
     """The hand-set (strong) CRF: no contraction guarantee, but the iteration settles, and its
     end point satisfies Q = softmax(U - mu m(Q)); the unary start does not."""
-    prob = _problem(size=12, labels=2)
+    prob = _problem(size=12, n_labels=2)
     alg = MeanFieldCRF(spatial_weight=4.0, bilateral_weight=1.0, step=0.7)
     x, _ = prob.sample(3, seed=5, dtype=F64)
     solver = ClassicalSolver(alg, prob, 1, dtype=F64)
@@ -178,7 +178,7 @@ def test_kernels_are_symmetric_scaled_and_hollow() -> None:
 
 
 def test_miou_pooling_whole_equals_halves_and_known_values() -> None:
-    prob = _problem(labels=3)
+    prob = _problem(n_labels=3)
     x, y = prob.sample(6, seed=2)
     q = torch.softmax(torch.randn(6, 3, 10, 10, generator=torch.Generator().manual_seed(0)), 1)
     for m in prob.metrics():
@@ -214,7 +214,7 @@ def test_supervised_loss_skips_unlabelled_rows() -> None:
 
 
 def test_soft_iou_loss_equals_one_minus_miou_on_one_hot_marginals() -> None:
-    prob = _problem(labels=3, loss="soft_iou")
+    prob = _problem(n_labels=3, loss="soft_iou")
     x, y = prob.sample(4, seed=0)
     pred = torch.randint(0, 3, y.shape, generator=torch.Generator().manual_seed(1))
     onehot = torch.nn.functional.one_hot(pred, 3).permute(0, 3, 1, 2).double()
@@ -238,8 +238,8 @@ def test_bad_input_is_a_clear_error() -> None:
         model(torch.zeros(2, 10, 10))
     with pytest.raises(ValueError, match="step eta"):
         MeanFieldCRF(step=1.5)
-    with pytest.raises(ValueError, match="labels"):
-        Segmentation(source="skimage", labels=3)
+    with pytest.raises(ValueError, match="n_labels"):
+        Segmentation(source="skimage", n_labels=3)
     with pytest.raises(ValueError, match="valid"):
         Segmentation(source="camera")
     with pytest.raises(TypeError, match="Segmentation"):
@@ -263,7 +263,7 @@ def test_config_round_trip_and_registry() -> None:
 
 def test_training_the_objective_paradigm_lowers_the_loss() -> None:
     torch.manual_seed(0)
-    prob = _problem(size=12, labels=2)
+    prob = _problem(size=12, n_labels=2)
     module = UnfoldedModule(prob, paradigm="objective", tied=True, depth=3, lr=0.05)
     opt = torch.optim.Adam(module.model.parameters(), lr=0.05)
     x, y = prob.sample(8, seed=1)
