@@ -40,6 +40,7 @@ _TRAINING_NAMES = (
     "BASELINES",
     "SyntheticDataModule",
     "UnfoldedModule",
+    "UserDataModule",
     "build_model",
     "DescendingConstraints",
 )
@@ -80,6 +81,7 @@ __all__ = [
     "Trajectory",
     "UnfoldedModel",
     "UnfoldedModule",
+    "UserDataModule",
     "__version__",
     "build_model",
     "make_algorithm",

@@ -2,8 +2,9 @@
 
 * ``lightning-unfold fit|validate|test --config FILE.yaml`` — LightningCLI over
   :class:`~lightning_unfold.training.UnfoldedModule` and
-  :class:`~lightning_unfold.training.SyntheticDataModule`; ``model.problem`` is linked to
-  ``data.problem`` so the YAML names the problem once.
+  :class:`~lightning_unfold.training.SyntheticDataModule` (or any data module that takes a
+  ``problem``: ``--data UserDataModule --data.path obs.npz`` for the user's own data);
+  ``model.problem`` is linked to ``data.problem`` so the YAML names the problem once.
 * ``lightning-unfold demo`` — train a small ALISTA on CPU, print its per-layer NMSE against
   ISTA and FISTA at equal iteration counts, save the checkpoint and print its verification report.
 * ``lightning-unfold check CHECKPOINT`` — run the verification checks on a checkpoint.
@@ -17,6 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
@@ -25,16 +27,26 @@ __all__ = ["UnfoldCLI", "main", "run_demo"]
 
 
 class UnfoldCLI(LightningCLI):
-    """LightningCLI with the problem given once (under ``model.problem``)."""
+    """LightningCLI with the problem given once (under ``model.problem``).
+
+    ``data`` is any ``LightningDataModule`` that takes a ``problem``, by default
+    :class:`~lightning_unfold.training.SyntheticDataModule` (a config's ``data:`` block without
+    ``class_path`` configures it); ``--data UserDataModule --data.path obs.npz`` trains on the
+    user's own file (:class:`~lightning_unfold.training.UserDataModule`).
+    """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("model.problem", "data.problem", apply_on="instantiate")
+        parser.link_arguments("model.problem", "data.init_args.problem", apply_on="instantiate")
+        parser.set_defaults(
+            {"data": {"class_path": f"{SyntheticDataModule.__module__}.SyntheticDataModule"}}
+        )
 
 
 def _cli(argv: list[str]) -> int:
     UnfoldCLI(
         UnfoldedModule,
-        SyntheticDataModule,
+        L.LightningDataModule,
+        subclass_mode_data=True,
         args=argv,
         save_config_kwargs={"overwrite": True},
         seed_everything_default=0,
@@ -75,7 +87,6 @@ def _demo_parser() -> argparse.ArgumentParser:
 
 def run_demo(argv: Sequence[str] = ()) -> int:
     """The main job: train, compare, save, verify. Returns a process exit code."""
-    import lightning as L
     import torch
 
     from lightning_unfold.algorithms import SparseRecovery

@@ -11,6 +11,7 @@ from lightning_unfold.training.schedules import (
     StagewiseSchedule,
     TwoStageSchedule,
 )
+from lightning_unfold.training.user_data import UserDataModule
 
 __all__ = [
     "BASELINES",
@@ -26,6 +27,7 @@ __all__ = [
     "SyntheticDataModule",
     "TwoStageSchedule",
     "UnfoldedModule",
+    "UserDataModule",
     "build_model",
     "layer_weights",
 ]
