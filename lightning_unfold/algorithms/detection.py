@@ -559,8 +559,9 @@ class SoftIC(Algorithm[Tensor]):
         where :math:`I - G_uD_u` is invertible because :math:`\Sigma_u \succ 0`
         (:math:`\det\Sigma_u = \det\Sigma\,\det(I - G_uD_u)`). The common term
         :math:`e^\top\Sigma^{-1}e` is dropped (the softmax is shift invariant). Equal to the
-        per-user solve to rounding (tested against the exact marginals and in float64); at
-        30 × 60 BPSK it is about 50 times faster.
+        per-user solve to rounding (tested in float64 against that solve and against the exact
+        marginals); at 30 × 60 BPSK, five iterations on 500 channel uses took 0.65 s instead of
+        19.6 s (one thread).
         """
         prob = self.problem
         y, H, var_r = prob.split(x)

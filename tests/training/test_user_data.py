@@ -368,3 +368,63 @@ def test_cli_fit_on_a_user_npz(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     np.savez(tmp_path / "bad.npz", x=x, s=s)
     with pytest.raises(ValueError, match=r"bad\.npz\['x'\]\[17, 3\] is NaN"):
         main([*args[:-1], "bad.npz"])
+
+
+# -- the guide page ------------------------------------------------------------------------------
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "your_data.md"
+
+
+def run_guide(folder: Path) -> dict[str, str]:
+    """Execute docs/your_data.md in ``folder``: YAML blocks are written to the file their first
+    line names, Python blocks run, each ``lightning-unfold`` line of a bash block runs through
+    the CLI. Returns the printed output of each command line (stdout and stderr)."""
+    import contextlib
+    import io
+    import os
+    import re
+    import shlex
+
+    outputs: dict[str, str] = {}
+    cwd = Path.cwd()
+    os.chdir(folder)
+    try:
+        for lang, body in re.findall(r"```(\w+)\n(.*?)```", GUIDE.read_text(), flags=re.S):
+            if lang == "yaml":
+                name = re.match(r"# file: (\S+)\n", body)
+                assert name, "a YAML block of the guide must start with '# file: NAME'"
+                Path(name.group(1)).write_text(body)
+            elif lang == "python":
+                exec(compile(body, str(GUIDE), "exec"), {"__name__": "docs_your_data"})
+            elif lang == "bash":
+                for line in body.strip().splitlines():
+                    argv = shlex.split(line)
+                    assert argv[0] == "lightning-unfold", line
+                    buf = io.StringIO()
+                    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+                        assert main(argv[1:]) == 0, line
+                    outputs[line] = buf.getvalue()
+    finally:
+        os.chdir(cwd)
+    return outputs
+
+
+def _test_ber(out: str) -> float:
+    import re
+
+    found = re.search(r"test/ber\s*[│|]?\s*([0-9.eE+-]+)", out)
+    assert found, out
+    return float(found.group(1))
+
+
+@pytest.mark.slow
+def test_the_guide_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["lightning-unfold"])
+    outputs = run_guide(tmp_path)
+    tests = [out for line, out in outputs.items() if line.startswith("lightning-unfold test")]
+    learned, classical = (_test_ber(out) for out in tests)
+    print("GUIDE", learned, classical)
+    for out in tests:
+        print(out)
+    # the numbers the page prints are the ones this run measures
+    text = GUIDE.read_text()
+    assert f"{learned:.4f}" in text and f"{classical:.4f}" in text
