@@ -98,15 +98,26 @@ def _posteriors_per_user_solve(
 
 
 @pytest.mark.parametrize(
-    ("const", "channel"), [("bpsk", "toeplitz"), ("qpsk", "correlated"), ("16qam", "gaussian")]
+    ("const", "channel", "users", "antennas"),
+    [
+        ("bpsk", "toeplitz", 3, 4),
+        ("qpsk", "correlated", 3, 4),
+        ("16qam", "gaussian", 3, 4),
+        ("bpsk", "gaussian", 5, 3),  # more users than antennas: the Cholesky path
+        ("qpsk", "deepsic", 4, 3),
+    ],
 )
-def test_fast_soft_ic_update_equals_the_per_user_solve(const: str, channel: str) -> None:
-    prob = MIMODetection(users=3, antennas=4, constellation=const, channel=channel, snr_db=6.0)
+def test_fast_soft_ic_update_equals_the_per_user_solve(
+    const: str, channel: str, users: int, antennas: int
+) -> None:
+    prob = MIMODetection(
+        users=users, antennas=antennas, constellation=const, channel=channel, snr_db=6.0
+    )
     x, _ = prob.sample(16, seed=2, dtype=F64)
     algo = SoftIC()
     algo.classical_params(prob)
     g = torch.Generator().manual_seed(0)
-    logits = 3.0 * torch.randn(16, 3, prob.const.size, generator=g, dtype=F64)
+    logits = 3.0 * torch.randn(16, users, prob.const.size, generator=g, dtype=F64)
     s = torch.softmax(logits, dim=-1)
     s[0, 0] = torch.nn.functional.one_hot(torch.tensor(1), prob.const.size).to(F64)  # certain
     points = prob.const.points.to(F64)
