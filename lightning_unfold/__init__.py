@@ -26,11 +26,13 @@ from lightning_unfold.core import (
     BlackBoxModel,
     ClassicalSolver,
     Constraint,
+    ConvDenoiserNet,
     ParamSpec,
     ProblemSpec,
     Role,
     Trajectory,
     UnfoldedModel,
+    promote_hyperparameters,
 )
 from lightning_unfold.core.safeguard import SafeguardedModel
 
@@ -71,6 +73,7 @@ __all__ = [
     "BlackBoxModel",
     "ClassicalSolver",
     "Constraint",
+    "ConvDenoiserNet",
     "DescendingConstraints",
     "ParamSpec",
     "ProblemSpec",
@@ -85,5 +88,6 @@ __all__ = [
     "__version__",
     "build_model",
     "make_algorithm",
+    "promote_hyperparameters",
     "register_algorithm",
 ]

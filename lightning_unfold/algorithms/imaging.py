@@ -74,10 +74,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_unfold.algorithms.rpca import RPCABlackBoxNet
 from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
 from lightning_unfold.core.iterate import complex_dtype, real_dtype, require_finite
 from lightning_unfold.core.metrics import MeanOf, ProblemMetric
+from lightning_unfold.core.networks import ConvDenoiserNet
 
 __all__ = [
     "ADMMTV",
@@ -640,14 +640,14 @@ class ImagingBlackBoxNet(nn.Module):
     r"""Black-box baseline: a residual CNN on the zero-filled reconstruction,
     :math:`\hat x = \rho\,(u - \Phi(u))` with :math:`u = x_{\mathrm{zf}}/\rho`,
     :math:`\rho = \operatorname{rms}(x_{\mathrm{zf}})` and Φ a stack of 3×3 convolutions whose
-    width matches ``target_params`` (:class:`~lightning_unfold.algorithms.RPCABlackBoxNet`'s
-    denoiser; zero-initialised last layer, so it starts at the zero-filled image). It knows the
+    width matches ``target_params`` (the core's
+    :class:`~lightning_unfold.core.networks.ConvDenoiserNet`; zero-initialised last layer, so it starts at the zero-filled image). It knows the
     mask (to form :math:`x_{\mathrm{zf}}`) but not the iteration."""
 
     def __init__(self, problem: CompressiveImaging, target_params: int, *, layers: int = 5) -> None:
         super().__init__()
         self.register_buffer("mask", problem.mask.clone().float())
-        self.denoiser = RPCABlackBoxNet(target_params, layers=layers)
+        self.denoiser = ConvDenoiserNet(target_params, layers=layers)
 
     def forward(self, y: Tensor) -> Tensor:
         zf = _ifft(self.mask.to(real_dtype(y.dtype)) * y).real

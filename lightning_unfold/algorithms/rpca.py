@@ -60,6 +60,8 @@ from lightning_unfold.algorithms.sparse import soft_threshold
 from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
 from lightning_unfold.core.iterate import require_finite
 from lightning_unfold.core.metrics import NMSE, ProblemMetric, RelativeError
+from lightning_unfold.core.networks import ConvDenoiserNet
+from lightning_unfold.core.unfolded import promote_hyperparameters
 
 __all__ = [
     "RPCA",
@@ -469,42 +471,15 @@ def _normalised(maps: Sequence[Tensor], scale: Tensor) -> Tensor:
     return torch.stack([m / scale for m in maps], dim=1)
 
 
-class RPCABlackBoxNet(nn.Module):
-    r"""The black-box baseline for RPCA: a residual convolutional denoiser :math:`X \mapsto \hat M`.
-
-    .. math:: \hat M = X - \rho\,\Phi(X/\rho),\qquad \rho = \operatorname{rms}(X),
-
-    Φ a stack of ``layers`` 3×3 convolutions (ReLU between; DnCNN-style residual learning: Φ
-    estimates the outlier part) whose width is chosen to match ``target_params``. It knows nothing
-    of Ψ, the rank or the iteration. Φ's last layer is zero-initialised, so it starts at
-    :math:`\hat M = X` (relative error ‖ΨY★‖/‖L★R★ᵀ‖, about 0.15 at α = 0.1). An MLP on the
-    flattened X with as few parameters would need a bottleneck narrower than the image and
-    outputs (nearly) a fixed low-dimensional subspace, which cannot hold a random rank-r matrix.
+class RPCABlackBoxNet(ConvDenoiserNet):
+    r"""The black-box baseline for RPCA: the core's residual convolutional denoiser
+    :math:`X \mapsto \hat M = X - \rho\,\Phi(X/\rho)` (:class:`~lightning_unfold.core.networks.
+    ConvDenoiserNet`), Φ estimating the outlier part. It knows nothing of Ψ, the rank or the
+    iteration; it starts at :math:`\hat M = X` (relative error ‖ΨY★‖/‖L★R★ᵀ‖, about 0.15 at
+    α = 0.1). An MLP on the flattened X with as few parameters would need a bottleneck narrower
+    than the image and outputs (nearly) a fixed low-dimensional subspace, which cannot hold a
+    random rank-r matrix.
     """
-
-    def __init__(self, target_params: int, *, layers: int = 5) -> None:
-        super().__init__()
-        if layers < 2:
-            raise ValueError(f"RPCABlackBoxNet needs layers >= 2, got {layers}.")
-        width = 1
-        while self._count(width + 1, layers) <= max(target_params, self._count(1, layers)):
-            width += 1
-        mods: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1), nn.ReLU()]
-        for _ in range(layers - 2):
-            mods += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
-        last = nn.Conv2d(width, 1, 3, padding=1)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-        self.phi = nn.Sequential(*mods, last)
-        self.width = width
-
-    @staticmethod
-    def _count(c: int, layers: int) -> int:
-        return 10 * c + (layers - 2) * (9 * c * c + c) + 9 * c + 1
-
-    def forward(self, x: Tensor) -> Tensor:
-        rho = x.pow(2).mean(dim=(-2, -1), keepdim=True).sqrt().clamp_min(torch.finfo(x.dtype).tiny)
-        return x - rho * self.phi((x / rho).unsqueeze(1)).squeeze(1)
 
 
 class RPCACorrectionNet(nn.Module):
@@ -603,29 +578,3 @@ def init_layer_thresholds(model: nn.Module, algorithm: RPCA) -> None:
     with torch.no_grad():
         for k, net in enumerate(nets, start=1):
             net.zeta.fill_(algorithm.zeta * algorithm.decay ** (k - 1))
-
-
-def promote_hyperparameters(model: nn.Module) -> nn.Module:
-    """Make a ``correction`` model learn its hyperparameters per layer too (variant 3 = variant 1 + Δ).
-
-    The core's correction paradigm keeps θh at classical values; this moves every
-    :attr:`~lightning_unfold.core.algorithm.Role.HYPER` constant of ``model`` into
-    ``model.learned`` as K (or 1, when tied) trainable copies, exactly as the hyperparameters paradigm
-    holds them — so :meth:`layer_params`, :meth:`layer_parameters` and the schedules see them. The
-    values are unchanged, so the model still reproduces the classical solver at initialisation.
-    Returns ``model``.
-    """
-    from lightning_unfold.core.unfolded import UnfoldedModel
-
-    if not isinstance(model, UnfoldedModel) or model.paradigm != "correction":
-        raise TypeError(
-            "promote_hyperparameters needs an UnfoldedModel with paradigm='correction'."
-        )
-    n_sets = 1 if model.tied else model.depth
-    for spec in model.specs:
-        if spec.role is Role.HYPER and spec.name not in model.learned:
-            value = getattr(model.constants, spec.name)
-            model.learned[spec.name] = nn.ParameterList(
-                [nn.Parameter(value.detach().clone()) for _ in range(n_sets)]
-            )
-    return model

@@ -25,6 +25,7 @@ from lightning_unfold.core.metrics import (
     layer_curves,
     primary_metric,
 )
+from lightning_unfold.core.networks import ConvDenoiserNet
 from lightning_unfold.core.perturb import relative_perturbation
 from lightning_unfold.core.safeguard import MU_UPDATES, SafeguardedModel, SafeguardResult
 from lightning_unfold.core.trajectory import Trajectory
@@ -34,6 +35,7 @@ from lightning_unfold.core.unfolded import (
     ClassicalSolver,
     SolveResult,
     UnfoldedModel,
+    promote_hyperparameters,
 )
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "BlackBoxModel",
     "ClassicalSolver",
     "Constraint",
+    "ConvDenoiserNet",
     "MeanOf",
     "ParamSpec",
     "ProblemMetric",
@@ -65,5 +68,6 @@ __all__ = [
     "layer_curves",
     "primary_metric",
     "problem_from_config",
+    "promote_hyperparameters",
     "relative_perturbation",
 ]

@@ -45,6 +45,7 @@ __all__ = [
     "SolveResult",
     "UnfoldedModel",
     "check_paradigm",
+    "promote_hyperparameters",
 ]
 
 PARADIGMS: tuple[str, ...] = ("hyperparameters", "objective", "correction", "inductive_bias")
@@ -118,6 +119,12 @@ class UnfoldedModel(nn.Module):
         tied: one parameter set (and one network) shared by all layers.
         hidden: width of correction / inductive-bias networks.
         shared_correction: one correction network Δ for all layers (even when untied).
+        learn_hyperparameters: with ``paradigm="correction"``, also learn the solver's
+            hyperparameters θh per layer (K copies, or one when tied), as the hyperparameters
+            paradigm holds them: :math:`s^{(k)} = T(s^{(k-1)}; \theta_{h,k}) + \\Delta(s^{(k-1)},
+            x; \varphi_k)`. Initialised at the classical values, so the model still reproduces
+            the classical solver before training. Learned by default in the hyperparameters and
+            objective paradigms; meaningless for the inductive-bias paradigm (refused).
         dtype: precision of parameters and constants: ``float32`` or ``float64``; complex values
             stay complex in that precision (``complex64`` / ``complex128``). Set the precision
             here rather than with ``model.to(dtype)``: PyTorch's ``Module.to(float dtype)``
@@ -135,11 +142,18 @@ class UnfoldedModel(nn.Module):
         tied: bool = False,
         hidden: int = 64,
         shared_correction: bool = False,
+        learn_hyperparameters: bool = False,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         self.depth = _check_depth(depth)
         self.paradigm = check_paradigm(paradigm)
+        if learn_hyperparameters and paradigm == "inductive_bias":
+            raise ValueError(
+                "learn_hyperparameters=True applies to paradigm='correction' (the hyperparameters "
+                "and objective paradigms learn them anyway); the inductive_bias paradigm replaces "
+                "the iteration and has no hyperparameters to learn."
+            )
         if variant is not None and paradigm != "objective":
             raise ValueError(f"variant={variant!r} applies to paradigm='objective' only.")
         self.algorithm = algorithm.objective_form(variant) if paradigm == "objective" else algorithm
@@ -155,7 +169,9 @@ class UnfoldedModel(nn.Module):
         if clash:
             raise ValueError(f"Parameter names {clash} clash with problem constants.")
         n_sets = 1 if tied else depth
-        trainable = _TRAINABLE[paradigm]
+        trainable = _TRAINABLE[paradigm] | (
+            frozenset({Role.HYPER}) if learn_hyperparameters else frozenset()
+        )
         self.learned = nn.ModuleDict()
         fixed: dict[str, Tensor] = dict(constants)
         for spec in self.specs:
@@ -472,3 +488,29 @@ class BlackBoxModel(nn.Module):
 
     def layer_parameters(self, k: int) -> Iterator[nn.Parameter]:
         return iter(())
+
+
+def promote_hyperparameters(model: nn.Module) -> nn.Module:
+    """Make a trained ``correction`` model learn its hyperparameters per layer too.
+
+    Moves every :attr:`~lightning_unfold.core.algorithm.Role.HYPER` constant of ``model`` into
+    ``model.learned`` as K (or 1, when tied) trainable copies, exactly as the hyperparameters
+    paradigm holds them, so :meth:`~UnfoldedModel.layer_params`,
+    :meth:`~UnfoldedModel.layer_parameters` and the schedules see them; the values are unchanged,
+    so the model computes what it computed before. A model built with
+    ``learn_hyperparameters=True`` starts this way; this function is for a model that already
+    holds trained values (e.g. a correction added to a trained hyperparameters model).
+    Returns ``model``.
+    """
+    if not isinstance(model, UnfoldedModel) or model.paradigm != "correction":
+        raise TypeError(
+            "promote_hyperparameters needs an UnfoldedModel with paradigm='correction'."
+        )
+    n_sets = 1 if model.tied else model.depth
+    for spec in model.specs:
+        if spec.role is Role.HYPER and spec.name not in model.learned:
+            value = getattr(model.constants, spec.name)
+            model.learned[spec.name] = nn.ParameterList(
+                [nn.Parameter(value.detach().clone()) for _ in range(n_sets)]
+            )
+    return model

@@ -7,6 +7,7 @@ from lightning_unfold.training.metrics import LayerwiseMetric, LayerwiseNMSE
 from lightning_unfold.training.module import BASELINES, UnfoldedModule, build_model
 from lightning_unfold.training.schedules import (
     LayerwiseSchedule,
+    ScheduleOptions,
     SequentialSchedule,
     StagewiseSchedule,
     TwoStageSchedule,
@@ -22,6 +23,7 @@ __all__ = [
     "LayerwiseMetric",
     "LayerwiseNMSE",
     "LayerwiseSchedule",
+    "ScheduleOptions",
     "SequentialSchedule",
     "StagewiseSchedule",
     "SyntheticDataModule",

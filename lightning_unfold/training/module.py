@@ -50,6 +50,7 @@ def build_model(
     tied: bool = False,
     hidden: int = 64,
     shared_correction: bool = False,
+    learn_hyperparameters: bool = False,
     black_box_params: int | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> nn.Module:
@@ -79,6 +80,7 @@ def build_model(
         tied=tied,
         hidden=hidden,
         shared_correction=shared_correction,
+        learn_hyperparameters=learn_hyperparameters,
         dtype=dtype,
     )
 
@@ -95,6 +97,9 @@ class UnfoldedModule(L.LightningModule):
         variant: objective-paradigm variant (ISTA: ``lista``, ``lista_cp``, ``lista_cpss``,
             ``alista``, ``direct``).
         depth: number of layers K. tied: share one parameter set across layers.
+        learn_hyperparameters: with ``paradigm="correction"``, learn the solver's
+            hyperparameters per layer beside the correction Δ (see
+            :class:`~lightning_unfold.core.unfolded.UnfoldedModel`).
         supervision: ``"supervised" | "unsupervised" | "semi_supervised"``.
         formulation: ``"end_to_end" | "multi_iteration"``; ``layer_weights`` are the α_k of the
             latter (default log(1 + k)).
@@ -128,6 +133,7 @@ class UnfoldedModule(L.LightningModule):
         tied: bool = False,
         hidden: int = 64,
         shared_correction: bool = False,
+        learn_hyperparameters: bool = False,
         black_box_params: int | None = None,
         supervision: str = "supervised",
         formulation: str = "end_to_end",
@@ -165,6 +171,7 @@ class UnfoldedModule(L.LightningModule):
             tied=tied,
             hidden=hidden,
             shared_correction=shared_correction,
+            learn_hyperparameters=learn_hyperparameters,
             black_box_params=black_box_params,
         )
         self.depth = int(getattr(self.model, "depth", depth))

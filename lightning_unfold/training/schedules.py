@@ -38,6 +38,12 @@ disturbed; a truncated forward leaves later layers unused, so DDP needs
 ``find_unused_parameters=True`` (``strategy="ddp_find_unused_parameters_true"`` or
 ``"ddp_spawn_find_unused_parameters_true"``) — the callback says so if it is missing.
 
+The plan (stages and per-layer learning rates) is pure and lives in
+:mod:`lightning_unfold.training.plan`; the held-out evaluation in
+:mod:`lightning_unfold.training.held_out`; the options every schedule shares are one dataclass,
+:class:`~lightning_unfold.training.plan.ScheduleOptions` (``options:`` in YAML, or keyword
+arguments of the same names in Python).
+
 Stage decisions are taken on a held-out set (the first ``eval_batches`` batches of the validation
 dataloader, the same on every rank) and agreed across ranks with
 ``trainer.strategy.reduce_boolean_decision``. The schedule's position (stage, step counters, best
@@ -56,23 +62,33 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from enum import Enum
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from typing_extensions import override
 
-from lightning_unfold.core.metrics import NMSE, ProblemMetric, labelled_rows
-from lightning_unfold.training.metrics import LayerwiseMetric
+from lightning_unfold.training.held_out import HeldOutSet, primary_metric_of
+from lightning_unfold.training.plan import (
+    ScheduleOptions,
+    Scope,
+    Stage,
+    layer_lr,
+    plan_records,
+    positive,
+    positive_int,
+    resolve_length,
+    steps_or_epochs,
+)
 
 __all__ = [
     "LayerwiseSchedule",
+    "ScheduleOptions",
     "Scope",
     "SequentialSchedule",
     "Stage",
@@ -81,151 +97,38 @@ __all__ = [
 ]
 
 
-class Scope(str, Enum):
-    """Which layers a stage trains."""
-
-    NEW = "new"
-    """Only the layer introduced in this round (layer k); loss on :math:`s^{(k)}`."""
-    PREFIX = "prefix"
-    """Layers 1..k; loss on :math:`s^{(k)}`."""
-    ALL = "all"
-    """Every layer, full forward; loss on :math:`s^{(K)}` (end-to-end)."""
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One stage of a schedule.
-
-    Attributes:
-        layer: the round's layer k (the loss sits on :math:`s^{(k)}`; K for an ``ALL`` stage).
-        scope: which layers train (:class:`Scope`).
-        lr_multiplier: :math:`c_{\\text{stage}}`, the stage's factor on the base learning rate.
-        max_steps: the stage ends after this many optimizer steps at the latest.
-        patience: the stage ends earlier when the held-out loss has not improved for this many
-            steps (``None``: fixed length).
-        name: a label for logs and progress, e.g. ``"layer 3 / stage 2"``.
-    """
-
-    layer: int
-    scope: Scope
-    lr_multiplier: float
-    max_steps: int
-    patience: int | None
-    name: str
-
-    def trains(self, j: int) -> bool:
-        """Whether layer ``j`` is trained in this stage."""
-        if self.scope is Scope.NEW:
-            return j == self.layer
-        if self.scope is Scope.PREFIX:
-            return j <= self.layer
-        return True
-
-
-def _positive(name: str, value: float) -> float:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
-    return float(value)
-
-
-def _positive_int(name: str, value: int | None, *, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-    return value
-
-
-def _steps_or_epochs(
-    names: tuple[str, str], steps: int | None, epochs: int | None, *, required: bool = True
-) -> tuple[int | None, int | None]:
-    s_name, e_name = names
-    if steps is not None and epochs is not None:
-        raise ValueError(f"Give either {s_name} or {e_name}, not both.")
-    if required and steps is None and epochs is None:
-        raise ValueError(f"Give the length of these stages: {s_name} or {e_name}.")
-    return (
-        _positive_int(s_name, steps, allow_none=True),
-        _positive_int(e_name, epochs, allow_none=True),
-    )
-
-
 class LayerwiseSchedule(Callback):
     """Base class of the schedules: runs a list of :class:`Stage` s built from the model depth.
 
     Subclasses implement :meth:`round_stages` (the stages of round k) and optionally
-    :meth:`final_stages` (stages after the last round). Shared arguments:
+    :meth:`final_stages` (stages after the last round); both are pure, so :meth:`build` gives
+    the whole plan without a Trainer.
 
     Args:
-        layers: number of rounds, i.e. layers trained one after the other (default: the model
-            depth K; must be ``<= K``).
-        lr: base learning rate :math:`\\eta` (default: the optimizer's learning rate, i.e. the
-            module's ``lr``).
-        age_decay: :math:`d` in :math:`\\eta_{j,k} = \\eta\\,c\\,d^{k-j}`; 1 disables it.
-        round_decay: :math:`r`: round k's learning rates are multiplied by :math:`r^{k-1}`,
-            :math:`\\eta_{j,k} = \\eta\\,c\\,d^{k-j}\\,r^{k-1}` (1, the default, disables it).
-            Not part of the literature's protocol. Adam moves every parameter by about the
-            learning rate per step whatever its size, while a converging network's thresholds
-            shrink geometrically with depth (ALISTA's by ~0.65 per layer), so one rate that
-            moves the first layers fast rattles the deepest; :math:`r < 1` keeps the step
-            in proportion. A stage that trains every layer (an end-to-end stage after the
-            rounds) counts as round K.
-        eval_every: evaluate the held-out loss every this many steps of a stage with patience.
-        eval_batches: how many validation batches form the held-out set (``None``: all).
-        min_delta: an improvement must lower the held-out loss by more than this.
-        log_curves: compute and log the per-layer curve of the problem's primary metric (NMSE in
-            dB for estimation problems) on the held-out set at the end of each round (needs
-            labelled validation data when the metric needs targets).
-        warm_start: when round k starts, copy layer k−1's trained values into layer k (where
-            shapes agree) instead of starting it from its classical initialisation. Not part of
-            the literature's protocol; it shortens the stages a small budget needs.
-        restore_best: end every stage on the parameters with the lowest held-out loss seen in
-            it, counting the parameters it started from (evaluated before its first step), so
-            that no stage leaves the held-out loss higher than it found it. Needs patience
-            (the held-out evaluation). Not part of the reference implementation, which keeps
-            the last iterate; with its small learning rate and long patience the two agree, but
-            a short budget's larger learning rate makes the last iterate wander from the best
-            one (the refinement stages then start behind and end worse than stage 1).
+        options: the options every schedule shares (:class:`ScheduleOptions`: ``layers``,
+            ``lr``, ``age_decay``, ``round_decay``, ``eval_every``, ``eval_batches``,
+            ``min_delta``, ``log_curves``, ``warm_start``, ``restore_best``), as the dataclass or
+            a mapping (YAML's ``options:``).
+        **shared: the same options as keyword arguments; they override ``options``.
     """
 
+    #: age decay :math:`d` where the options leave it unset
+    default_age_decay: float = 1.0
+
     def __init__(
-        self,
-        *,
-        layers: int | None = None,
-        lr: float | None = None,
-        age_decay: float = 1.0,
-        round_decay: float = 1.0,
-        eval_every: int = 10,
-        eval_batches: int | None = None,
-        min_delta: float = 0.0,
-        log_curves: bool = True,
-        warm_start: bool = False,
-        restore_best: bool = False,
+        self, *, options: ScheduleOptions | Mapping[str, Any] | None = None, **shared: Any
     ) -> None:
         super().__init__()
-        self.warm_start = warm_start
-        self.restore_best = bool(restore_best)
-        self.layers = _positive_int("layers", layers, allow_none=True)
-        self.lr = None if lr is None else _positive("lr", lr)
-        self.age_decay = _positive("age_decay", age_decay)
-        if self.age_decay > 1.0:
-            raise ValueError(f"age_decay must lie in (0, 1], got {age_decay}.")
-        self.round_decay = _positive("round_decay", round_decay)
-        if self.round_decay > 1.0:
-            raise ValueError(f"round_decay must lie in (0, 1], got {round_decay}.")
-        self.eval_every = int(_positive_int("eval_every", eval_every) or 1)
-        self.eval_batches = _positive_int("eval_batches", eval_batches, allow_none=True)
-        if not (math.isfinite(min_delta) and min_delta >= 0):
-            raise ValueError(f"min_delta must be finite and >= 0, got {min_delta}.")
-        self.min_delta = float(min_delta)
-        self.log_curves = log_curves
-        # -- plan, built in setup ----------------------------------------------------------
+        self.options = ScheduleOptions.merge(options, shared).with_default_age_decay(
+            self.default_age_decay
+        )
+        # -- plan and data, built in setup ------------------------------------------------
         self.stages: list[Stage] = []
         self._depth = 0
         self._layer_ids: list[set[int]] = []
         self._base_lr = 0.0
         self._steps_per_epoch: int | None = None
-        self._eval_data: list[tuple[Tensor, Tensor]] | None = None
+        self._held = HeldOutSet(self.options.eval_batches, type(self).__name__)
         # -- restorable state --------------------------------------------------------------
         self.stage_index = 0
         self.steps_in_stage = 0
@@ -236,13 +139,19 @@ class LayerwiseSchedule(Callback):
         #: held-out loss (only the parameters the stage trains)
         self.best_params: dict[int, Tensor] | None = None
         #: per finished round k: the problem's primary metric on the held-out set at layers 0..K
-        #: (pooled NMSE in dB for estimation problems)
         self.curves: dict[int, list[float]] = {}
         #: one record per finished stage: name, layer, scope, steps, best held-out loss
         self.history: list[dict[str, Any]] = []
         self._saved_plan: list[dict[str, Any]] | None = None
 
-    # -- the plan --------------------------------------------------------------------------
+    # the shared options, readable as attributes (``schedule.restore_best``, ...)
+    def __getattr__(self, name: str) -> Any:
+        options = self.__dict__.get("options")
+        if options is not None and name in ScheduleOptions.__dataclass_fields__:
+            return getattr(options, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # -- the plan (pure) -------------------------------------------------------------------
     def round_stages(self, k: int) -> list[Stage]:
         """The stages of round ``k`` (the round that introduces layer ``k``)."""
         raise NotImplementedError
@@ -252,26 +161,31 @@ class LayerwiseSchedule(Callback):
         return []
 
     def _resolve(self, steps: int | None, epochs: int | None, what: str) -> int:
-        if steps is not None:
-            return steps
-        assert epochs is not None
-        if self._steps_per_epoch is None:
-            raise ValueError(
-                f"{what} is given in epochs but the number of training batches per epoch is "
-                "unknown (an infinite dataloader?); give it in steps instead."
-            )
-        return epochs * self._steps_per_epoch
+        return resolve_length(steps, epochs, self._steps_per_epoch, what)
 
-    def build(self, depth: int) -> list[Stage]:
-        """The full list of stages for a model of ``depth`` layers."""
-        rounds = depth if self.layers is None else min(self.layers, depth)
+    def build(self, depth: int, steps_per_epoch: int | None = None) -> list[Stage]:
+        """The full list of stages for a model of ``depth`` layers (lengths given in epochs
+        need ``steps_per_epoch``)."""
+        if steps_per_epoch is not None:
+            self._steps_per_epoch = steps_per_epoch
+        layers = self.options.layers
+        rounds = depth if layers is None else min(layers, depth)
         stages = [st for k in range(1, rounds + 1) for st in self.round_stages(k)]
         return stages + self.final_stages(depth)
+
+    @property
+    def patience_set(self) -> bool:
+        """Whether stages end on the held-out loss (a schedule with ``patience``)."""
+        return getattr(self, "patience", None) is not None
 
     @property
     def stage(self) -> Stage | None:
         """The current stage (``None`` once the schedule has finished)."""
         return None if self.done else self.stages[self.stage_index]
+
+    def layer_lr(self, j: int) -> float:
+        """The learning rate of layer ``j`` (0 = shared parameters) in the current stage."""
+        return layer_lr(self.stage, j, self._base_lr, self.options)
 
     # -- checks and set-up -----------------------------------------------------------------
     @staticmethod
@@ -289,6 +203,7 @@ class LayerwiseSchedule(Callback):
             )
         return model
 
+    @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
@@ -309,16 +224,6 @@ class LayerwiseSchedule(Callback):
             if s & seen:
                 raise ValueError(f"Layer {k} shares parameters with an earlier layer.")
             seen |= s
-        if isinstance(trainer.strategy, DDPStrategy) and not trainer.strategy._ddp_kwargs.get(
-            "find_unused_parameters", False
-        ):
-            raise ValueError(
-                f"{type(self).__name__} truncates the forward pass, so later layers get no "
-                "gradient; DDP then needs find_unused_parameters=True: use "
-                "strategy='ddp_find_unused_parameters_true' (or "
-                "'ddp_spawn_find_unused_parameters_true', or "
-                "DDPStrategy(find_unused_parameters=True))."
-            )
         if not pl_module.automatic_optimization:
             raise ValueError(f"{type(self).__name__} needs automatic optimization.")
         if trainer.accumulate_grad_batches != 1:
@@ -327,27 +232,38 @@ class LayerwiseSchedule(Callback):
                 f"support accumulate_grad_batches={trainer.accumulate_grad_batches}; use 1 (and a "
                 "larger batch_size instead)."
             )
-        rounds = depth if self.layers is None else self.layers
-        if rounds > depth:
+        layers = self.options.layers
+        if layers is not None and layers > depth:
             raise ValueError(
-                f"{type(self).__name__}(layers={rounds}) is longer than the model, which has "
+                f"{type(self).__name__}(layers={layers}) is longer than the model, which has "
                 f"{depth} layers; valid choices: layers in 1..{depth} (or None for all {depth})."
             )
-        if self.restore_best and not self._uses_patience():
+        if self.options.restore_best and not self.patience_set:
             raise ValueError(
                 f"{type(self).__name__}(restore_best=True) keeps the parameters with the best "
                 "held-out loss of each stage and needs the held-out evaluation: set patience "
                 "(e.g. patience=100), or use restore_best=False."
             )
         self._depth, self._layer_ids = depth, ids
-        self._eval_data = None
+        self._held.clear()
 
-    def _uses_patience(self) -> bool:
-        return getattr(self, "patience", None) is not None
+    def _require_unused_parameters(self, trainer: L.Trainer) -> None:
+        """A truncated forward leaves later layers without gradient: DDP must allow it."""
+        wrapped = trainer.strategy.model
+        if isinstance(wrapped, DistributedDataParallel) and not wrapped.find_unused_parameters:
+            raise ValueError(
+                f"{type(self).__name__} truncates the forward pass, so later layers get no "
+                "gradient; DDP then needs find_unused_parameters=True: use "
+                "strategy='ddp_find_unused_parameters_true' (or "
+                "'ddp_spawn_find_unused_parameters_true', or "
+                "DDPStrategy(find_unused_parameters=True))."
+            )
 
+    @override
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._uses_patience():
-            self._held_out(trainer, pl_module)  # fail early when there is no validation data
+        self._require_unused_parameters(trainer)
+        if self.patience_set:
+            self._held.batches(trainer, pl_module)  # fail early when there is no validation data
         if len(trainer.optimizers) != 1:
             raise ValueError(
                 f"{type(self).__name__} expects exactly one optimizer, got "
@@ -369,7 +285,8 @@ class LayerwiseSchedule(Callback):
                 f"per layer itself), got {len(optimizer.param_groups)}."
             )
         group = optimizer.param_groups[0]
-        self._base_lr = self.lr if self.lr is not None else float(group["lr"])
+        lr = self.options.lr
+        self._base_lr = lr if lr is not None else float(group["lr"])
         defaults = {k: v for k, v in group.items() if k != "params"}
         params: list[nn.Parameter] = list(group["params"])
         by_layer: list[list[nn.Parameter]] = [[] for _ in range(self._depth)]
@@ -383,46 +300,30 @@ class LayerwiseSchedule(Callback):
         optimizer.param_groups = groups
 
     # -- learning rates and gradients ------------------------------------------------------
-    def layer_lr(self, j: int) -> float:
-        """The learning rate of layer ``j`` (0 = shared parameters) in the current stage."""
-        st = self.stage
-        if st is None:
-            return 0.0
-        base = self._base_lr * st.lr_multiplier * self.round_decay ** (st.layer - 1)
-        if j == 0:
-            return base
-        if not st.trains(j):
-            return 0.0
-        age = 0 if st.scope is Scope.ALL else st.layer - j
-        return base * self.age_decay**age
-
     def _apply(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         st = self.stage
-        pl_module.train_depth = None if st is None or st.scope is Scope.ALL else st.layer  # type: ignore[assignment]
+        pl_module.train_depth = None if st is None else st.loss_depth  # type: ignore[assignment]
         for group in trainer.optimizers[0].param_groups:
             group["lr"] = self.layer_lr(int(group.get("layer", 0)))
 
+    @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         nb = trainer.num_training_batches
+        steps_per_epoch = nb if isinstance(nb, int) and nb > 0 else None
         self._steps_per_epoch = None
-        if isinstance(nb, int) and nb > 0:
-            self._steps_per_epoch = nb
-        self.stages = self.build(self._depth)
-        plan = self._plan()
-        saved = getattr(self, "_saved_plan", None)
-        if saved is not None and saved != plan:
+        self.stages = self.build(self._depth, steps_per_epoch)
+        plan = plan_records(self.stages)
+        if self._saved_plan is not None and self._saved_plan != plan:
             raise ValueError(
                 f"The checkpoint's {type(self).__name__} was saved with a different schedule "
-                f"({len(saved)} stages) than this one ({len(plan)} stages); resume with the "
-                "same schedule arguments and model depth."
+                f"({len(self._saved_plan)} stages) than this one ({len(plan)} stages); resume "
+                "with the same schedule arguments and model depth."
             )
         if self.done:
             trainer.should_stop = True
         self._apply(trainer, pl_module)
 
-    def _plan(self) -> list[dict[str, Any]]:
-        return [{**asdict(st), "scope": st.scope.value} for st in self.stages]
-
+    @override
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
@@ -430,20 +331,20 @@ class LayerwiseSchedule(Callback):
         st = self.stage
         if (
             st is not None
-            and self.restore_best
+            and self.options.restore_best
             and st.patience is not None
             and self.steps_in_stage == 0
             and self.best_params is None
         ):
             # the parameters the stage starts from are its first candidate
-            depth = None if st.scope is Scope.ALL else st.layer
-            self.best_loss = self.held_out_loss(trainer, pl_module, depth)
+            self.best_loss = self.held_out_loss(trainer, pl_module, st.loss_depth)
             self.best_step = 0
             self._snapshot(trainer, pl_module)
         if st is not None:
             pl_module.log("schedule/layer", float(st.layer), prog_bar=True, on_step=True)
             pl_module.log("schedule/stage", float(self.stage_index + 1), prog_bar=True)
 
+    @override
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
@@ -453,82 +354,19 @@ class LayerwiseSchedule(Callback):
                     p.grad = None  # frozen: Adam skips the parameter and keeps its moments
 
     # -- held-out evaluation ---------------------------------------------------------------
-    def _held_out(
-        self, trainer: L.Trainer, pl_module: L.LightningModule
-    ) -> list[tuple[Tensor, Tensor]]:
-        if self._eval_data is None:
-            loader = None
-            dm = getattr(trainer, "datamodule", None)
-            if dm is not None and hasattr(dm, "val_dataloader"):
-                loader = dm.val_dataloader()
-            if loader is None:
-                loader = trainer.val_dataloaders
-            if loader is None:  # dataloaders given to fit() are set up at the first validation
-                source = getattr(trainer.fit_loop.epoch_loop.val_loop, "_data_source", None)
-                if source is not None and source.is_defined():
-                    loader = source.dataloader()
-            if isinstance(loader, list | tuple):
-                loader = loader[0] if loader else None
-            if loader is None:
-                raise ValueError(
-                    f"{type(self).__name__} ends stages on a held-out loss and needs validation "
-                    "data: fit with a datamodule that has val_dataloader(), or pass "
-                    "val_dataloaders=..., or use fixed-length stages (patience=None)."
-                )
-            data: list[tuple[Tensor, Tensor]] = []
-            for i, (x, target) in enumerate(loader):
-                if self.eval_batches is not None and i >= self.eval_batches:
-                    break
-                data.append((x.to(pl_module.device), target.to(pl_module.device)))
-            if not data:
-                raise ValueError("The validation dataloader is empty.")
-            self._eval_data = data
-        return self._eval_data
-
-    @torch.no_grad()
     def held_out_loss(
         self, trainer: L.Trainer, pl_module: L.LightningModule, depth: int | None
     ) -> float:
         """The training loss of the model truncated to ``depth`` layers on the held-out set."""
-        was_training = pl_module.training
-        pl_module.eval()
-        total, count = 0.0, 0
-        try:
-            for x, target in self._held_out(trainer, pl_module):
-                traj = pl_module.model(x, depth=depth)  # type: ignore[operator]
-                loss = pl_module.loss(traj, x, target)  # type: ignore[operator]
-                total += float(loss) * x.shape[0]
-                count += x.shape[0]
-        finally:
-            pl_module.train(was_training)
-        return total / count
-
-    @staticmethod
-    def _primary(pl_module: L.LightningModule) -> ProblemMetric:
-        spec = getattr(pl_module, "primary_metric", None)
-        return spec if isinstance(spec, ProblemMetric) else NMSE()
+        return self._held.loss(trainer, pl_module, depth)
 
     def held_out_curve(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[float]:
         """The problem's primary metric (e.g. pooled NMSE in dB, a sum-rate, a BER) of the full
         model on the held-out set at layers 0..K."""
-        return self._held_out_metric(trainer, pl_module, self._primary(pl_module))
-
-    @torch.no_grad()
-    def _held_out_metric(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, spec: ProblemMetric
-    ) -> list[float]:
-        was_training = pl_module.training
-        pl_module.eval()
-        # every rank evaluates the same held-out set: no cross-rank reduction
-        metric = LayerwiseMetric(spec, self._depth, sync_on_compute=False).to(pl_module.device)
-        try:
-            for x, target in self._held_out(trainer, pl_module):
-                metric.update(pl_module.model(x).stacked_estimates(), target, x)  # type: ignore[operator]
-        finally:
-            pl_module.train(was_training)
-        return [float(v) for v in metric.compute()]
+        return self._held.curve(trainer, pl_module, primary_metric_of(pl_module), self._depth)
 
     # -- the schedule's clock --------------------------------------------------------------
+    @override
     def on_train_batch_end(
         self,
         trainer: L.Trainer,
@@ -543,12 +381,11 @@ class LayerwiseSchedule(Callback):
             return
         self.steps_in_stage += 1
         end = self.steps_in_stage >= st.max_steps
-        if st.patience is not None and self.steps_in_stage % self.eval_every == 0:
-            depth = None if st.scope is Scope.ALL else st.layer
-            loss = self.held_out_loss(trainer, pl_module, depth)
-            if loss < self.best_loss - self.min_delta:
+        if st.patience is not None and self.steps_in_stage % self.options.eval_every == 0:
+            loss = self.held_out_loss(trainer, pl_module, st.loss_depth)
+            if loss < self.best_loss - self.options.min_delta:
                 self.best_loss, self.best_step = loss, self.steps_in_stage
-                if self.restore_best:
+                if self.options.restore_best:
                     self._snapshot(trainer, pl_module)
             pl_module.log("schedule/held_out_loss", loss, on_step=True)
             end = end or self.steps_in_stage - self.best_step >= st.patience
@@ -578,7 +415,7 @@ class LayerwiseSchedule(Callback):
 
     def _finish_stage(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         st = self.stages[self.stage_index]
-        if self.restore_best:
+        if self.options.restore_best:
             self._restore(pl_module)
             self.best_params = None
         self.history.append(
@@ -596,15 +433,19 @@ class LayerwiseSchedule(Callback):
             or self.stages[nxt].layer != st.layer
             or (self.stages[nxt].scope is Scope.ALL) != (st.scope is Scope.ALL)
         )
-        if round_over and self.log_curves and self._has_labels(trainer, pl_module):
+        primary = primary_metric_of(pl_module)
+        if (
+            round_over
+            and self.options.log_curves
+            and self._held.has_labels(trainer, pl_module, primary)
+        ):
             curve = self.held_out_curve(trainer, pl_module)
             self.curves[st.layer] = curve
-            name = self._primary(pl_module).name
             pl_module.log_dict(
-                {f"schedule/{name}_layer/{j:02d}": curve[j] for j in range(1, len(curve))},
+                {f"schedule/{primary.name}_layer/{j:02d}": curve[j] for j in range(1, len(curve))},
                 on_step=True,
             )
-        if self.warm_start and nxt < len(self.stages):
+        if self.options.warm_start and nxt < len(self.stages):
             new = self.stages[nxt]
             if new.layer != st.layer and new.scope is not Scope.ALL and new.layer > 1:
                 self._copy_layer(pl_module, new.layer - 1, new.layer)
@@ -623,17 +464,7 @@ class LayerwiseSchedule(Callback):
             if a.shape == b.shape:
                 b.copy_(a)
 
-    def _has_labels(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
-        """Whether the held-out curve can be computed: data exist and, for a metric that needs
-        targets, some of them are labelled."""
-        try:
-            data = self._held_out(trainer, pl_module)
-        except ValueError:
-            return False
-        if not self._primary(pl_module).needs_target:
-            return len(data) > 0
-        return any(bool(labelled_rows(t).any()) for _, t in data)
-
+    @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.train_depth = None  # type: ignore[assignment]
         if not self.done and not trainer.fast_dev_run:  # a smoke run is meant to stop early
@@ -644,12 +475,14 @@ class LayerwiseSchedule(Callback):
                 "schedule stop training)."
             )
 
+    @override
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
             pl_module.train_depth = None  # type: ignore[assignment]
-            self._eval_data = None
+            self._held.clear()
 
     # -- checkpointed state ----------------------------------------------------------------
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {
             "stage_index": self.stage_index,
@@ -659,7 +492,7 @@ class LayerwiseSchedule(Callback):
             "done": self.done,
             "curves": {int(k): list(v) for k, v in self.curves.items()},
             "history": [dict(h) for h in self.history],
-            "plan": self._plan(),
+            "plan": plan_records(self.stages),
             "best_params": (
                 None
                 if self.best_params is None
@@ -667,6 +500,7 @@ class LayerwiseSchedule(Callback):
             ),
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.stage_index = int(state_dict["stage_index"])
         self.steps_in_stage = int(state_dict["steps_in_stage"])
@@ -689,7 +523,7 @@ class SequentialSchedule(LayerwiseSchedule):
     ``finetune_epochs`` is set, fine-tune layers :math:`1..k` on :math:`\ell_k` at
     :math:`\eta\,c_f\,d^{k-j}` (:math:`c_f` = ``finetune_lr_multiplier``, :math:`d` =
     ``age_decay``, default 1). ``patience`` (steps, optional) ends a stage early when the
-    held-out loss stops improving. Other arguments: :class:`LayerwiseSchedule`.
+    held-out loss stops improving. Shared options: :class:`ScheduleOptions`.
     """
 
     def __init__(
@@ -702,39 +536,21 @@ class SequentialSchedule(LayerwiseSchedule):
         lr_multiplier: float = 1.0,
         finetune_lr_multiplier: float = 1.0,
         patience: int | None = None,
-        layers: int | None = None,
-        lr: float | None = None,
-        age_decay: float = 1.0,
-        round_decay: float = 1.0,
-        eval_every: int = 10,
-        eval_batches: int | None = None,
-        min_delta: float = 0.0,
-        log_curves: bool = True,
-        warm_start: bool = False,
-        restore_best: bool = False,
+        options: ScheduleOptions | Mapping[str, Any] | None = None,
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            layers=layers,
-            lr=lr,
-            age_decay=age_decay,
-            round_decay=round_decay,
-            eval_every=eval_every,
-            eval_batches=eval_batches,
-            min_delta=min_delta,
-            log_curves=log_curves,
-            warm_start=warm_start,
-            restore_best=restore_best,
-        )
-        self.steps_per_layer, self.epochs_per_layer = _steps_or_epochs(
+        super().__init__(options=options, **shared)
+        self.steps_per_layer, self.epochs_per_layer = steps_or_epochs(
             ("steps_per_layer", "epochs_per_layer"), steps_per_layer, epochs_per_layer
         )
-        self.finetune_steps, self.finetune_epochs = _steps_or_epochs(
+        self.finetune_steps, self.finetune_epochs = steps_or_epochs(
             ("finetune_steps", "finetune_epochs"), finetune_steps, finetune_epochs, required=False
         )
-        self.lr_multiplier = _positive("lr_multiplier", lr_multiplier)
-        self.finetune_lr_multiplier = _positive("finetune_lr_multiplier", finetune_lr_multiplier)
-        self.patience = _positive_int("patience", patience, allow_none=True)
+        self.lr_multiplier = positive("lr_multiplier", lr_multiplier)
+        self.finetune_lr_multiplier = positive("finetune_lr_multiplier", finetune_lr_multiplier)
+        self.patience = positive_int("patience", patience, allow_none=True)
 
+    @override
     def round_stages(self, k: int) -> list[Stage]:
         out = [
             Stage(
@@ -760,23 +576,31 @@ class SequentialSchedule(LayerwiseSchedule):
         return out
 
 
+def _end_to_end_stage(
+    depth: int, multiplier: float, steps: int, patience: int | None, name: str
+) -> Stage:
+    return Stage(depth, Scope.ALL, multiplier, steps, patience, name)
+
+
 class StagewiseSchedule(LayerwiseSchedule):
     r"""The stage-wise LISTA schedule (Chen et al. 2018; Liu et al. 2019).
 
     Round :math:`k = 1..K` runs one stage per entry of ``stage_multipliers``
     :math:`(c_1, c_2, \dots)` = (1, 0.2, 0.02), all on :math:`\ell_k`: the first trains layer
     :math:`k` alone at :math:`\eta c_1`, the others train layers :math:`1..k`, layer :math:`j`
-    at :math:`\eta\,c_i\,d^{k-j}` with ``age_decay`` :math:`d = 0.3`. A stage ends when the
-    held-out loss (evaluated every ``eval_every`` steps) has not improved for ``patience`` steps,
-    or after ``max_steps_per_stage`` steps. The defaults are the reference implementation's
-    (lr 5e-4 set on the module, patience 4000, at most 200 000 steps per stage, evaluation every
-    10 steps); shorter budgets are set per run. ``end_to_end_steps`` (off by default, not part
-    of the reference protocol) adds a last stage that trains every layer on :math:`\ell_K` at
-    :math:`\eta\,c_e` (``end_to_end_lr_multiplier``, no age decay) for at most that many steps,
-    with the same patience: the age decay leaves the first layers of the last round almost
-    frozen, so they are never re-tuned for the deepest loss. Other arguments:
-    :class:`LayerwiseSchedule`.
+    at :math:`\eta\,c_i\,d^{k-j}` with ``age_decay`` :math:`d = 0.3` (the default here). A stage
+    ends when the held-out loss (evaluated every ``eval_every`` steps) has not improved for
+    ``patience`` steps, or after ``max_steps_per_stage`` steps. The defaults are the reference
+    implementation's (lr 5e-4 set on the module, patience 4000, at most 200 000 steps per stage,
+    evaluation every 10 steps); shorter budgets are set per run. ``end_to_end_steps`` (off by
+    default, not part of the reference protocol) adds a last stage that trains every layer on
+    :math:`\ell_K` at :math:`\eta\,c_e` (``end_to_end_lr_multiplier``, no age decay) for at most
+    that many steps, with the same patience: the age decay leaves the first layers of the last
+    round almost frozen, so they are never re-tuned for the deepest loss. Shared options:
+    :class:`ScheduleOptions`.
     """
+
+    default_age_decay = 0.3
 
     def __init__(
         self,
@@ -786,44 +610,26 @@ class StagewiseSchedule(LayerwiseSchedule):
         end_to_end_lr_multiplier: float = 0.02,
         patience: int | None = 4000,
         max_steps_per_stage: int = 200_000,
-        layers: int | None = None,
-        lr: float | None = None,
-        age_decay: float = 0.3,
-        round_decay: float = 1.0,
-        eval_every: int = 10,
-        eval_batches: int | None = None,
-        min_delta: float = 0.0,
-        log_curves: bool = True,
-        warm_start: bool = False,
-        restore_best: bool = False,
+        options: ScheduleOptions | Mapping[str, Any] | None = None,
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            layers=layers,
-            lr=lr,
-            age_decay=age_decay,
-            round_decay=round_decay,
-            eval_every=eval_every,
-            eval_batches=eval_batches,
-            min_delta=min_delta,
-            log_curves=log_curves,
-            warm_start=warm_start,
-            restore_best=restore_best,
-        )
+        super().__init__(options=options, **shared)
         mults = [float(c) for c in stage_multipliers]
         if not mults:
             raise ValueError("stage_multipliers needs at least one entry, e.g. [1.0, 0.2, 0.02].")
         for i, c in enumerate(mults):
-            _positive(f"stage_multipliers[{i}]", c)
+            positive(f"stage_multipliers[{i}]", c)
         self.stage_multipliers = tuple(mults)
-        self.patience = _positive_int("patience", patience, allow_none=True)
+        self.patience = positive_int("patience", patience, allow_none=True)
         self.max_steps_per_stage = int(
-            _positive_int("max_steps_per_stage", max_steps_per_stage) or 1
+            positive_int("max_steps_per_stage", max_steps_per_stage) or 1
         )
-        self.end_to_end_steps = _positive_int("end_to_end_steps", end_to_end_steps, allow_none=True)
-        self.end_to_end_lr_multiplier = _positive(
+        self.end_to_end_steps = positive_int("end_to_end_steps", end_to_end_steps, allow_none=True)
+        self.end_to_end_lr_multiplier = positive(
             "end_to_end_lr_multiplier", end_to_end_lr_multiplier
         )
 
+    @override
     def round_stages(self, k: int) -> list[Stage]:
         return [
             Stage(
@@ -837,17 +643,14 @@ class StagewiseSchedule(LayerwiseSchedule):
             for i, c in enumerate(self.stage_multipliers)
         ]
 
+    @override
     def final_stages(self, depth: int) -> list[Stage]:
         if self.end_to_end_steps is None:
             return []
+        c = self.end_to_end_lr_multiplier
         return [
-            Stage(
-                depth,
-                Scope.ALL,
-                self.end_to_end_lr_multiplier,
-                self.end_to_end_steps,
-                self.patience,
-                f"end-to-end (lr x {self.end_to_end_lr_multiplier:g})",
+            _end_to_end_stage(
+                depth, c, self.end_to_end_steps, self.patience, f"end-to-end (lr x {c:g})"
             )
         ]
 
@@ -869,56 +672,21 @@ class TwoStageSchedule(SequentialSchedule):
         end_to_end_steps: int | None = None,
         end_to_end_epochs: int | None = None,
         end_to_end_lr_multiplier: float = 1.0,
-        finetune_steps: int | None = None,
-        finetune_epochs: int | None = None,
-        lr_multiplier: float = 1.0,
-        finetune_lr_multiplier: float = 1.0,
-        patience: int | None = None,
-        layers: int | None = None,
-        lr: float | None = None,
-        age_decay: float = 1.0,
-        round_decay: float = 1.0,
-        eval_every: int = 10,
-        eval_batches: int | None = None,
-        min_delta: float = 0.0,
-        log_curves: bool = True,
-        warm_start: bool = False,
-        restore_best: bool = False,
+        **sequential: Any,
     ) -> None:
-        super().__init__(
-            steps_per_layer,
-            epochs_per_layer,
-            finetune_steps=finetune_steps,
-            finetune_epochs=finetune_epochs,
-            lr_multiplier=lr_multiplier,
-            finetune_lr_multiplier=finetune_lr_multiplier,
-            patience=patience,
-            layers=layers,
-            lr=lr,
-            age_decay=age_decay,
-            round_decay=round_decay,
-            eval_every=eval_every,
-            eval_batches=eval_batches,
-            min_delta=min_delta,
-            log_curves=log_curves,
-            warm_start=warm_start,
-            restore_best=restore_best,
-        )
-        self.end_to_end_steps, self.end_to_end_epochs = _steps_or_epochs(
+        super().__init__(steps_per_layer, epochs_per_layer, **sequential)
+        self.end_to_end_steps, self.end_to_end_epochs = steps_or_epochs(
             ("end_to_end_steps", "end_to_end_epochs"), end_to_end_steps, end_to_end_epochs
         )
-        self.end_to_end_lr_multiplier = _positive(
+        self.end_to_end_lr_multiplier = positive(
             "end_to_end_lr_multiplier", end_to_end_lr_multiplier
         )
 
+    @override
     def final_stages(self, depth: int) -> list[Stage]:
+        steps = self._resolve(self.end_to_end_steps, self.end_to_end_epochs, "end_to_end")
         return [
-            Stage(
-                depth,
-                Scope.ALL,
-                self.end_to_end_lr_multiplier,
-                self._resolve(self.end_to_end_steps, self.end_to_end_epochs, "end_to_end"),
-                self.patience,
-                "end-to-end",
+            _end_to_end_stage(
+                depth, self.end_to_end_lr_multiplier, steps, self.patience, "end-to-end"
             )
         ]

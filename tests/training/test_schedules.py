@@ -222,11 +222,38 @@ def test_patience_needs_validation_data_and_ddp_needs_unused_parameters() -> Non
     dm = _data()
     dm.setup()
     sched = StagewiseSchedule(patience=2, max_steps_per_stage=2, eval_every=1, layers=1)
-    _trainer([sched]).fit(mod, train_dataloaders=loader, val_dataloaders=dm.val_dataloader())
+    # dataloaders given to fit() are read through the validation loop's public setup_data(),
+    # which Lightning honours only with validation switched on
+    trainer = _trainer([sched], limit_val_batches=1)
+    trainer.fit(mod, train_dataloaders=loader, val_dataloaders=dm.val_dataloader())
     assert sched.done and sched.history[0]["best_loss"] is not None
-    trainer = _trainer([], strategy="ddp")
-    with pytest.raises(ValueError, match="find_unused_parameters=True"):
-        StagewiseSchedule().setup(trainer, mod, "fit")
+
+
+@pytest.mark.parametrize("find_unused", [False, True])
+def test_ddp_needs_unused_parameters_read_off_the_wrapped_model(find_unused: bool) -> None:
+    """The check reads DDP's public ``find_unused_parameters`` on the wrapped model (one gloo
+    process), not the strategy's private keyword arguments."""
+    import socket
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        wrapped = DistributedDataParallel(_module(), find_unused_parameters=find_unused)
+        trainer = SimpleNamespace(strategy=SimpleNamespace(model=wrapped))
+        sched = StagewiseSchedule()
+        if find_unused:
+            sched._require_unused_parameters(trainer)  # type: ignore[arg-type]
+        else:
+            with pytest.raises(ValueError, match="find_unused_parameters=True"):
+                sched._require_unused_parameters(trainer)  # type: ignore[arg-type]
+    finally:
+        dist.destroy_process_group()
 
 
 class _Kill(Callback):
@@ -405,3 +432,42 @@ def test_lista_benchmark_tiny_preset(tmp_path: Path) -> None:
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert [len(info["stages"][m]) for m in ("lista", "alista")] == [12, 12]  # 4 rounds x 3
     assert (tmp_path / "nmse_vs_layer.png").stat().st_size > 0
+
+
+def test_the_plan_and_its_learning_rates_need_no_trainer() -> None:
+    """The plan is pure: stages and per-layer learning rates from the arguments and the depth."""
+    from lightning_unfold.training.plan import layer_lr
+
+    sched = StagewiseSchedule(patience=5, max_steps_per_stage=9, end_to_end_steps=4)
+    stages = sched.build(3)
+    assert [(st.layer, st.scope) for st in stages[:3]] == [
+        (1, Scope.NEW),
+        (1, Scope.PREFIX),
+        (1, Scope.PREFIX),
+    ]
+    assert len(stages) == 3 * 3 + 1 and stages[-1].scope is Scope.ALL and stages[-1].max_steps == 4
+    opts = sched.options
+    assert opts.age_decay == 0.3  # the stage-wise schedule's own default
+    round3_stage2 = stages[7]
+    assert round3_stage2.layer == 3 and round3_stage2.scope is Scope.PREFIX
+    lrs = [layer_lr(round3_stage2, j, 1.0, opts) for j in range(1, 4)]
+    assert lrs == pytest.approx([0.2 * 0.3**2, 0.2 * 0.3, 0.2])
+    assert layer_lr(stages[6], 2, 1.0, opts) == 0.0  # round 3's first stage trains layer 3 only
+    assert layer_lr(stages[-1], 1, 1.0, opts) == pytest.approx(0.02)  # end to end: no age decay
+    two = TwoStageSchedule(steps_per_layer=2, epochs_per_layer=None, end_to_end_epochs=3)
+    with pytest.raises(ValueError, match="give it in steps"):
+        two.build(2)
+    assert two.build(2, steps_per_epoch=5)[-1].max_steps == 15
+
+
+def test_shared_options_one_dataclass_from_python_or_a_mapping() -> None:
+    from lightning_unfold.training import ScheduleOptions
+
+    a = SequentialSchedule(steps_per_layer=3, options=ScheduleOptions(eval_batches=2, lr=0.1))
+    b = SequentialSchedule(steps_per_layer=3, options={"eval_batches": 2}, lr=0.1)
+    assert a.options == b.options and a.eval_batches == 2 and b.lr == 0.1
+    assert a.options.age_decay == 1.0
+    with pytest.raises(TypeError, match="Did you mean restore_best"):
+        SequentialSchedule(steps_per_layer=3, restore_bset=True)
+    with pytest.raises(ValueError, match="round_decay must lie in"):
+        ScheduleOptions(round_decay=1.5)
