@@ -36,10 +36,12 @@ class UnfoldCLI(LightningCLI):
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        if not self.subclass_mode_data:  # a fixed data module class (as tests build it)
+            parser.link_arguments("model.problem", "data.problem", apply_on="instantiate")
+            return
         parser.link_arguments("model.problem", "data.init_args.problem", apply_on="instantiate")
-        parser.set_defaults(
-            {"data": {"class_path": f"{SyntheticDataModule.__module__}.SyntheticDataModule"}}
-        )
+        default = f"{SyntheticDataModule.__module__}.{SyntheticDataModule.__name__}"
+        parser.set_defaults({"data": {"class_path": default}})
 
 
 def _cli(argv: list[str]) -> int:
