@@ -97,7 +97,7 @@ PRESETS: dict[str, Preset] = {
         test_snrs=tuple(float(s) for s in range(8, 14)),
         chunk=5000,
         min_uses=10_000,
-        max_uses=120_000,
+        max_uses=400_000,
         target_rse=0.09,
     ),
 }
