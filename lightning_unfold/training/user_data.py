@@ -138,7 +138,8 @@ def load_arrays(
     targets: tuple[ArrayLike, str] | None
     if isinstance(content, Mapping):
         xs = pick(content, x_key, "x_key", name)
-        targets = None if target_key is None else pick(content, target_key, "target_key", name)
+        wanted = target_key is not None and target_path is None
+        targets = pick(content, target_key, "target_key", name) if wanted else None  # type: ignore[arg-type]
     elif isinstance(content, tuple | list):
         if len(content) not in (1, 2) or not all(isinstance(v, Tensor) for v in content):
             raise ValueError(
@@ -157,12 +158,7 @@ def load_arrays(
             f"{name} holds a {type(content).__name__}; a .pt file holds a dict of tensors, an "
             "(x, target) pair or one tensor x."
         )
-    if target_path is not None:
-        if targets is not None and isinstance(content, Mapping):
-            raise ValueError(
-                f"Both {name} (target_key={target_key!r}) and target_path={str(target_path)!r} "
-                "give targets; pass target_key=None to take them from target_path."
-            )
+    if target_path is not None:  # the targets' own file (the main file's targets are ignored)
         tpath = Path(target_path)
         tcontent = _read_mapping(tpath)
         if isinstance(tcontent, Mapping):

@@ -62,6 +62,10 @@ def _write(fmt: str, tmp: Path, x: np.ndarray, s: np.ndarray) -> dict[str, Any]:
         np.save(tmp / "x.npy", x)
         np.save(tmp / "s.npy", s)
         return {"path": str(tmp / "x.npy"), "target_path": str(tmp / "s.npy")}
+    if fmt == "npz_and_npy":  # observations in one file, targets in another
+        np.savez(tmp / "x_only.npz", x=x)
+        np.save(tmp / "s.npy", s)
+        return {"path": str(tmp / "x_only.npz"), "target_path": str(tmp / "s.npy")}
     if fmt == "mat":
         scipy.io.savemat(tmp / "obs.mat", {"y_obs": x, "s_true": s})
         return {"path": str(tmp / "obs.mat"), "x_key": "y_obs", "target_key": "s_true"}
@@ -77,7 +81,9 @@ def _write(fmt: str, tmp: Path, x: np.ndarray, s: np.ndarray) -> dict[str, Any]:
     return {"x": torch.from_numpy(x), "target": torch.from_numpy(s)}
 
 
-@pytest.mark.parametrize("fmt", ["npz", "npy", "mat", "pt_dict", "pt_pair", "arrays", "tensors"])
+@pytest.mark.parametrize(
+    "fmt", ["npz", "npy", "npz_and_npy", "mat", "pt_dict", "pt_pair", "arrays", "tensors"]
+)
 def test_round_trip_of_every_source(fmt: str, tmp_path: Path) -> None:
     x, s = _data(50)
     dm = UserDataModule(PROB, **_write(fmt, tmp_path, x, s), val_fraction=0.2, test_fraction=0.1)
