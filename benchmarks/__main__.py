@@ -5,6 +5,7 @@ Usage::
     python -m benchmarks                          # preset cpu, every family and section
     python -m benchmarks --preset tiny --out /tmp/b --sections layer,step
     python -m benchmarks --families sparse --threads 2
+    python -m benchmarks gpu                      # every family on a GPU vs the CPU (gpu.py)
 
 Writes ``DIR/results.json`` (``{"env": ..., "<family>": {"<section>": {...}}}``) and
 ``DIR/results.md`` (the tables). Sections: ``layer`` (one layer ÷ its matmul floor), ``step``
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -219,6 +221,11 @@ def _choices(value: str, valid: Sequence[str], what: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["gpu"]:  # GPU readiness of every family: benchmarks/gpu.py
+        from benchmarks.gpu import main as gpu_main
+
+        return gpu_main(argv[1:])
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description=__doc__,

@@ -42,7 +42,7 @@ from .isometry import effective_operators, restricted_isometry
 from .objective import objective_descent
 from .plots import plot_result, plot_results
 from .references import REFERENCES, Reference, resolve_reference
-from .report import Report, format_table, report_for_module
+from .report import Report, build_report, format_table, report_for_module
 from .result import CheckResult, NotApplicableError, Status
 from .runner import (
     CHECKS,
@@ -76,6 +76,7 @@ __all__ = [
     "as_check_data",
     "as_trajectory_fn",
     "assess_generalization",
+    "build_report",
     "check_command",
     "coupling",
     "descending_constraints",

@@ -8,6 +8,7 @@ The lead's CLI calls :func:`check_command` with the arguments after ``check``. E
 from __future__ import annotations
 
 import argparse
+import difflib
 import pickle
 import sys
 import zipfile
@@ -18,7 +19,13 @@ from typing import Any
 from .report import Report, report_for_module
 from .runner import CHECKS, SUITES, resolve_suite
 
-__all__ = ["CheckpointError", "check_command", "load_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "check_command",
+    "load_checkpoint",
+    "read_checkpoint",
+    "require_unfolded_checkpoint",
+]
 
 _REQUIRED_HPARAMS = ("problem", "paradigm", "depth", "supervision", "formulation")
 
@@ -27,26 +34,70 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or not an ``UnfoldedModule`` checkpoint."""
 
 
-def _read(path: Path) -> Mapping[str, Any]:
+#: what a PyTorch checkpoint starts with: a zip archive (``torch.save`` since 1.6, Lightning's
+#: ``save_checkpoint``) or a pickle of protocol >= 2 (the legacy ``torch.save`` format)
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = b"\x80"
+
+
+def _sniff(path: Path) -> None:
+    """Refuse, before ``torch.load`` sees it, a file that is no PyTorch checkpoint at all.
+
+    ``torch.load`` on a text file fails with ``KeyError: 101`` (the byte ``e`` read as a pickle
+    opcode) and on random bytes with a message about unpickling; neither tells the user that
+    they passed the wrong file.
+    """
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC):
+        return
+    if not head:
+        raise CheckpointError(f"{str(path)!r} is empty, not a checkpoint.")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and "\x00" not in text:
+        first = text.strip().splitlines()[0][:60] if text.strip() else ""
+        raise CheckpointError(
+            f"{str(path)!r} is a text file (it begins {first!r}), not a checkpoint; pass the "
+            ".ckpt file that Trainer.save_checkpoint or the ModelCheckpoint callback wrote."
+        )
+    raise CheckpointError(
+        f"{str(path)!r} is not a checkpoint: a PyTorch checkpoint is a zip archive written by "
+        f"torch.save or Trainer.save_checkpoint, and this file begins with the bytes "
+        f"{head[:8].hex(' ')}. Pass the .ckpt file that training wrote."
+    )
+
+
+def read_checkpoint(path: str | Path) -> Mapping[str, Any]:
+    """Read a checkpoint file into its dict, safely (``weights_only=True``: no pickled code runs).
+
+    Raises:
+        CheckpointError: the file is missing, a directory, a text file or other non-checkpoint
+            bytes (the message says "not a checkpoint"), corrupt, or holds objects beyond plain
+            data and tensors.
+    """
     import torch
 
+    path = Path(path)
     if not path.exists():
         raise CheckpointError(f"Checkpoint {str(path)!r} does not exist; check the path.")
     if path.is_dir():
         raise CheckpointError(
             f"{str(path)!r} is a directory; pass the .ckpt file inside it (e.g. last.ckpt)."
         )
+    _sniff(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
-            f"{str(path)!r} cannot be loaded safely (weights_only=True refused it: "
-            f"{str(exc).splitlines()[0]}). It holds pickled objects beyond tensors and plain "
-            "data, so it is not an UnfoldedModule checkpoint; arbitrary code is not executed."
+            f"{str(path)!r} cannot be loaded safely: it holds Python objects beyond tensors and "
+            "plain data, so it is not an UnfoldedModule checkpoint (nothing in it was executed)."
         ) from exc
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as exc:
         raise CheckpointError(
-            f"{str(path)!r} is not a readable PyTorch checkpoint (corrupt or truncated?): "
+            f"{str(path)!r} is not a readable checkpoint (corrupt or truncated?): "
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}."
         ) from exc
     if not isinstance(obj, Mapping):
@@ -54,6 +105,28 @@ def _read(path: Path) -> Mapping[str, Any]:
             f"{str(path)!r} holds a {type(obj).__name__}, not a Lightning checkpoint dict."
         )
     return obj
+
+
+def require_unfolded_checkpoint(ckpt: Mapping[str, Any], path: str | Path) -> None:
+    """Raise :class:`CheckpointError` unless ``ckpt`` is a Lightning checkpoint of an
+    :class:`~lightning_unfold.training.UnfoldedModule` (its hyperparameters and ``model.*``
+    weights); ``path`` names the file in the message."""
+    p = str(Path(path))
+    if "state_dict" not in ckpt or "pytorch-lightning_version" not in ckpt:
+        keys = ", ".join(sorted(map(str, ckpt))[:6])
+        raise CheckpointError(
+            f"{p!r} is not a Lightning checkpoint (its keys: {keys}); save one with "
+            "Trainer(...).save_checkpoint(path) or the ModelCheckpoint callback."
+        )
+    hp = ckpt.get("hyper_parameters") or {}
+    missing = [k for k in _REQUIRED_HPARAMS if k not in hp]
+    state = ckpt["state_dict"]
+    if missing or not any(str(k).startswith("model.") for k in state):
+        raise CheckpointError(
+            f"{p!r} is a checkpoint of another LightningModule (its hyperparameters lack "
+            f"{missing or 'nothing'}, state_dict keys e.g. {list(state)[:3]}); "
+            "lightning-unfold reads checkpoints of lightning_unfold.UnfoldedModule."
+        )
 
 
 def load_checkpoint(path: str | Path) -> Any:
@@ -67,22 +140,7 @@ def load_checkpoint(path: str | Path) -> Any:
             checkpoint of another LightningModule; the message says which.
     """
     p = Path(path)
-    ckpt = _read(p)
-    if "state_dict" not in ckpt or "pytorch-lightning_version" not in ckpt:
-        keys = ", ".join(sorted(map(str, ckpt))[:6])
-        raise CheckpointError(
-            f"{str(p)!r} is not a Lightning checkpoint (its keys: {keys}); save one with "
-            "Trainer(...).save_checkpoint(path) or the ModelCheckpoint callback."
-        )
-    hp = ckpt.get("hyper_parameters") or {}
-    missing = [k for k in _REQUIRED_HPARAMS if k not in hp]
-    state = ckpt["state_dict"]
-    if missing or not any(str(k).startswith("model.") for k in state):
-        raise CheckpointError(
-            f"{str(p)!r} is a checkpoint of another LightningModule (its hyperparameters lack "
-            f"{missing or 'nothing'}, state_dict keys e.g. {list(state)[:3]}); "
-            "`check` reads checkpoints of lightning_unfold.UnfoldedModule."
-        )
+    require_unfolded_checkpoint(read_checkpoint(p), p)
     from lightning_unfold.training import UnfoldedModule
 
     try:
@@ -145,7 +203,11 @@ def check_command(argv: Sequence[str] | None = None) -> int:
     try:
         resolve_suite(args.suite)
     except ValueError as exc:
-        print(f"lightning-unfold check: error: {exc}", file=sys.stderr)
+        names = [*SUITES, *CHECKS]
+        bad = [n.strip() for n in args.suite.split(",") if n.strip() not in names]
+        close = difflib.get_close_matches(bad[0], names, n=3) if bad else []
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        print(f"lightning-unfold check: error: {exc}{hint}", file=sys.stderr)
         return 2
     if args.samples < 1:
         print("lightning-unfold check: error: --samples must be >= 1.", file=sys.stderr)

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_unfold.core.algorithm import ProblemSpec
-from lightning_unfold.core.iterate import cast_precision, real_dtype
+from lightning_unfold.core.algorithm import Algorithm, ProblemSpec, SolverTheory
+from lightning_unfold.core.iterate import cast_precision, iterate_map, real_dtype
 from lightning_unfold.core.trajectory import Trajectory
 from lightning_unfold.core.unfolded import BlackBoxModel, ClassicalSolver, UnfoldedModel
 
@@ -279,6 +279,18 @@ class CheckContext:
             raise NotApplicableError("The data have no targets (true codes).")
         return real64(self.target)
 
+    def is_lasso(self) -> bool:
+        """Whether the model's classical iteration solves the LASSO of the problem's ``(H, rho)``
+        (ISTA, FISTA, ADMM and the LISTA family; not IHT on the same data)."""
+        from lightning_unfold.algorithms import FISTA, ISTA, ADMMLasso
+
+        try:
+            self.lasso_constants()
+        except NotApplicableError:
+            return False
+        alg = self.algorithm()
+        return alg is None or isinstance(alg.classical_operator(), (ISTA, FISTA, ADMMLasso))
+
     def lasso_constants(self) -> tuple[np.ndarray, float]:
         r"""``(H, rho)`` of a LASSO problem :math:`\tfrac12\|x-Hs\|^2 + \rho\|s\|_1`.
 
@@ -292,8 +304,8 @@ class CheckContext:
         c = self.problem.constants()
         if "H" not in c or "rho" not in c:
             raise NotApplicableError(
-                f"{type(self.problem).__name__} is not a LASSO problem (its constants "
-                f"{sorted(c)} lack 'H' and 'rho')."
+                "the check concerns sparse coding with a dictionary H and weight rho, and "
+                f"{type(self.problem).__name__} poses {self.theory().problem}."
             )
         if c["H"].is_complex() or self.x.is_complex():
             raise NotApplicableError(
@@ -332,6 +344,117 @@ class CheckContext:
             self._cache[key] = arr
         return self._cache[key]
 
+    def unfolded(self) -> UnfoldedModel | None:
+        """The unfolded model inside the wrappers (safeguard, Lightning module), or ``None``."""
+        from lightning_unfold.core.safeguard import SafeguardedModel
+
+        inner = self.inner
+        if isinstance(inner, SafeguardedModel):
+            inner = inner.model
+        return inner if isinstance(inner, UnfoldedModel) else None
+
+    def algorithm(self) -> Algorithm[Any] | None:
+        """The model's algorithm (the one its layers unfold), or ``None`` for other models."""
+        inner = self.unfolded()
+        if inner is not None:
+            return inner.algorithm
+        if self.problem is not None and self.problem.default_algorithm:
+            from lightning_unfold.algorithms import make_algorithm
+
+            return make_algorithm(self.problem.default_algorithm)
+        return None
+
+    def theory(self) -> SolverTheory:
+        """What the theory says about the model's algorithm (a blank one for foreign models)."""
+        alg = self.algorithm()
+        return alg.theory if alg is not None else SolverTheory()
+
+    def operator(self) -> tuple[Algorithm[Any], dict[str, Tensor]]:
+        """The classical operator :math:`T` of the model's algorithm and its parameters (the
+        problem's constants and the classical values), float64 / complex128.
+
+        Raises:
+            NotApplicableError: without an algorithm or a problem.
+        """
+        alg = self.algorithm()
+        if alg is None or self.problem is None:
+            raise NotApplicableError(
+                "the model declares no classical iteration (an UnfoldedModel's algorithm, or a "
+                "problem with a default algorithm), so there is no certificate to measure."
+            )
+        op = alg.classical_operator()
+        values = {**self.problem.constants(), **op.classical_params(self.problem)}
+        return op, {k: cast_precision(v.detach().cpu(), torch.float64) for k, v in values.items()}
+
+    def certificates(self) -> tuple[str, np.ndarray]:
+        r"""The classical operator's optimality certificate of every layer's iterate (its
+        :meth:`~lightning_unfold.core.algorithm.Algorithm.certificate`), ``(B, K+1)`` float64,
+        and its name.
+
+        Raises:
+            NotApplicableError: for models without an operator, or iterates it cannot read.
+        """
+        key = "certificates"
+        if key not in self._cache:
+            op, p = self.operator()
+            x = cast_precision(self.x, torch.float64)
+            cols, name = [], ""
+            with torch.no_grad():
+                for s in self.trajectory.iterates:
+                    s64 = iterate_map(lambda t: cast_precision(t, torch.float64), s)
+                    try:
+                        cert = op.certificate(s64, x, p)
+                    except (RuntimeError, TypeError, AttributeError, KeyError) as exc:
+                        raise NotApplicableError(
+                            f"the iterates of the model are not iterates of {type(op).__name__} "
+                            f"({type(exc).__name__}: {exc}), so its certificate cannot be read."
+                        ) from exc
+                    name = cert.name
+                    cols.append(cert.values.detach().to("cpu", torch.float64))
+            arr = torch.stack(cols, 1).numpy()
+            if not np.all(np.isfinite(arr)):
+                raise FloatingPointError(f"The {name} is NaN/Inf on some layer.")
+            self._cache[key] = (name, arr)
+        return self._cache[key]
+
+    def discrete_targets(self) -> bool:
+        """Whether the targets are labels (symbol indices), not points of the estimates' space."""
+        t = self.target
+        return t is not None and not (t.is_floating_point() or t.is_complex())
+
+    def layer_losses(self) -> tuple[np.ndarray, np.ndarray]:
+        """The problem's supervised loss per labelled sample at every layer
+        (:meth:`~lightning_unfold.core.algorithm.ProblemSpec.per_sample_loss`, e.g. the
+        cross-entropy of a detector's posteriors): ``(index, (N, K+1))`` float64.
+
+        Raises:
+            NotApplicableError: without targets or a per-sample loss of the problem.
+        """
+        key = "layer_losses"
+        if key not in self._cache:
+            if self.problem is None or self.target is None:
+                raise NotApplicableError("the per-layer loss needs labelled data and the problem.")
+            from lightning_unfold.core.metrics import labelled_rows
+
+            rows = labelled_rows(self.target)
+            if not bool(rows.any()):
+                raise NotApplicableError("the data have no labelled rows.")
+            target = self.target[rows]
+            cols = []
+            with torch.no_grad():
+                for est in self.trajectory.estimates:
+                    loss = self.problem.per_sample_loss(est[rows], target)
+                    if loss is None:
+                        raise NotApplicableError(
+                            f"{type(self.problem).__name__} declares no per-sample loss."
+                        )
+                    cols.append(loss.detach().to("cpu", torch.float64))
+            arr = torch.stack(cols, 1).numpy()
+            if not np.all(np.isfinite(arr)):
+                raise FloatingPointError("The per-layer loss is NaN/Inf on some layer.")
+            self._cache[key] = (np.flatnonzero(rows.cpu().numpy()), arr)
+        return self._cache[key]
+
     def x64(self) -> np.ndarray:
         """Observations as float64 numpy ``(B, m)``."""
         return real64(self.x)
@@ -343,10 +466,10 @@ class CheckContext:
         return self._cache[key]
 
     def trained_on_objective(self) -> bool:
-        """Whether the model targets the LASSO solution rather than the true code.
+        """Whether the model targets the solver's solution rather than the ground truth.
 
         True for the classical solver and for models trained with ``supervision="unsupervised"``
-        (objective as loss); these are judged against the LASSO reference :math:`s^\\star`.
+        (objective as loss); these are judged against the solver's reference :math:`s^\\star`.
         """
         inner = self.inner
         if isinstance(inner, ClassicalSolver):

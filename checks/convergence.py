@@ -40,7 +40,7 @@ from .result import CheckResult, NotApplicableError
 
 __all__ = ["DESCENT_QUANTITIES", "descent", "linear_convergence", "objective_descent"]
 
-DESCENT_QUANTITIES: tuple[str, ...] = ("auto", "distance", "gradient", "objective")
+DESCENT_QUANTITIES: tuple[str, ...] = ("auto", "distance", "gradient", "objective", "loss")
 
 
 def _precision_floor(ctx: CheckContext, ref: Reference) -> float:
@@ -101,6 +101,8 @@ def linear_convergence(
     """
     name = "linear_convergence"
     ctx = prepare(model, problem, data)
+    if _use_certificate(ctx, reference):
+        return _certificate_rate(ctx, q_max=q_max, min_r2=min_r2, start=start, stop=stop)
     try:
         ref = resolve_reference(ctx, reference, n_reference)
     except ReferenceSolverError as exc:
@@ -143,11 +145,7 @@ def linear_convergence(
             "errors": E[j].tolist(),
         }
     window = f"layers {fit.start}–{fit.stop - 1}"
-    verdict = (
-        "a linear rate, as Chen et al. (2018, Thm. 2) predict for LISTA-CP/ALISTA"
-        if passed
-        else f"not a linear rate with q ≤ {q_max:g} and R² ≥ {min_r2:g}"
-    )
+    verdict = _rate_verdict(ctx, passed, q_max, min_r2)
     message = (
         f"The mean error to {ref.label} shrinks by q = {fit.q:.3g} per layer over {window} "
         f"(R² = {fit.r2:.3f}; {mean[0]:.3g} → {mean[-1]:.3g}): {verdict}."
@@ -162,6 +160,7 @@ def linear_convergence(
         "q_max": q_max,
         "min_r2": min_r2,
         "floor": floor,
+        "what": f"‖s^(k) − s*‖₂ (s* = {ref.label})",
         "noise_floor": noise_floor,
         "envelope": {
             "eta_B": envelope.eta_B,
@@ -172,6 +171,79 @@ def linear_convergence(
         "fraction_instances_above_q_max": float(np.nanmean(per_q > q_max)),
     }
     return CheckResult(name, passed, fit.q, q_max, message, details, counterexample)
+
+
+def _use_certificate(ctx: CheckContext, reference: str) -> bool:
+    """Whether the rate is measured on the operator's certificate: no ground truth to measure
+    the error against (discrete labels, none at all, or a model trained on its objective) and
+    no LASSO solution."""
+    if reference != "auto" or ctx.is_lasso():
+        return False
+    return ctx.discrete_targets() or ctx.trained_on_objective() or not ctx.labelled().any()
+
+
+def _rate_verdict(ctx: CheckContext, passed: bool, q_max: float, min_r2: float) -> str:
+    """The verdict of a rate fit, naming the result that predicts it for the model's algorithm."""
+    theory = ctx.theory()
+    alg = ctx.algorithm()
+    who = type(alg).__name__ if alg is not None else "this model"
+    if passed and theory.linear_rate:
+        return f"a linear rate, as predicted: {theory.linear_rate}"
+    if passed:
+        return f"a linear rate; no theorem predicts one for {who} here (an empirical property)"
+    if theory.linear_rate:
+        return (
+            f"not a linear rate with q ≤ {q_max:g} and R² ≥ {min_r2:g}; the theorem "
+            f"({theory.linear_rate}) needs its conditions, which these learned layers do "
+            "not meet"
+        )
+    return (
+        f"not a linear rate with q ≤ {q_max:g} and R² ≥ {min_r2:g} — no theorem predicts one "
+        f"for {who}, so this describes the model rather than faulting it"
+    )
+
+
+def _certificate_rate(
+    ctx: CheckContext, *, q_max: float, min_r2: float, start: int, stop: int | None
+) -> CheckResult:
+    """Linear rate of the mean optimality certificate (problems without a reference point)."""
+    name = "linear_convergence"
+    what, E = ctx.certificates()  # (B, K+1)
+    K1 = E.shape[1]
+    if K1 - start < 3:
+        raise ValueError(
+            f"linear_convergence needs at least 3 layers from start={start}; the model has "
+            f"K = {K1 - 1} layers. Lower start or check a deeper model."
+        )
+    mean = E.mean(axis=0)
+    floor = 100.0 * float(np.finfo(_numpy_dtype(ctx)).eps)
+    hi = K1 if stop is None else slice(start, stop).indices(K1)[1]
+    below = np.flatnonzero(mean[start:hi] <= floor)
+    hi_fit = start + int(below[0]) if below.size else hi
+    if hi_fit - start < 3:
+        hi_fit = min(start + 3, K1)
+    fit = fit_linear_rate(np.maximum(mean, 1e-300), start=start, stop=hi_fit)
+    passed = fit.q <= q_max and fit.r2 >= min_r2
+    verdict = _rate_verdict(ctx, passed, q_max, min_r2)
+    message = (
+        f"The mean {what} (distance to {ctx.theory().fixed_point}; no ground truth in the "
+        f"estimates' space) shrinks by q = {fit.q:.3g} per layer over layers {fit.start}–{fit.stop - 1} "
+        f"(R² = {fit.r2:.3f}; {mean[fit.start]:.3g} → {mean[fit.stop - 1]:.3g}): {verdict}."
+    )
+    details = {
+        "reference": "certificate",
+        "what": what,
+        "n_samples": int(E.shape[0]),
+        "mean_error": mean.tolist(),
+        "q10_error": np.quantile(E, 0.1, axis=0).tolist(),
+        "q90_error": np.quantile(E, 0.9, axis=0).tolist(),
+        "fit": {"q": fit.q, "c": fit.c, "r2": fit.r2, "start": fit.start, "stop": fit.stop},
+        "q_max": q_max,
+        "min_r2": min_r2,
+        "floor": floor,
+        "envelope": {"eta_B": float(mean[0]), "c": 0.0, "C_sigma": 0.0, "sigma": None},
+    }
+    return CheckResult(name, passed, fit.q, q_max, message, details)
 
 
 def descent(
@@ -192,7 +264,9 @@ def descent(
         r_k = \frac{\mathbb E\, q(s^{(k)})}{\mathbb E\, q(s^{(k-1)})},\qquad
         v = \tfrac1K\#\{k : r_k > 1-\epsilon\},
 
-    with :math:`q` the distance to the reference (``quantity="distance"``,
+    with :math:`q` the problem's own supervised loss per sample (``quantity="loss"``, the
+    default for discrete targets: the cross-entropy of the posteriors for symbol detection), the
+    distance to the reference (``quantity="distance"``,
     :func:`~lightning_unfold.theory.distance_ratios`) or the norm of the LASSO's minimum-norm
     subgradient (``"gradient"``, :func:`~lightning_unfold.theory.lasso_gradient_norm`, the
     quantity of Hadou et al.), or the model's own objective (``"objective"``, for problems
@@ -212,16 +286,19 @@ def descent(
         raise ValueError(f"eps must lie in [0, 1); got {eps}.")
     ctx = prepare(model, problem, data)
     if quantity == "auto":
-        has_lasso = True
-        try:
-            ctx.lasso_constants()
-        except NotApplicableError:
-            has_lasso = False
-        quantity = "distance" if has_lasso or ctx.labelled().any() else "objective"
+        if ctx.discrete_targets():
+            quantity = "loss"
+        else:
+            quantity = "objective" if _use_certificate(ctx, reference) else "distance"
     if quantity == "objective":
         return objective_descent(ctx, eps=eps, max_violation_rate=max_violation_rate)
     ref: Reference | None = None
-    if quantity == "distance":
+    index: np.ndarray | None = None
+    if quantity == "loss":
+        index, Q = ctx.layer_losses()
+        what = f"{type(ctx.problem).__name__}'s supervised loss per sample"
+        floor = 0.0
+    elif quantity == "distance":
         try:
             ref = resolve_reference(ctx, reference, n_reference)
         except ReferenceSolverError as exc:
@@ -251,16 +328,20 @@ def descent(
         growth = Q[:, k] - Q[:, k - 1]
         j = int(np.argmax(growth))
         counterexample = {
-            **_instance(ctx, int(ref.index[j]) if ref is not None else j),
+            **_instance(
+                ctx,
+                int(ref.index[j]) if ref is not None else int(index[j]) if index is not None else j,
+            ),
             "layer": k,
             "before": float(Q[j, k - 1]),
             "after": float(Q[j, k]),
         }
     bound = f"1 − ε = {1.0 - eps:g}"
+    theorem = _descent_theorem(ctx)
     if passed and not layers.size:
         message = (
             f"Every layer reduces the mean {what} (largest ratio {np.max(ratios[active], initial=0):.3g}"
-            f" ≤ {bound}): the layers act as descent steps."
+            f" ≤ {bound}): the layers act as descent steps. {theorem}"
         )
     elif passed:
         message = (
@@ -271,13 +352,15 @@ def descent(
         worst = int(layers[np.argmax(ratios[layers - 1])])
         message = (
             f"{layers.size} of {K} layers violate the descent constraint r_k ≤ {bound} on the mean "
-            f"{what} (worst: layer {worst}, ratio {ratios[worst - 1]:.3g}); those layers move "
-            "away from the solution."
+            f"{what} (worst: layer {worst}, ratio {ratios[worst - 1]:.3g}); those layers "
+            + ("raise the loss" if quantity == "loss" else "move away from the solution")
+            + f". {theorem}"
         )
     details = {
         "quantity": quantity,
         "reference": ref.kind if ref is not None else "lasso_gradient",
         "ratios": [float(r) if np.isfinite(r) else None for r in ratios],
+        "what": what,
         "mean_value": mean.tolist(),
         "eps": eps,
         "violated_layers": layers.tolist(),
@@ -285,6 +368,27 @@ def descent(
         "layers_at_floor": (np.flatnonzero(~active) + 1).tolist(),
     }
     return CheckResult(name, passed, rate, max_violation_rate, message, details, counterexample)
+
+
+def _descent_theorem(ctx: CheckContext) -> str:
+    """Which result predicts per-layer descent for the model (a sentence for messages)."""
+    alg = ctx.algorithm()
+    who = type(alg).__name__ if alg is not None else "the model"
+    theory = ctx.theory()
+    unfolded = ctx.unfolded()
+    classical = unfolded is not None and unfolded.paradigm == "classical"
+    from lightning_unfold.core.unfolded import ClassicalSolver
+
+    classical = classical or isinstance(unfolded, ClassicalSolver)
+    if classical and theory.descent:
+        return f"Predicted for the classical iteration: {theory.descent}."
+    if classical:
+        return f"No theorem predicts per-iteration descent for classical {who} (empirical)."
+    base = f" (for the classical iteration: {theory.descent})" if theory.descent else ""
+    return (
+        "For learned layers descent is guaranteed only when trained with descending "
+        f"constraints (Hadou et al. 2024){base}; otherwise it is an empirical property."
+    )
 
 
 def objective_descent(
@@ -302,7 +406,9 @@ def objective_descent(
 
     up to a rounding floor :math:`100\,\varepsilon_{\text{mach}}|m_{k-1}|`. Classical WMMSE
     satisfies it with :math:`\epsilon = 0` (Shi et al. 2011, Thm. 3: the sum-rate is
-    non-decreasing), so a learned model that violates it has layers that undo progress. Passes iff
+    non-decreasing), so a learned model that violates it has layers that undo progress. The
+    message names the result that applies to the model's algorithm
+    (:attr:`~lightning_unfold.core.algorithm.SolverTheory.descent`). Passes iff
     the fraction of violating layers is :math:`\le` ``max_violation_rate``. The counterexample is
     the sample whose objective grew most at the worst layer. Problems with a unique solution are
     better served by ``quantity="distance"``.
@@ -336,7 +442,8 @@ def objective_descent(
     if not layers.size:
         message = (
             f"Every layer decreases the mean objective (from {mean[0]:.4g} to {mean[-1]:.4g}; "
-            f"smallest decrease {float(-change.max()):.3g}): the layers act as descent steps."
+            f"smallest decrease {float(-change.max()):.3g}): the layers act as descent steps. "
+            f"{_descent_theorem(ctx)}"
         )
     elif passed:
         message = (
@@ -347,10 +454,12 @@ def objective_descent(
         worst = int(layers[np.argmax(change[layers - 1])])
         message = (
             f"{layers.size} of {K} layers increase the mean objective (worst: layer {worst}, "
-            f"{mean[worst - 1]:.4g} → {mean[worst]:.4g}); those layers undo the solver's progress."
+            f"{mean[worst - 1]:.4g} → {mean[worst]:.4g}); those layers undo the solver's progress. "
+            f"{_descent_theorem(ctx)}"
         )
     details = {
         "quantity": "objective",
+        "what": f"mean objective of {type(ctx.algorithm()).__name__} ({ctx.theory().problem})",
         "mean_value": mean.tolist(),
         "change": change.tolist(),
         "eps": eps,

@@ -11,9 +11,8 @@ s^{(l-1)} - s^\star\|`.
 
 **Safeguarded unfolding** (Heaton, Chen, Wang, Yin, 2023): the safeguarded model converges to a
 fixed point of the classical operator for *any* learned weights once continued past layer
-:math:`K`. :func:`safeguard` runs it (float64) and certifies the limit: the LASSO KKT residual
-(:func:`~lightning_unfold.theory.lasso_kkt_residual`) for LASSO problems, else the relative
-distance to the classical solver run to convergence.
+:math:`K`. :func:`safeguard` runs it (float64) and certifies the limit with the classical operator's own
+optimality certificate (:meth:`~lightning_unfold.core.algorithm.Algorithm.certificate`).
 """
 
 from __future__ import annotations
@@ -25,13 +24,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning_unfold.theory import ReferenceSolverError, lasso_kkt_residual
+from lightning_unfold.theory import ReferenceSolverError
 
 from lightning_unfold.core.algorithm import ProblemSpec
 from lightning_unfold.core.iterate import as_real_rows, cast_precision
 from lightning_unfold.core.perturb import relative_perturbation
 from lightning_unfold.core.safeguard import SafeguardedModel
-from lightning_unfold.core.unfolded import ClassicalSolver, UnfoldedModel
+from lightning_unfold.core.unfolded import UnfoldedModel
 
 from .context import CheckContext, prepare
 from .references import resolve_reference
@@ -199,12 +198,6 @@ def descending_constraints(
     return CheckResult(name, passed, value, min_fraction, message, details, counterexample)
 
 
-def _classical_solution(sg: SafeguardedModel, x: torch.Tensor, max_iter: int) -> torch.Tensor:
-    solver = ClassicalSolver(sg.operator, sg.problem, 1, dtype=torch.float64)
-    sol = solver.solve(x, tol=1e-12, max_iter=max_iter).trajectory.final_estimate
-    return sol.reshape(x.shape[0], -1)
-
-
 def safeguard(
     model: Any,
     problem: ProblemSpec | None = None,
@@ -223,9 +216,12 @@ def safeguard(
     used) or an :class:`~lightning_unfold.core.unfolded.UnfoldedModel` (safeguarded here with
     ``delta`` and ``mu_update``). In float64, the first ``n_samples`` samples run the K
     safeguarded layers, then classical iterations; every ``check_every`` iterations the
-    certificate is measured — the LASSO KKT residual (relative to :math:`\rho`) when the
-    problem is a LASSO, else :math:`\|\hat s - \hat s_{\text{classical}}\|/\|\hat s_{\text{classical}}\|`
-    — until every sample is at most ``tol`` or ``max_iter`` iterations ran.
+    classical operator's optimality certificate is measured
+    (:meth:`~lightning_unfold.core.algorithm.Algorithm.certificate`: the LASSO KKT residual for
+    ISTA, ADMM's primal and dual residuals, the KKT residual of NMF, the fixed-point residual
+    :math:`\|T(s) - s\|/\|T(s)\|` by default) until every sample is at most ``tol`` or
+    ``max_iter`` iterations ran. The message says whether Heaton et al.'s theorem applies
+    (the operator is averaged: :attr:`~lightning_unfold.core.algorithm.SolverTheory.averaged`).
 
     Passes iff the largest certificate is :math:`\le` ``tol`` within ``max_iter`` iterations.
     ``details`` holds the fallback fraction of every layer and the certificate's curve.
@@ -252,23 +248,15 @@ def safeguard(
         raise NotApplicableError(str(exc)) from exc
     sg.eval()
     x = cast_precision(ctx.x[:n_samples], torch.float64)
-    try:
-        H, rho = ctx.lasso_constants()
-        certificate = "kkt"
-    except NotApplicableError:
-        H, rho, certificate = None, 0.0, "classical_distance"
-    solution: torch.Tensor | None = None
+    op = sg.operator
+    classical = {k: cast_precision(v, torch.float64) for k, v in sg.classical.as_dict().items()}
+    theory = op.theory
+    name_of: list[str] = []
 
     def measure(s: Any) -> np.ndarray:
-        if certificate == "kkt":
-            est = sg.model.algorithm.estimate(s).reshape(x.shape[0], -1)  # type: ignore[union-attr]
-            return np.asarray(lasso_kkt_residual(H, x.numpy(), rho, est.numpy()))
-        nonlocal solution
-        if solution is None:
-            solution = _classical_solution(sg, x, 10 * max(max_iter, 100))
-        est = sg.model.algorithm.estimate(s).reshape(x.shape[0], -1)  # type: ignore[union-attr]
-        num = torch.linalg.vector_norm(est - solution, dim=1)
-        return (num / torch.linalg.vector_norm(solution, dim=1).clamp_min(1e-30)).numpy()
+        cert = op.certificate(s, x, classical)
+        name_of[:] = [cert.name]
+        return cert.values.detach().to("cpu", torch.float64).numpy()
 
     with torch.no_grad():
         iterates, fallback, t_s, _ = sg.run_layers(x, None)  # type: ignore[arg-type]
@@ -288,16 +276,31 @@ def safeguard(
     fb = fallback.double().mean(dim=1).tolist()
     value = float(cert.max())
     passed = value <= tol
-    what = "LASSO KKT residual" if certificate == "kkt" else "distance to the classical solution"
+    what = name_of[0]
+    opname = type(op).__name__
+    if theory.averaged:
+        why = f"as Heaton et al. (2023, Thm. 3.1) guarantee for any learned weights, since {theory.averaged}"
+        fault = (
+            f"the guarantee is asymptotic: raise max_iter (the classical {opname} alone needs "
+            "that many iterations; the learned layers are not at fault)"
+        )
+    else:
+        why = (
+            f"an empirical property here: Heaton et al.'s guarantee needs an averaged operator, "
+            f"and {opname}'s iteration for {theory.problem} is not known to be one"
+        )
+        fault = (
+            f"the classical {opname} continued from the safeguarded layers has not reached "
+            f"{theory.fixed_point}; raise max_iter (no theorem promises convergence here)"
+        )
     message = (
         f"After K = {K} safeguarded layers (fallback fraction per layer {min(fb):.2f}–"
-        f"{max(fb):.2f}) and {n} classical iterations the largest {what} is {value:.2e} "
+        f"{max(fb):.2f}) and {n} classical {opname} iterations the largest {what} is "
+        f"{value:.2e} "
         + (
-            f"≤ {tol:g}: the safeguarded model reaches the solution, as Heaton et al. (2023) "
-            "guarantee for any learned weights."
+            f"≤ {tol:g}: the safeguarded model reaches {theory.fixed_point}, {why}."
             if passed
-            else f"> {tol:g}: not converged within {max_iter} iterations; raise max_iter (the "
-            "guarantee is asymptotic) or check that the classical operator is averaged."
+            else f"> {tol:g} within {max_iter} iterations: {fault}."
         )
     )
     counterexample = None
@@ -305,7 +308,8 @@ def safeguard(
         j = int(np.argmax(cert))
         counterexample = {"sample_index": j, "certificate": float(cert[j])}
     details = {
-        "certificate": certificate,
+        "certificate": what,
+        "certificate_name": what,
         "fallback_fraction": fb,
         "iterations": int(n),
         "curve": [[int(i), v] for i, v in curve],

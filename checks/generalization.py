@@ -16,6 +16,7 @@ bound's shape.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -213,7 +214,9 @@ def generalization_across_depth(
     or, for problems without targets (NaN, e.g. power allocation, hybrid precoding), the model's
     own objective :math:`\mathcal L(s^{(K)}; x)` divided by its magnitude at initialisation —
     then its train loss and its loss on
-    ``n_test`` fresh samples are measured; :func:`assess_generalization` judges the gaps.
+    ``n_test`` fresh samples are measured; :func:`assess_generalization` judges the gaps. The
+    problem's primary metric (NMSE, sum-rate, BER, SDR, ...) at the final layer is measured on
+    both sets too and reported across depth (``details["primary_metric"]`` and the message).
     ``data`` is unused (training needs fresh draws from ``problem``).
     """
     prob = problem
@@ -229,6 +232,9 @@ def generalization_across_depth(
     x_tr, s_tr = prob.sample(n_train, seed=(7, seed))
     x_te, s_te = prob.sample(n_test, seed=(8, seed))
     train_l, test_l, test_se, params = [], [], [], []
+    primary = prob.metrics()[0]
+    metric_tr: list[float] = []
+    metric_te: list[float] = []
     for K in depths:
         torch.manual_seed(seed)
         net = make(int(K))
@@ -255,10 +261,41 @@ def generalization_across_depth(
                 "generalization",
                 f"Training at depth {K} diverged (NaN/Inf loss); lower lr (now {lr:g}).",
             )
+        with torch.no_grad():
+            for xs, ss, into in ((xtr, str_, metric_tr), (xte, ste, metric_te)):
+                into.append(_primary(primary, net, xs, ss))
         train_l.append(float(ltr.mean()))
         test_l.append(float(lte.mean()))
         test_se.append(float(lte.std() / np.sqrt(n_test)))
         params.append(count_parameters(net))
     result = assess_generalization(depths, train_l, test_l, test_se, params, n_train, slack=slack)
-    result.details.update({"steps": steps, "lr": lr, "n_test": n_test})
-    return result
+    gap = [te - tr for tr, te in zip(metric_tr, metric_te, strict=True)]
+    unit = f" {primary.unit}" if primary.unit else ""
+    message = (
+        f"{result.message} Primary metric {primary.label} at the final layer, test − train per "
+        f"depth: {', '.join(f'{g:+.3g}' for g in gap)}{unit}."
+    )
+    details = {
+        **result.details,
+        "steps": steps,
+        "lr": lr,
+        "n_test": n_test,
+        "loss": "objective / |objective at init|" if _unlabelled(s_tr) else "loss",
+        "primary_metric": {
+            "name": primary.name,
+            "label": primary.label,
+            "higher_is_better": primary.higher_is_better,
+            "train": metric_tr,
+            "test": metric_te,
+            "gap": gap,
+        },
+    }
+    return replace(result, message=message, details=details)
+
+
+def _primary(metric: Any, net: nn.Module, x: Tensor, s: Tensor) -> float:
+    """The problem's primary metric of ``net``'s final estimate on ``(x, s)``."""
+    from lightning_unfold.core.metrics import layer_curves
+
+    est = _final(net(x))
+    return float(layer_curves([est], s, x, [metric])[metric.name][0])

@@ -106,11 +106,16 @@ def objective_descent(
                 else "; those layers move away from the optimum."
             )
         )
+    from .convergence import _descent_theorem
+
+    message = f"{message} {_descent_theorem(ctx)}"
     details = {
         "decrease": delta.tolist(),
         "mean_objective": V.mean(axis=0).tolist(),
         "tol": tol,
         "scale": scale,
         "violated_layers": layers,
+        "mean_value": V.mean(axis=0).tolist(),
+        "what": "mean objective of the model",
     }
     return CheckResult(name, passed, rate, max_violation_rate, message, details, counterexample)

@@ -7,6 +7,7 @@ a callback's history) can be plotted too.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,7 @@ def _linear_convergence(result: CheckResult, path: Path) -> Path:
     if 0 < d.get("floor", 0) and d["floor"] >= lowest / 10:
         ax.axhline(d["floor"], color="k", lw=0.8, alpha=0.4, label="precision/noise floor")
     ax.set_xlabel("layer k")
-    ref = "true code" if d["reference"] == "truth" else "LASSO solution s*"
-    ax.set_ylabel(f"‖s^(k) − s*‖₂ (s* = {ref})")
+    ax.set_ylabel(str(d.get("what", "‖s^(k) − s*‖₂")))
     ax.set_title(f"{_verdict(result)} (threshold q ≤ {d['q_max']:g})")
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
@@ -105,12 +105,14 @@ def _coupling(result: CheckResult, path: Path) -> Path:
 
 
 def _descent(result: CheckResult, path: Path) -> Path:
-    plt = _pyplot()
     d = result.details
+    if "ratios" not in d:  # descent measured on the objective or a metric: its per-layer curve
+        return _per_layer_value(result, path)
+    plt = _pyplot()
     r = np.array([np.nan if v is None else v for v in d["ratios"]], dtype=float)
     k = np.arange(1, r.shape[0] + 1)
     bad = set(d["violated_layers"])
-    floor = set(d["layers_at_floor"])
+    floor = set(d.get("layers_at_floor", ()))
     colors = ["tab:red" if i in bad else "tab:gray" if i in floor else "tab:blue" for i in k]
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     ax.bar(k, np.nan_to_num(r, posinf=np.nanmax(r[np.isfinite(r)], initial=1) * 1.5), color=colors)
@@ -118,13 +120,31 @@ def _descent(result: CheckResult, path: Path) -> Path:
     finite = r[np.isfinite(r)]
     ax.set_ylim(0, max(1.25, 1.1 * float(np.max(finite, initial=1.0))))
     ax.set_xlabel("layer k")
-    ref = {"truth": "true code", "lasso": "LASSO s*"}.get(d["reference"], "s*")
-    what = f"distance to {ref}" if d["quantity"] == "distance" else "LASSO gradient norm"
-    ax.set_ylabel(f"ratio r_k of mean {what}")
+    ax.set_ylabel(f"ratio r_k of the mean {d.get('what', 'distance to s*')}")
     ax.set_title(_verdict(result) + " (red: violated; grey: at precision floor)")
     ax.set_xticks(k)
     ax.legend(fontsize=8, loc="upper right")
     ax.grid(True, axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def _per_layer_value(result: CheckResult, path: Path) -> Path:
+    """A per-layer curve (objective, certificate or metric) with the violating layers in red."""
+    plt = _pyplot()
+    d = result.details
+    v = np.asarray(d.get("mean_value", d.get("mean_objective", [])), dtype=float)
+    k = np.arange(v.shape[0])
+    bad = [i for i in d.get("violated_layers", []) if 0 <= i < v.shape[0]]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.plot(k, v, "o-", label="mean over samples")
+    if bad:
+        ax.plot(bad, v[bad], "o", color="tab:red", ms=9, label="layer that does not descend")
+    ax.set_xlabel("layer k")
+    ax.set_xticks(k)
+    ax.set_ylabel(str(d.get("what", "mean objective")))
+    ax.set_title(_verdict(result), fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
     return _save(fig, path)
 
 
@@ -146,7 +166,7 @@ def _generalization(result: CheckResult, path: Path) -> Path:
     ax.set_xscale("log", base=2)
     ax.set_xticks(K, [str(v) for v in K])
     ax.set_xlabel("depth K")
-    ax.set_ylabel("test − train NMSE")
+    ax.set_ylabel(f"test − train {d.get('loss', 'NMSE')}")
     ax.set_title(f"{_verdict(result)} (|D| = {d['n_train']})")
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
@@ -156,6 +176,8 @@ def _generalization(result: CheckResult, path: Path) -> Path:
 def _agreement(result: CheckResult, path: Path) -> Path:
     plt = _pyplot()
     d = result.details
+    if "kkt_residual" not in d:  # agreement in objective with the classical solver
+        return _objective_agreement(result, path)
     dist = np.asarray(d["relative_distance"])
     kkt = np.asarray(d["kkt_residual"])
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -164,11 +186,24 @@ def _agreement(result: CheckResult, path: Path) -> Path:
         ax.axvline(result.threshold, color="r", ls="--", label="largest allowed mean distance")
     ax.set_xlim(0, 1.1 * max(float(dist.max()), result.threshold or 0.0))
     ax.set_ylim(0, 1.1 * float(kkt.max()) + 1e-12)
-    ax.set_xlabel("‖s^(K) − s*‖ / ‖s*‖ (CVXPY reference)")
-    ax.set_ylabel("KKT residual of s^(K) (× ρ)")
+    ax.set_xlabel(f"‖s^(K) − s*‖ / ‖s*‖ ({d.get('reference_name', 'CVXPY reference')})")
+    ax.set_ylabel(str(d.get("certificate_name", "KKT residual of s^(K) (× ρ)")))
     ax.set_title(_verdict(result))
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
+    return _save(fig, path)
+
+
+def _objective_agreement(result: CheckResult, path: Path) -> Path:
+    plt = _pyplot()
+    d = result.details
+    fig, ax = plt.subplots(figsize=(5.2, 4.0))
+    names = ["model s^(K)", "classical, converged"]
+    vals = [d["model_objective"], d["reference_objective"]]
+    ax.bar(names, vals, color=["tab:blue", "tab:gray"])
+    ax.set_ylabel(f"mean {d.get('quantity', 'objective')}")
+    ax.set_title(_verdict(result), fontsize=9)
+    ax.grid(True, axis="y", alpha=0.3)
     return _save(fig, path)
 
 
@@ -187,8 +222,7 @@ def _descending_constraints(result: CheckResult, path: Path) -> Path:
     ax.axhline(100 * d["min_fraction"], color="r", ls="--", lw=1, label="required overall")
     ax.set_ylim(-3, 103)
     ax.set_xlabel("layer l")
-    ref = {"truth": "true code", "lasso": "LASSO s*"}.get(d["reference"], "s*")
-    ax.set_ylabel(f"samples descending at layer l (%), s* = {ref}")
+    ax.set_ylabel(f"samples descending at layer l (%), s* = {d.get('reference_label', 's*')}")
     ax.set_title(
         _verdict(result) + "\n‖s^(l) − s*‖ < ‖s̃^(l−1) − s*‖, input perturbed by β·‖s^(l−1)‖",
         fontsize=9,
@@ -215,8 +249,7 @@ def _safeguard(result: CheckResult, path: Path) -> Path:
     a2.semilogy(curve[:, 0], np.maximum(curve[:, 1], 1e-300), "o-", ms=3)
     a2.axhline(d["tol"], color="r", ls="--", label=f"tol = {d['tol']:g}")
     a2.set_xlabel("classical iterations after layer K")
-    what = "KKT residual / ρ" if d["certificate"] == "kkt" else "‖ŝ − ŝ_classical‖ / ‖ŝ_classical‖"
-    a2.set_ylabel(f"largest {what}")
+    a2.set_ylabel(f"largest {d.get('certificate_name', d['certificate'])}")
     a2.set_title(_verdict(result), fontsize=9)
     a2.legend(fontsize=8)
     a2.grid(True, which="both", alpha=0.3)
@@ -231,11 +264,15 @@ PLOTTERS: dict[str, Callable[[CheckResult, Path], Path]] = {
     "reference_agreement": _agreement,
     "descending_constraints": _descending_constraints,
     "safeguard": _safeguard,
+    "objective_descent": _per_layer_value,
 }
 
 
 def plot_result(result: CheckResult, out_dir: str | Path) -> tuple[Path, ...]:
-    """Write the plot of ``result`` to ``out_dir/<name>.png``; ``()`` if it has none."""
+    """Write the plot of ``result`` to ``out_dir/<name>.png``; ``()`` if it has none.
+
+    Raises whatever the plotter raises; :func:`plot_results` reports such failures instead.
+    """
     if result.status in (Status.SKIPPED, Status.ERROR) or result.name not in PLOTTERS:
         return ()
     out = Path(out_dir)
@@ -244,5 +281,19 @@ def plot_result(result: CheckResult, out_dir: str | Path) -> tuple[Path, ...]:
 
 
 def plot_results(results: Sequence[CheckResult], out_dir: str | Path) -> list[CheckResult]:
-    """Plot every result and return copies with their ``figures`` set."""
-    return [r.with_figures(r.figures + plot_result(r, out_dir)) for r in results]
+    """Plot every result and return copies with their ``figures`` set.
+
+    A plot that cannot be drawn does not stop the report: the result keeps its verdict and its
+    ``details["plot_error"]`` says what went wrong (the Markdown report prints it).
+    """
+    out: list[CheckResult] = []
+    for r in results:
+        try:
+            figures = plot_result(r, out_dir)
+        except Exception as exc:  # a plot is a view of a result, never a reason to lose it
+            _pyplot().close("all")
+            details = {**r.details, "plot_error": f"{type(exc).__name__}: {exc}"}
+            out.append(replace(r, details=details))
+            continue
+        out.append(r.with_figures(r.figures + figures))
+    return out

@@ -81,7 +81,8 @@ def resolve_reference(ctx: CheckContext, reference: str, n_reference: int) -> Re
     labelled = ctx.labelled()
     kind = reference
     if kind == "auto":
-        kind = "lasso" if ctx.trained_on_objective() or not labelled.any() else "truth"
+        wants_solution = ctx.trained_on_objective() or not labelled.any()
+        kind = "lasso" if wants_solution and (ctx.is_lasso() or not labelled.any()) else "truth"
     if kind == "truth":
         if not labelled.any():
             raise NotApplicableError(
@@ -95,8 +96,14 @@ def resolve_reference(ctx: CheckContext, reference: str, n_reference: int) -> Re
         if callable(noise):
             sig = noise(torch.from_numpy(sol)).detach().to("cpu", torch.float64).numpy()
             sigma = sig if np.any(sig > 0) else None
-        return Reference("truth", idx, sol, sigma, "the true code")
+        return Reference("truth", idx, sol, sigma, "the ground truth")
     H, rho = ctx.lasso_constants()
+    if not ctx.is_lasso():
+        alg = ctx.algorithm()
+        raise NotApplicableError(
+            f"{type(alg).__name__} solves {ctx.theory().problem}, not the LASSO, and the data "
+            "have no ground truth to measure the error against."
+        )
     n = min(n_reference, ctx.x.shape[0])
     if n < 1:
         raise ValueError(f"n_reference must be >= 1; got {n_reference}.")

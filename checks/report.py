@@ -6,20 +6,21 @@ import json
 import math
 import os
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lightning_unfold.core.algorithm import ProblemSpec
 from lightning_unfold.core.metrics import labelled_rows, layer_curves
 
 from .context import _problem_of, as_check_data, as_trajectory_fn, describe_model
 from .result import CheckResult, Status
 from .runner import run_checks
 
-__all__ = ["Report", "format_table", "metric_curves", "report_for_module"]
+__all__ = ["Report", "build_report", "format_table", "metric_curves", "report_for_module"]
 
 
 def _fmt(v: float | None) -> str:
@@ -108,8 +109,8 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        """Whether no check failed or errored (skipped checks do not count)."""
-        return all(r.passed for r in self.results)
+        """Whether no check failed or errored (skipped checks count neither way)."""
+        return not any(r.counts_against for r in self.results)
 
     @property
     def exit_code(self) -> int:
@@ -122,9 +123,21 @@ class Report:
         return "\n".join([*head, ""] if head else []) + format_table(self.results)
 
     def to_json(self) -> dict[str, Any]:
-        """``{"checks": [{"name", "passed", "value", "threshold", "message"}, ...], "model": {...}}``."""
+        """``{"summary", "counts", "checks": [{"name", "status", "passed", "value", "threshold",
+        "message"}, ...], "model", "metrics"}``; ``status`` is ``pass``/``fail``/``skip``/``error``
+        and ``passed`` is true only for ``pass``."""
+        counts = {s.label.lower(): sum(r.status is s for r in self.results) for s in Status}
+        checks = []
+        for r in self.results:
+            entry = r.summary()
+            if "plot_error" in r.details:
+                entry["plot_error"] = r.details["plot_error"]
+            checks.append(entry)
         return {
-            "checks": [r.summary() for r in self.results],
+            "summary": _counts(self.results),
+            "counts": counts,
+            "exit_code": self.exit_code,
+            "checks": checks,
             "model": _jsonable(self.model),
             "metrics": _jsonable(self.metrics),
         }
@@ -170,6 +183,8 @@ class Report:
             for f in r.figures:
                 path = os.path.relpath(f, rel) if rel is not None else str(f)
                 out += [f"![{r.name}]({path})", ""]
+            if "plot_error" in r.details:
+                out += [f"(The plot could not be drawn: {r.details['plot_error']}.)", ""]
             if r.counterexample:
                 summary = {
                     k: v
@@ -218,47 +233,83 @@ def report_for_module(
     *,
     suite: str | Sequence[str] = "default",
     n_samples: int = 256,
-    options: dict[str, dict[str, Any]] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    problem: ProblemSpec | None = None,
+    seed: int = 0,
 ) -> Report:
     """Run ``suite`` on a trained module and build (and, with ``out_dir``, write) its report.
 
     Args:
         module: an :class:`~lightning_unfold.training.UnfoldedModule` or any trajectory producer
-            with a ``problem`` attribute.
+            (a model of another library: then pass ``problem``).
         datamodule_or_data: a datamodule (its test split), ``(x, target)``, or ``None`` (drawn
-            from the module's problem).
+            from the problem).
         out_dir: where ``report.json``, ``report.md`` and the PNG plots go.
+        problem: the problem the model solves (default ``module.problem``).
     """
     results = run_checks(
         module,
-        None,
+        problem,
         datamodule_or_data,
         suite,
         n_samples=n_samples,
         options=options,
-        out_dir=out_dir,
+        seed=seed,
     )
-    report = Report(
+    return build_report(
         results,
-        describe_model(module),
-        metrics=metric_curves(module, datamodule_or_data, n_samples),
+        module,
+        datamodule_or_data,
+        out_dir,
+        n_samples=n_samples,
+        problem=problem,
+        seed=seed,
     )
+
+
+def build_report(
+    results: Sequence[CheckResult],
+    model: Any,
+    data: Any = None,
+    out_dir: str | Path | None = None,
+    *,
+    n_samples: int = 256,
+    problem: ProblemSpec | None = None,
+    seed: int = 0,
+) -> Report:
+    """A :class:`Report` of ``results`` with the model's description and per-layer metrics,
+    written to ``out_dir`` when given. A metric that cannot be computed is recorded in
+    ``model["metrics_error"]``, never raised: the report is always written."""
+    description = describe_model(model)
+    try:
+        metrics = metric_curves(model, data, n_samples, problem=problem, seed=seed)
+    except Exception as exc:  # the verdicts matter more than the metric table
+        metrics = {}
+        description["metrics_error"] = f"{type(exc).__name__}: {exc}"
+    report = Report(list(results), description, metrics=metrics)
     if out_dir is not None:
         report.write(out_dir)
     return report
 
 
-def metric_curves(model: Any, data: Any = None, n_samples: int = 256) -> dict[str, dict[str, Any]]:
-    """The model's problem's metrics at every layer on ``data`` (as :func:`as_check_data` reads
-    it): ``{name: {"label", "unit", "higher_is_better", "primary", "values": [layer 0..K]}}``.
+def metric_curves(
+    model: Any,
+    data: Any = None,
+    n_samples: int = 256,
+    *,
+    problem: ProblemSpec | None = None,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """The problem's metrics at every layer of ``model`` on ``data`` (as :func:`as_check_data`
+    reads it): ``{name: {"label", "unit", "higher_is_better", "primary", "values": [0..K]}}``.
 
-    Empty when the model has no problem; metrics that need targets are left out when the data
-    have no labels.
+    Empty when neither ``problem`` nor the model's problem is known; metrics that need targets
+    are left out when the data have no labels.
     """
-    problem = _problem_of(model)
+    problem = problem if problem is not None else _problem_of(model)
     if problem is None:
         return {}
-    x, target = as_check_data(data, problem, n_samples=n_samples)
+    x, target = as_check_data(data, problem, n_samples=n_samples, seed=seed)
     specs = list(problem.metrics())
     if target is None or not bool(labelled_rows(target).any()):
         specs = [m for m in specs if not m.needs_target]

@@ -38,8 +38,9 @@ class CheckResult:
 
     Attributes:
         name: the check's registry name (e.g. ``"linear_convergence"``).
-        passed: ``True`` when the property holds (also for skipped checks, which do not count
-            against a model); ``False`` for a failure or an error.
+        passed: ``True`` only when the check ran and the property holds; ``False`` for a
+            failure, an error or a skipped check (a skip is never counted as passed, nor as
+            failed: see :attr:`counts_against`).
         value: the measured figure the verdict is based on (``None`` if it could not be measured).
         threshold: the figure ``value`` is compared with.
         message: one or two sentences: what was found and what it means.
@@ -63,6 +64,8 @@ class CheckResult:
         status = self.status
         if status is None:
             status = Status.PASSED if self.passed else Status.FAILED
+        if status is Status.SKIPPED:
+            object.__setattr__(self, "passed", False)
         if status in (Status.FAILED, Status.ERROR) and self.passed:
             raise ValueError(f"A {status.name} result cannot have passed=True.")
         if status is Status.PASSED and not self.passed:
@@ -82,17 +85,25 @@ class CheckResult:
     @classmethod
     def skipped(cls, name: str, message: str) -> CheckResult:
         """A result for a check that does not apply to the model."""
-        return cls(name, True, None, None, message, status=Status.SKIPPED)
+        return cls(name, False, None, None, message, status=Status.SKIPPED)
+
+    @property
+    def counts_against(self) -> bool:
+        """Whether this result makes a suite fail: a FAIL or an ERROR (not a skip)."""
+        return self.status in (Status.FAILED, Status.ERROR)
 
     def with_figures(self, figures: tuple[Path, ...]) -> CheckResult:
         """A copy with ``figures`` set."""
         return replace(self, figures=tuple(figures))
 
     def summary(self) -> dict[str, Any]:
-        """The five fields of ``report.json``: name, passed, value, threshold, message."""
+        """The fields of ``report.json``: name, status (``pass``/``fail``/``skip``/``error``),
+        passed (true only for ``pass``), value, threshold, message."""
+        assert self.status is not None
         return {
             "name": self.name,
-            "passed": bool(self.passed),
+            "status": self.status.label.lower(),
+            "passed": self.status is Status.PASSED,
             "value": _json_number(self.value),
             "threshold": _json_number(self.threshold),
             "message": self.message,

@@ -64,10 +64,6 @@ def _try(probe: Callable[[], object]) -> str | None:
     return None
 
 
-def _has_lasso(ctx: CheckContext) -> str | None:
-    return _try(ctx.lasso_constants)
-
-
 def _coupling_applies(ctx: CheckContext) -> str | None:
     def probe() -> None:
         H, _ = ctx.lasso_constants()
@@ -77,62 +73,63 @@ def _coupling_applies(ctx: CheckContext) -> str | None:
 
 
 def _discrete_targets(ctx: CheckContext) -> str | None:
-    if ctx.target is not None and not (ctx.target.is_floating_point() or ctx.target.is_complex()):
+    if ctx.discrete_targets():
         return (
-            "the targets are discrete labels (e.g. symbol indices) and the estimates live in "
-            "another space (probability vectors); rates of ||s^(k) - s|| need a continuous target."
+            "the targets are discrete labels (symbol indices) and the estimates live in another "
+            "space (probability vectors), so a distance ‖s^(k) − s‖ to the target is undefined "
+            "(descent is measured on the problem's loss, the rate on the solver's certificate)."
         )
     return None
 
 
-def _trajectory_applies(ctx: CheckContext) -> str | None:
+def _without_reference(ctx: CheckContext) -> bool:
+    """No reference point: the model targets its solver's solution (or there is no ground
+    truth) and that solution is not the LASSO's."""
+    return (ctx.trained_on_objective() or not ctx.labelled().any()) and not ctx.is_lasso()
+
+
+def _common_trajectory(ctx: CheckContext, *, discrete_ok: bool = False) -> str | None:
     if ctx.is_black_box():
         return "the black-box baseline has no intermediate iterates (its trajectory is [0, ŝ])."
-    discrete = _discrete_targets(ctx)
+    discrete = None if discrete_ok else _discrete_targets(ctx)
     if discrete:
         return discrete
     if ctx.trajectory.depth < 3:
         return f"the model has {ctx.trajectory.depth} layers; a rate needs at least 3."
-    if ctx.trained_on_objective() or not ctx.labelled().any():
-        return _has_lasso(ctx)
     return None
+
+
+def _trajectory_applies(ctx: CheckContext) -> str | None:
+    reason = _common_trajectory(ctx, discrete_ok=True)
+    if reason is None and (_without_reference(ctx) or ctx.discrete_targets()):
+        return _try(ctx.certificates)
+    return reason
 
 
 def _has_objective(ctx: CheckContext) -> str | None:
     return _try(ctx.objective_values)
 
 
-def _lasso_or_objective(ctx: CheckContext) -> str | None:
-    """None when the problem is a LASSO, or has no reference but the model has an objective
-    and the problem a classical algorithm (WMMSE: agreement and descent in the objective)."""
-    reason = _has_lasso(ctx)
-    if reason is None or ctx.problem is None or not ctx.problem.default_algorithm:
-        return reason
-    obj = _has_objective(ctx)
-    return None if obj is None else f"{reason} and {obj}"
-
-
 def _descent_applies(ctx: CheckContext) -> str | None:
-    if ctx.is_black_box():
-        return "the black-box baseline has no intermediate iterates (its trajectory is [0, ŝ])."
-    discrete = _discrete_targets(ctx)
-    if discrete:
-        return discrete
-    if ctx.trajectory.depth < 3:
-        return f"the model has {ctx.trajectory.depth} layers; a rate needs at least 3."
-    if ctx.trained_on_objective() or not ctx.labelled().any():
-        return _lasso_or_objective(ctx)
-    return None
+    reason = _common_trajectory(ctx, discrete_ok=True)
+    if reason is None and ctx.discrete_targets():
+        return _try(ctx.layer_losses)
+    if reason is None and _without_reference(ctx):
+        return _has_objective(ctx)
+    return reason
 
 
 def _agreement_applies(ctx: CheckContext) -> str | None:
-    reason = _discrete_targets(ctx) or _lasso_or_objective(ctx)
-    if reason:
-        return reason
+    if not ctx.is_lasso():
+        reason = _try(ctx.operator)
+        if reason:
+            return reason
     if not ctx.trained_on_objective():
+        theory = ctx.theory()
         return (
-            "the model was trained on true codes, so its output is not meant to be the LASSO "
-            "solution (run it explicitly with --suite reference_agreement to measure anyway)."
+            f"the model was trained on the ground truth (supervised), so its output is not "
+            f"meant to be {theory.fixed_point} of {theory.problem} (run it explicitly with "
+            "--suite reference_agreement to measure anyway)."
         )
     return None
 
@@ -160,7 +157,15 @@ def _layers_applies(ctx: CheckContext) -> str | None:
 
 
 def _descending_applies(ctx: CheckContext) -> str | None:
-    return _layers_applies(ctx) or _trajectory_applies(ctx)
+    reason = _layers_applies(ctx) or _common_trajectory(ctx)
+    if reason is None and _without_reference(ctx):
+        theory = ctx.theory()
+        return (
+            "perturbed descent is measured as a distance to a reference point s*, and the model "
+            f"targets {theory.fixed_point} of {theory.problem} without a ground truth in the data "
+            "(use descent, which measures the objective)."
+        )
+    return reason
 
 
 def _isometry_applies(ctx: CheckContext) -> str | None:
@@ -194,19 +199,22 @@ CHECKS: dict[str, CheckSpec] = {
             "linear_convergence",
             linear_convergence,
             _trajectory_applies,
-            "error to s* falls linearly, ηB·e^(−ck) + Cσ (Chen et al., 2018, Thm. 2)",
+            "error to s* (or the solver's certificate) falls linearly; names the rate theorem "
+            "of the model's algorithm (e.g. Chen et al., 2018, Thm. 2 for LISTA-CP)",
         ),
         CheckSpec(
             "descent",
             descent,
             _descent_applies,
-            "every layer reduces the expected error by 1 − ε (Hadou et al., 2024)",
+            "every layer reduces the expected error, or the objective without a reference "
+            "(Hadou et al., 2024)",
         ),
         CheckSpec(
             "reference_agreement",
             reference_agreement,
             _agreement_applies,
-            "s^(K) agrees with the CVXPY LASSO solution; KKT residual",
+            "s^(K) agrees with the problem's reference: CVXPY for the LASSO, else the classical "
+            "solver run to convergence",
         ),
         CheckSpec(
             "alista_coherence",
@@ -347,9 +355,11 @@ def run_checks(
             ``"default,reference_agreement"`` forces one check on top of a suite.
         options: per-check keyword arguments, e.g. ``{"linear_convergence": {"q_max": 0.8}}``.
         n_samples: samples used (when ``data`` is a datamodule or ``None``).
-        out_dir: if given, plots are written there and attached to the results.
+        out_dir: if given, the report is written there as by ``lightning-unfold check``:
+            ``report.json``, ``report.md`` and the plots (attached to the returned results).
 
-    Exceptions inside a check become results with status ERROR (never a crash).
+    Exceptions inside a check become results with status ERROR (never a crash); a plot that
+    cannot be drawn is reported in the result's ``details["plot_error"]``.
     """
     names, explicit = resolve_suite(suite)
     opts = dict(options or {})
@@ -359,9 +369,17 @@ def run_checks(
     ctx = prepare(model, problem, data, n_samples=n_samples, seed=seed)
     results = [_run_one(CHECKS[n], ctx, opts.get(n, {}), n not in explicit) for n in names]
     if out_dir is not None:
-        from .plots import plot_results
+        from .report import build_report
 
-        results = plot_results(results, out_dir)
+        report = build_report(
+            results,
+            ctx.model,
+            (ctx.x, ctx.target),
+            out_dir,
+            n_samples=n_samples,
+            problem=ctx.problem,
+        )
+        results = list(report.results)
     return results
 
 

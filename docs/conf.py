@@ -4,7 +4,9 @@ Build (README): ``pip install -e ".[docs]" && sphinx-build -W docs docs/_build/h
 Fast build without executing the gallery (what the test suite does):
 ``sphinx-build -W -D plot_gallery=0 docs docs/_build/html``.
 
-Nothing here downloads at build time (no intersphinx); MathJax is loaded by the reader's browser.
+Nothing here downloads at build time (no intersphinx), and nothing is downloaded when a page is
+read: MathJax comes from the ``sphinx-mathjax-offline`` package (in the ``docs`` extra), is copied
+into ``_static/mathjax`` and loaded from there, so the math renders offline.
 The API reference is written from the ``__all__`` of the public modules on every build
 (:func:`write_api_pages`), so a name added to ``__all__`` on any branch appears without editing
 the docs.
@@ -44,7 +46,15 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "auto_examples/*.ipynb", "**.zip"]
+exclude_patterns = [
+    "_build",
+    "Thumbs.db",
+    ".DS_Store",
+    "auto_examples/*.ipynb",
+    "**.zip",
+    "sg_execution_times.rst",  # left by older builds (write_computation_times is off below)
+    "auto_examples/sg_execution_times.rst",
+]
 templates_path = ["_templates"]
 
 # -- Markdown guides (myst): the existing docs/*.md pages, unchanged -------------------------
@@ -71,6 +81,34 @@ nitpicky = False
 
 write_api_pages(DOCS / "api", API_MODULES)
 
+# -- Math: MathJax 3 bundled with the site ---------------------------------------------------
+# The files come from a PyPI package (MathJax 3.2.2, Apache-2.0); ``html_static_path`` copies its
+# ``mathjax/`` folder to ``_static/mathjax`` and ``mathjax_path`` (relative to ``_static``)
+# points at it, so a reader without network access sees rendered math, not raw TeX.
+
+
+def _mathjax_static() -> Path:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        dist = distribution("sphinx-mathjax-offline")
+    except PackageNotFoundError as err:
+        raise RuntimeError(
+            "The docs bundle MathJax from the 'sphinx-mathjax-offline' package, which is not "
+            "installed: pip install -e '.[docs]'."
+        ) from err
+    static = Path(str(dist.locate_file("sphinx-mathjax-offline/static")))
+    if not (static / "mathjax" / MATHJAX_ENTRY).is_file():
+        raise RuntimeError(
+            f"{static / 'mathjax' / MATHJAX_ENTRY} is missing; reinstall the docs extra."
+        )
+    return static
+
+
+#: MathJax's combined component for TeX and MathML input and HTML-CSS output (Sphinx's default)
+MATHJAX_ENTRY = "tex-mml-chtml.js"
+mathjax_path = f"mathjax/{MATHJAX_ENTRY}"
+
 # -- Gallery ---------------------------------------------------------------------------------
 # Every ``plot_*.py`` under examples/gallery/ is executed and rendered; a new file is picked up
 # automatically. ``-D plot_gallery=0`` renders the pages without running them.
@@ -82,12 +120,15 @@ sphinx_gallery_conf = {
     "within_subsection_order": "FileNameSortKey",
     "download_all_examples": False,
     "abort_on_example_error": True,
-    "reset_modules": ("matplotlib",),
+    # matplotlib's state, and Lightning's notices about its own code (docs/_gallery.py)
+    "reset_modules": ("matplotlib", "_gallery.quiet_library_warnings"),
     "matplotlib_animations": False,
     "remove_config_comments": True,
     "show_memory": False,
     "min_reported_time": 0,
-    "write_computation_times": True,
+    # the timing page loads jQuery and DataTables from CDNs: not in an offline site (each
+    # example's page still states its running time)
+    "write_computation_times": False,
     "reference_url": {},
 }
 
@@ -99,7 +140,7 @@ html_theme_options = {
     "show_toc_level": 2,
     "secondary_sidebar_items": ["page-toc"],
 }
-html_static_path: list[str] = []
+html_static_path: list[str] = [str(_mathjax_static())]
 html_show_sourcelink = False
 copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True

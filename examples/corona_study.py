@@ -95,7 +95,9 @@ def _curves(model: torch.nn.Module, problem: UltrasoundClutter, x: Tensor, targe
 
 
 def _problem(p: Preset, lam: float, mu: float) -> UltrasoundClutter:
-    return UltrasoundClutter(n_x=p.n, n_z=p.n, frames=p.frames, rank=p.rank, lam=lam, mu=mu, seed=0)
+    return UltrasoundClutter(
+        n_x=p.n, n_z=p.n, n_frames=p.frames, rank=p.rank, lam=lam, mu=mu, seed=0
+    )
 
 
 def tune(p: Preset) -> tuple[float, float, dict[str, Any]]:

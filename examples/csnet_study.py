@@ -280,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # classical ADMM-TV to convergence (λ of the best setting; relative change <= 1e-6)
     converged = ClassicalSolver(ADMMTV(penalty=rho_b, filters=p.filters), long_problem, 1)
     t0 = time.perf_counter()
-    sol = converged.solve(y, tol=1e-6, max_iter=5 * p.max_classical_iter)
+    sol = converged.solve(y, tol=1e-6, max_iter=5 * p.max_classical_iter, warn=False)
     conv_s = time.perf_counter() - t0
     final = sol.trajectory.estimates[-1]
     conv_psnr = float(torch.as_tensor(base.metrics()[0].fn(final, x, y)).mean())

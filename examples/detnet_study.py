@@ -106,8 +106,8 @@ PRESETS: dict[str, Preset] = {
 def problem(snr_db: float | tuple[float, float]) -> MIMODetection:
     """The fixed-channel problem at one test SNR, or with the SNR drawn from a range (training)."""
     common: dict[str, Any] = dict(
-        users=USERS,
-        antennas=ANTENNAS,
+        n_users=USERS,
+        n_antennas=ANTENNAS,
         channel="toeplitz",
         correlation=CORRELATION,
         loss="symbol_mse",

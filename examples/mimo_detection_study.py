@@ -309,8 +309,8 @@ def detnet_setting(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """DetNet on 30×60 BPSK with an i.i.d. Gaussian channel per sample."""
     train_prob = MIMODetection(
-        users=30,
-        antennas=60,
+        n_users=30,
+        n_antennas=60,
         channel="gaussian",
         snr_db=None,
         snr_range=(7.0, 14.0),
@@ -338,7 +338,7 @@ def detnet_setting(
     }
     for i, snr in enumerate(p.detnet_snrs):
         prob = MIMODetection(
-            users=30, antennas=60, channel="gaussian", snr_db=snr, loss="symbol_mse", seed=2
+            n_users=30, n_antennas=60, channel="gaussian", snr_db=snr, loss="symbol_mse", seed=2
         )
         x, target = prob.sample(p.detnet_test, seed=(5, i))
         detectors: dict[str, Callable[[Tensor], Tensor]] = {

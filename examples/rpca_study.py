@@ -351,7 +351,7 @@ def run_setting(
         "train_s": 0.0,
     }
     converged = ClassicalSolver(RPCA(**opts), problem, 1, dtype=torch.float64).to(device)
-    sol = converged.solve(x.double(), tol=1e-9, max_iter=p.max_classical_iter)
+    sol = converged.solve(x.double(), tol=1e-9, max_iter=p.max_classical_iter, warn=False)
     conv_err = relative_frobenius_error(sol.trajectory.final_estimate, target.double())
     extras: dict[str, Any] = {
         "grid_search": tuned,

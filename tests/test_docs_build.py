@@ -8,6 +8,7 @@ the ``test`` extra, so this never skips in CI: a broken docstring, reference or 
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 import sys
 import time
@@ -70,6 +71,39 @@ def test_every_guide_is_a_page(site: Path) -> None:
     assert 'class="math' in (site / "theory.html").read_text(encoding="utf-8")  # $…$ rendered
 
 
+SCRIPT_SRC = re.compile(r"<script[^>]*\bsrc=\"([^\"]+)\"", flags=re.I)
+STYLESHEET = re.compile(r"<link[^>]*\bhref=\"([^\"]+)\"", flags=re.I)
+
+
+def test_math_renders_offline(site: Path) -> None:
+    """The site bundles its math renderer: no page loads a script or stylesheet from the network
+    (an offline reader would otherwise see raw TeX), and the pages with math load the MathJax
+    copied into ``_static``."""
+    remote = {}
+    for page in site.rglob("*.html"):
+        html = page.read_text(encoding="utf-8")
+        links = SCRIPT_SRC.findall(html) + [
+            h for h in STYLESHEET.findall(html) if h.endswith(".css") or "css" in h
+        ]
+        bad = [u for u in links if u.startswith(("http://", "https://", "//"))]
+        if bad:
+            remote[str(page.relative_to(site))] = bad
+    assert not remote, f"pages load scripts or styles from the network: {remote}"
+    theory = (site / "theory.html").read_text(encoding="utf-8")
+    sources = SCRIPT_SRC.findall(theory)
+    mathjax = [u.split("?")[0] for u in sources if "mathjax" in u.lower() or "katex" in u.lower()]
+    assert mathjax == ["_static/mathjax/tex-mml-chtml.js"], sources
+    assert (site / mathjax[0]).is_file()
+    fonts = site / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2"
+    assert len(list(fonts.glob("*.woff"))) > 10  # MathJax fetches its fonts next to itself
+    generated = (site / "api" / "generated").glob("*.html")
+    with_math = [p for p in generated if 'class="math' in p.read_text(encoding="utf-8")]
+    assert with_math, "no API page has math: the docstrings' .. math:: is not rendered"
+    assert all(
+        'src="../../_static/mathjax/tex-mml-chtml.js' in p.read_text("utf-8") for p in with_math
+    )
+
+
 def test_every_gallery_example_is_a_page(site: Path) -> None:
     examples = sorted((ROOT / "examples" / "gallery").glob("plot_*.py"))
     assert len(examples) >= 7
@@ -78,3 +112,51 @@ def test_every_gallery_example_is_a_page(site: Path) -> None:
         assert page.exists(), f"{ex.name} is not rendered in the gallery"
     index = (site / "auto_examples" / "index.html").read_text(encoding="utf-8")
     assert all(ex.stem in index for ex in examples)
+
+
+def test_gallery_output_shows_no_library_notice_or_machine_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a gallery page shows under an example is its printed output and its warnings. Run
+    one example (fast mode) as the documentation build does, after the build's per-example
+    reset (``docs/_gallery.py``), with every warning recorded: none may remain, and the output
+    may name no path of this machine."""
+    import logging
+    import runpy
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sys.path.insert(0, str(DOCS))
+    try:
+        from _gallery import quiet_library_warnings
+    finally:
+        sys.path.remove(str(DOCS))
+    from lightning_unfold import ALGORITHMS
+
+    monkeypatch.setenv("LU_GALLERY_FAST", "1")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(plt, "show", lambda *a, **k: None)
+    registry, level = dict(ALGORITHMS), logging.getLogger("lightning.pytorch").level
+    example = ROOT / "examples" / "gallery" / "plot_coupling.py"
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            quiet_library_warnings({}, str(example), "before")
+            runpy.run_path(str(example), run_name="__main__")
+    finally:
+        ALGORITHMS.clear()
+        ALGORITHMS.update(registry)
+        logging.getLogger("lightning.pytorch").setLevel(level)
+        plt.close("all")
+    shown = [f"{w.category.__name__}: {w.message}" for w in caught]
+    assert not shown, f"the gallery page would show warnings: {shown}"
+    out = capsys.readouterr()
+    printed = out.out + out.err
+    assert printed.strip(), "the example printed nothing: nothing was checked"
+    for path in {str(ROOT), str(Path(sys.prefix)), str(Path.home()), str(tmp_path)}:
+        assert path not in printed, f"the output names {path}"
+    assert "site-packages" not in printed

@@ -24,7 +24,15 @@ import torch
 from torch import Tensor
 
 from lightning_unfold.algorithms.sparse import SparseRecovery, lasso_objective, soft_threshold
-from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
+from lightning_unfold.core.algorithm import (
+    Algorithm,
+    Certificate,
+    Constraint,
+    ParamSpec,
+    ProblemSpec,
+    Role,
+    SolverTheory,
+)
 
 __all__ = ["ADMMLasso", "ADMMState"]
 
@@ -42,6 +50,32 @@ class ADMMLasso(Algorithm[ADMMState]):
     """ADMM for the LASSO (see the module docstring for the recursion)."""
 
     name: ClassVar[str] = "admm_lasso"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="the LASSO ½‖x − Hs‖² + ρ‖s‖₁",
+        fixed_point="the LASSO solution (primal and dual residuals zero)",
+        convex=True,
+        averaged="ADMM is Douglas–Rachford splitting, a firmly nonexpansive iteration whose "
+        "fixed points give the LASSO solution (Eckstein & Bertsekas 1992, Thm. 8)",
+        descent=None,
+        linear_rate=None,
+    )
+
+    def certificate(self, s: ADMMState, x: Tensor, p: Mapping[str, Tensor]) -> Certificate:
+        r"""ADMM's relative primal and dual residuals after one classical step (Boyd et al.
+        2011, §3.3): with :math:`(s^+, z^+, u^+) = T(s, z, u)`,
+
+        .. math:: r = \max\Big(\frac{\|s^+ - z^+\|}{\max(\|s^+\|, \|z^+\|)},\;
+            \frac{\|z^+ - z\|}{\|u^+\|}\Big),
+
+        both zero exactly at a fixed point, i.e. at the LASSO solution."""
+        t = self.step(s, x, p, 1)
+        tiny = 1e-30
+        norm = torch.linalg.vector_norm
+        primal = norm(t.s - t.z, dim=1) / torch.maximum(
+            norm(t.s, dim=1), norm(t.z, dim=1)
+        ).clamp_min(tiny)
+        dual = norm(t.z - s.z, dim=1) / norm(t.u, dim=1).clamp_min(tiny)
+        return Certificate("relative primal and dual residual of ADMM", torch.maximum(primal, dual))
 
     def __init__(self, penalty: float = 1.0) -> None:
         if not (penalty > 0 and math.isfinite(penalty)):

@@ -76,7 +76,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
+from lightning_unfold.core.algorithm import (
+    Algorithm,
+    Constraint,
+    ParamSpec,
+    ProblemSpec,
+    Role,
+    SolverTheory,
+    require_problem,
+    seeded_rng,
+)
 from lightning_unfold.core.iterate import complex_dtype, require_finite
 from lightning_unfold.core.metrics import NMSE, ProblemMetric, labelled_rows
 
@@ -251,7 +260,7 @@ def _psf_matrix(psf: np.ndarray, n_x: int, n_z: int) -> Tensor:
 class UltrasoundClutter(ProblemSpec):
     r"""Seeded synthetic ultrasound sequences :math:`D = H(L + S) + N` (complex, Casorati form).
 
-    Per sample, on an ``n_x`` × ``n_z`` grid over ``frames`` frames:
+    Per sample, on an ``n_x`` × ``n_z`` grid over ``n_frames`` frames:
 
     * **tissue** :math:`L = \sum_{j=1}^{r} u_jv_j^\top` (rank ``rank``): :math:`u_j` a smooth complex
       speckle pattern (complex Gaussian noise blurred circularly with a Gaussian of 1.5 px),
@@ -274,7 +283,8 @@ class UltrasoundClutter(ProblemSpec):
     NMSE of the blood (primary) and of the tissue, in dB.
 
     Args:
-        n_x, n_z: image size (pixels); frames: :math:`T`; rank: tissue rank
+        n_x, n_z: image size (pixels); n_frames: :math:`T` (``frames=`` is its deprecated
+            name); rank: tissue rank
             :math:`1 \le r \le \min(P, T)`; vessels: 1 or 2; bubbles: scatterers per vessel.
         blood_db, noise_db: mean powers relative to the tissue (dB, < 0).
         psf_width: PSF standard deviation (pixels, ≥ 0); its support must fit in the grid.
@@ -283,12 +293,13 @@ class UltrasoundClutter(ProblemSpec):
     """
 
     default_algorithm = "ista_rpca"
+    renamed_arguments: ClassVar[Mapping[str, str]] = {"frames": "n_frames"}
 
     def __init__(
         self,
         n_x: int = 16,
         n_z: int = 16,
-        frames: int = 20,
+        n_frames: int = 20,
         rank: int = 3,
         vessels: int = 1,
         bubbles: int = 12,
@@ -299,14 +310,14 @@ class UltrasoundClutter(ProblemSpec):
         mu: float = 0.2,
         seed: int = 0,
     ) -> None:
-        for name, v in (("n_x", n_x), ("n_z", n_z), ("frames", frames)):
+        for name, v in (("n_x", n_x), ("n_z", n_z), ("n_frames", n_frames)):
             if not (isinstance(v, int) and v >= 2):
                 raise ValueError(f"{name} must be an integer >= 2, got {v!r}.")
         P = n_x * n_z
-        if not (isinstance(rank, int) and 1 <= rank <= min(P, frames)):
+        if not (isinstance(rank, int) and 1 <= rank <= min(P, n_frames)):
             raise ValueError(
-                f"rank must be an integer in [1, min(P, T)] = [1, {min(P, frames)}] "
-                f"(P = n_x·n_z = {P} pixels, T = {frames} frames), got {rank!r}."
+                f"rank must be an integer in [1, min(P, T)] = [1, {min(P, n_frames)}] "
+                f"(P = n_x·n_z = {P} pixels, T = {n_frames} frames), got {rank!r}."
             )
         if vessels not in (1, 2):
             raise ValueError(f"vessels must be 1 or 2, got {vessels!r}.")
@@ -330,7 +341,7 @@ class UltrasoundClutter(ProblemSpec):
                 f"The PSF of width {psf_width} px has support {self.psf.shape[0]} px, larger than "
                 f"the {n_x}×{n_z} image; use a smaller psf_width or a larger image."
             )
-        self.n_x, self.n_z, self.frames, self.rank = n_x, n_z, frames, rank
+        self.n_x, self.n_z, self.n_frames, self.rank = n_x, n_z, n_frames, rank
         self.vessels, self.bubbles = vessels, bubbles
         self.blood_db, self.noise_db, self.psf_width = (
             float(blood_db),
@@ -354,21 +365,10 @@ class UltrasoundClutter(ProblemSpec):
         """The PSF as a complex128 tensor ``(s, s)``."""
         return torch.from_numpy(self.psf).to(torch.complex128)
 
-    def init_args(self) -> dict[str, Any]:
-        return {
-            "n_x": self.n_x,
-            "n_z": self.n_z,
-            "frames": self.frames,
-            "rank": self.rank,
-            "vessels": self.vessels,
-            "bubbles": self.bubbles,
-            "blood_db": self.blood_db,
-            "noise_db": self.noise_db,
-            "psf_width": self.psf_width,
-            "lam": self.lam,
-            "mu": self.mu,
-            "seed": self.seed,
-        }
+    @property
+    def frames(self) -> int:
+        """:math:`T`, the same as :attr:`n_frames` (the constructor's former name)."""
+        return self.n_frames
 
     def constants(self) -> dict[str, Tensor]:
         """``psf1``, ``psf2`` (the PSFs of :math:`H_1 = H_2`, complex128), ``lam``, ``mu`` and
@@ -388,8 +388,8 @@ class UltrasoundClutter(ProblemSpec):
         return _circular_correlation(t, k.to(t.dtype)).reshape(self.n_x, self.n_z).numpy()
 
     def _tissue(self, rng: np.random.Generator) -> np.ndarray:
-        t = np.arange(self.frames)
-        L = np.zeros((self.pixels, self.frames), dtype=np.complex128)
+        t = np.arange(self.n_frames)
+        L = np.zeros((self.pixels, self.n_frames), dtype=np.complex128)
         for _ in range(self.rank):
             field = rng.normal(size=(self.n_x, self.n_z)) + 1j * rng.normal(
                 size=(self.n_x, self.n_z)
@@ -403,7 +403,7 @@ class UltrasoundClutter(ProblemSpec):
         return L / np.sqrt(np.mean(np.abs(L) ** 2))
 
     def _blood(self, rng: np.random.Generator) -> np.ndarray:
-        nx, nz, T = self.n_x, self.n_z, self.frames
+        nx, nz, T = self.n_x, self.n_z, self.n_frames
         gx, gz = np.meshgrid(np.arange(nx), np.arange(nz), indexing="ij")
         S = np.zeros((nx, nz, T), dtype=np.complex128)
         centre = np.array([(nx - 1) / 2.0, (nz - 1) / 2.0])
@@ -436,9 +436,8 @@ class UltrasoundClutter(ProblemSpec):
     def sample(
         self, n: int, *, seed: int | Sequence[int], dtype: torch.dtype = torch.float32
     ) -> tuple[Tensor, Tensor]:
-        extra = [seed] if isinstance(seed, int) else list(seed)
-        rng = np.random.default_rng([self.seed, *extra])
-        P, T = self.pixels, self.frames
+        rng = seeded_rng(self.seed, seed)
+        P, T = self.pixels, self.n_frames
         target = np.empty((n, 2, P, T), dtype=np.complex128)
         D = np.empty((n, P, T), dtype=np.complex128)
         H = self.H.numpy()
@@ -471,14 +470,14 @@ class UltrasoundClutter(ProblemSpec):
         return (err / energy).sum(dim=1).mean()
 
     def validate_observation(self, x: Tensor) -> None:
-        shape = (self.pixels, self.frames)
+        shape = (self.pixels, self.n_frames)
         if not isinstance(x, Tensor):
             raise TypeError(f"x must be a torch.Tensor of shape (B, {shape[0]}, {shape[1]}).")
         if x.ndim != 3 or tuple(x.shape[1:]) != shape:
             raise ValueError(
                 f"x has shape {tuple(x.shape)} but this UltrasoundClutter problem has "
                 f"P×T = {shape[0]}×{shape[1]} (P = n_x·n_z = {self.n_x}·{self.n_z} pixels, "
-                f"T = {self.frames} frames): observations are Casorati matrices "
+                f"T = {self.n_frames} frames): observations are Casorati matrices "
                 f"(B, {shape[0]}, {shape[1]}) (use x.unsqueeze(0) for one sequence)."
             )
         if not x.is_complex():
@@ -487,12 +486,6 @@ class UltrasoundClutter(ProblemSpec):
                 "(e.g. torch.complex(re, im)); a real signal can be cast with x.to(torch.complex64)."
             )
         require_finite(x, "The ultrasound sequence D")
-
-
-def _require_clutter(problem: ProblemSpec, who: str) -> UltrasoundClutter:
-    if not isinstance(problem, UltrasoundClutter):
-        raise TypeError(f"{who} solves UltrasoundClutter problems, got {type(problem).__name__}.")
-    return problem
 
 
 # -- the iterates ---------------------------------------------------------------------------
@@ -570,6 +563,16 @@ class ISTARPCA(_ClutterSolver):
     """
 
     name: ClassVar[str] = "ista_rpca"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="low-rank plus sparse separation ½‖D − H₁L − H₂S‖² + λ‖L‖* + μ‖S‖₁,₂",
+        fixed_point="the minimiser",
+        convex=True,
+        averaged="proximal gradient with step < 2/L is an averaged operator whose fixed points "
+        "are the minimisers (Combettes & Wajs 2005, Prop. 3.1)",
+        descent="proximal gradient with step ≤ 1/L never raises the objective (Beck & Teboulle "
+        "2009, Lemma 2.3)",
+        linear_rate=None,
+    )
     objective_variants: ClassVar[tuple[str, ...]] = ("direct", "corona")
 
     def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:
@@ -582,7 +585,7 @@ class ISTARPCA(_ClutterSolver):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_clutter(problem, type(self).__name__)
+        prob = require_problem(problem, UltrasoundClutter, type(self).__name__)
         eta = _classical_step(prob, self.step_size, type(self).__name__)
         f64 = torch.float64
         return {
@@ -636,6 +639,11 @@ class FISTARPCA(ISTARPCA):
     """
 
     name: ClassVar[str] = "fista_rpca"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="low-rank plus sparse separation ½‖D − H₁L − H₂S‖² + λ‖L‖* + μ‖S‖₁,₂",
+        fixed_point="the minimiser",
+        convex=True,
+    )
     objective_variants: ClassVar[tuple[str, ...]] = ("direct",)
 
     def objective_form(self, variant: str | None) -> Algorithm[Any]:
@@ -731,6 +739,11 @@ class CORONA(_ClutterSolver):
     """
 
     name: ClassVar[str] = "corona"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="low-rank plus sparse separation ½‖D − H₁L − H₂S‖² + λ‖L‖* + μ‖S‖₁,₂",
+        fixed_point="the minimiser (for the classical convolutions)",
+        convex=True,
+    )
 
     def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:
         return (
@@ -744,7 +757,7 @@ class CORONA(_ClutterSolver):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_clutter(problem, type(self).__name__)
+        prob = require_problem(problem, UltrasoundClutter, type(self).__name__)
         eta = _classical_step(prob, self.step_size, type(self).__name__)
         kernels = corona_kernels(
             prob.H, prob.H, eta, prob.n_x, prob.n_z, self.kernel_size, self.time_kernel

@@ -56,13 +56,23 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
+from lightning_unfold.core.algorithm import (
+    Algorithm,
+    Constraint,
+    ParamSpec,
+    ProblemSpec,
+    Role,
+    SolverTheory,
+    as_operator,
+    require_problem,
+    seeded_rng,
+)
 from lightning_unfold.core.iterate import require_finite
 from lightning_unfold.core.metrics import ProblemMetric, RateOf, labelled_rows
 
@@ -172,8 +182,8 @@ class MIMODetection(ProblemSpec):
     r"""Seeded multiuser MIMO detection instances :math:`y = Hs + w` (see the module docstring).
 
     Args:
-        users: :math:`U` transmitters (one symbol each).
-        antennas: :math:`N` receive antennas.
+        n_users: :math:`U` transmitters (one symbol each); ``users=`` is its deprecated name.
+        n_antennas: :math:`N` receive antennas; ``antennas=`` is its deprecated name.
         constellation: one of :data:`CONSTELLATIONS`.
         channel: ``"deepsic"`` — fixed :math:`H_{ij} = e^{-|i-j|}` (Shlezinger et al. 2021);
             ``"gaussian"`` — i.i.d. :math:`\mathcal N(0, 1/N)` (BPSK) or :math:`\mathcal{CN}(0, 1/N)`
@@ -196,14 +206,21 @@ class MIMODetection(ProblemSpec):
         loss: ``"cross_entropy"`` (mean over symbols of :math:`-\log p_u(s_u)`, DeepSIC's) or
             ``"symbol_mse"`` (:math:`\sum_u |\mathbb E_{p_u}[s] - s_u|^2` per sample, DetNet's).
         seed: seeds the fixed channels and, with ``sample``'s seed, the data.
+        H_fixed: a user channel, fixed for every sample (it replaces the ``channel`` model):
+            ``(n_antennas, n_users)`` — complex for a complex constellation, real for BPSK (a real
+            matrix with a complex constellation is read as complex with zero imaginary part) —
+            or its real equivalent ``(n_obs, n_sym)`` as :attr:`H_fixed` returns it. It may also
+            be set after construction (``problem.H_fixed = H``); either way it is a constructor
+            argument of :meth:`init_args`, so configs and checkpoints keep it.
     """
 
     default_algorithm = "soft_ic"
+    renamed_arguments: ClassVar[Mapping[str, str]] = {"users": "n_users", "antennas": "n_antennas"}
 
     def __init__(
         self,
-        users: int = 4,
-        antennas: int = 4,
+        n_users: int = 4,
+        n_antennas: int = 4,
         constellation: str = "bpsk",
         channel: str = "deepsic",
         snr_db: float | list[float] | None = 10.0,
@@ -213,11 +230,17 @@ class MIMODetection(ProblemSpec):
         correlation: float = 0.5,
         loss: str = "cross_entropy",
         seed: int = 0,
+        H_fixed: Tensor | np.ndarray | list[list[float]] | None = None,
     ) -> None:
         if not (
-            isinstance(users, int) and users >= 1 and isinstance(antennas, int) and antennas >= 1
+            isinstance(n_users, int)
+            and n_users >= 1
+            and isinstance(n_antennas, int)
+            and n_antennas >= 1
         ):
-            raise ValueError(f"users and antennas must be integers >= 1, got {users}, {antennas}.")
+            raise ValueError(
+                f"n_users and n_antennas must be integers >= 1, got {n_users}, {n_antennas}."
+            )
         self.const = _constellation_or_raise(constellation)
         if channel not in CHANNELS:
             raise ValueError(f"Unknown channel {channel!r}; valid: {list(CHANNELS)}.")
@@ -244,20 +267,59 @@ class MIMODetection(ProblemSpec):
             raise ValueError(f"frame must be an integer >= 1, got {frame!r}.")
         if not -1.0 < correlation < 1.0:
             raise ValueError(f"correlation must lie in (-1, 1), got {correlation}.")
-        if channel == "toeplitz" and users > antennas:
+        if channel == "toeplitz" and n_users > n_antennas:
             raise ValueError(
-                f'channel="toeplitz" gives H^T H = R ({users}x{users}, full rank), which needs at '
-                f"least as many antennas as users; got users = {users} > antennas = {antennas}."
+                f'channel="toeplitz" gives H^T H = R ({n_users}x{n_users}, full rank), which needs '
+                f"at least as many antennas as users; got n_users = {n_users} > n_antennas = "
+                f"{n_antennas}."
             )
         if loss not in ("cross_entropy", "symbol_mse"):
             raise ValueError(f"Unknown loss {loss!r}; valid: ['cross_entropy', 'symbol_mse'].")
-        self.users, self.antennas, self.channel = users, antennas, channel
+        self.n_users, self.n_antennas, self.channel = n_users, n_antennas, channel
         self.constellation_name = self.const.name
         self.snr_db = None if snr_db is None else [float(v) for v in values]
         self.snr_range = None if snr_range is None else (float(values[0]), float(values[1]))
         self.csi_noise, self.frame, self.correlation = float(csi_noise), frame, float(correlation)
         self.loss, self.seed = loss, seed
-        self.H_fixed = self._fixed_channel()
+        self._model_H = self._fixed_channel()
+        self._user_H = None if H_fixed is None else self._user_channel(H_fixed)
+
+    @property
+    def users(self) -> int:
+        """:math:`U`, the same as :attr:`n_users` (the constructor's former name)."""
+        return self.n_users
+
+    @property
+    def antennas(self) -> int:
+        """:math:`N`, the same as :attr:`n_antennas` (the constructor's former name)."""
+        return self.n_antennas
+
+    @property
+    def H_fixed(self) -> Tensor | None:
+        """The fixed real-equivalent channel ``(n_obs, n_sym)`` (float64) every sample uses: the
+        user's ``H_fixed`` if one was given, else the ``channel`` model's fixed channel
+        (``None`` for ``"gaussian"``, drawn per sample)."""
+        return self._model_H if self._user_H is None else self._user_H
+
+    @H_fixed.setter
+    def H_fixed(self, value: Tensor | np.ndarray | list[list[float]] | None) -> None:
+        self._user_H = None if value is None else self._user_channel(value)
+        self._record_init_arg("H_fixed", value)
+
+    def _user_channel(self, value: Tensor | np.ndarray | list[list[float]]) -> Tensor:
+        """A user channel as the real-equivalent ``(n_obs, n_sym)`` float64 matrix (see Args)."""
+        N, U = self.antennas, self.users
+        H = as_operator(value, "H_fixed", ndim=2, complex_ok=self.d == 2)
+        if tuple(H.shape) == (N, U):
+            return torch.from_numpy(self._real(H.to(torch.complex128).numpy()[None])[0])
+        if self.d == 2 and tuple(H.shape) == (self.n_obs, self.n_sym) and not H.is_complex():
+            return H
+        equivalent = f" or its real equivalent ({self.n_obs}, {self.n_sym})" if self.d == 2 else ""
+        raise ValueError(
+            f"H_fixed has shape {tuple(H.shape)} but this {U}-user, {N}-antenna "
+            f"{self.constellation_name} problem needs a channel of shape (n_antennas, n_users) = "
+            f"({N}, {U}){equivalent}: y = H s maps {U} user symbols to {N} antennas."
+        )
 
     # -- sizes --------------------------------------------------------------------------------
     @property
@@ -287,7 +349,7 @@ class MIMODetection(ProblemSpec):
             i, j = np.arange(N)[:, None], np.arange(U)[None, :]
             return np.exp(-np.abs(i - j)).astype(np.complex128)
         if self.channel == "correlated":
-            rng = np.random.default_rng([self.seed, 11])
+            rng = seeded_rng(self.seed, 11)
             if self.d == 1:
                 G = rng.normal(size=(N, U))
             else:
@@ -326,21 +388,6 @@ class MIMODetection(ProblemSpec):
         return self._real(Hc)
 
     # -- ProblemSpec --------------------------------------------------------------------------
-    def init_args(self) -> dict[str, Any]:
-        return {
-            "users": self.users,
-            "antennas": self.antennas,
-            "constellation": self.constellation_name,
-            "channel": self.channel,
-            "snr_db": None if self.snr_db is None else list(self.snr_db),
-            "snr_range": None if self.snr_range is None else list(self.snr_range),
-            "csi_noise": self.csi_noise,
-            "frame": self.frame,
-            "correlation": self.correlation,
-            "loss": self.loss,
-            "seed": self.seed,
-        }
-
     def constants(self) -> dict[str, Tensor]:
         """``points`` ``(M, d)``: the constellation (everything else is per sample, in ``x``)."""
         return {"points": self.const.points.clone()}
@@ -348,8 +395,7 @@ class MIMODetection(ProblemSpec):
     def sample(
         self, n: int, *, seed: int | Sequence[int], dtype: torch.dtype = torch.float32
     ) -> tuple[Tensor, Tensor]:
-        extra = [seed] if isinstance(seed, int) else list(seed)
-        rng = np.random.default_rng([self.seed, *extra])
+        rng = seeded_rng(self.seed, seed)
         M, d = self.const.size, self.d
         idx = rng.integers(0, M, size=(n, self.users))
         s = self.const.points.numpy()[idx].reshape(n, self.n_sym)  # interleaved (Re, Im)
@@ -466,14 +512,6 @@ def _sqrtm(R: np.ndarray) -> np.ndarray:
     return (V * np.sqrt(np.clip(w, 0, None))) @ V.T
 
 
-def _require_detection(problem: ProblemSpec) -> MIMODetection:
-    if not isinstance(problem, MIMODetection):
-        raise TypeError(
-            f"This detector solves MIMODetection problems, got {type(problem).__name__}."
-        )
-    return problem
-
-
 def _moments(p: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
     """Posterior means ``(B, U, d)`` and covariances ``(B, U, d, d)`` of probabilities ``(B, U, M)``."""
     m = p @ points
@@ -504,6 +542,12 @@ class SoftIC(Algorithm[Tensor]):
     """
 
     name: ClassVar[str] = "soft_ic"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="symbol detection by soft interference cancellation (a posterior approximation "
+        "without an objective it minimises)",
+        fixed_point="a fixed point of the soft interference cancellation",
+        convex=False,
+    )
 
     def __init__(
         self, damping: float = 0.0, var_scale: float = 1.0, deepsic_hidden: Sequence[int] = (60, 30)
@@ -525,7 +569,7 @@ class SoftIC(Algorithm[Tensor]):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        self._problem = _require_detection(problem)
+        self._problem = require_problem(problem, MIMODetection, type(self).__name__)
         f64 = torch.float64
         return {
             "damping": torch.tensor(self.damping, dtype=f64),
@@ -635,7 +679,7 @@ class SoftIC(Algorithm[Tensor]):
     def make_inductive_bias_net(
         self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
     ) -> nn.Module:
-        prob = _require_detection(problem)
+        prob = require_problem(problem, MIMODetection, type(self).__name__)
         return DeepSICLayer(prob.users, prob.const.size, prob.n_obs, self.deepsic_hidden)
 
     def make_correction_net(
@@ -649,7 +693,7 @@ class SoftIC(Algorithm[Tensor]):
         )
 
     def make_black_box_net(self, problem: ProblemSpec, target_params: int) -> nn.Module:
-        prob = _require_detection(problem)
+        prob = require_problem(problem, MIMODetection, type(self).__name__)
         return DetectionBlackBoxNet(prob.width, prob.users, prob.const.size, target_params)
 
 
@@ -791,6 +835,33 @@ class ProjectedGradientDetector(Algorithm[DetNetState]):
     """
 
     name: ClassVar[str] = "projected_gradient"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="the box-relaxed maximum-likelihood detection min ½‖y − Hs‖² over s ∈ [−1, 1]^U",
+        fixed_point="the box-constrained least-squares solution",
+        convex=True,
+        averaged="projected gradient with 0 < μ < 2/λ_max(HᵀH) is an averaged operator "
+        "(Combettes & Wajs 2005, Prop. 3.1)",
+        descent="projected gradient with μ ≤ 1/λ_max(HᵀH) never raises ½‖y − Hs‖² (Beck & "
+        "Teboulle 2009, Lemma 2.3)",
+        linear_rate="projected gradient converges linearly when H has full column rank (strong "
+        "convexity; Nesterov 2004, Thm. 2.2.8)",
+    )
+
+    def convex_reference(self, x: Tensor, problem: ProblemSpec) -> Tensor | None:
+        r"""The box-constrained least-squares solution
+        :math:`\arg\min_{s\in[-1,1]^U}\tfrac12\|y - Hs\|^2` of every sample by CVXPY
+        (:func:`~lightning_unfold.theory.box_least_squares_reference`), as the estimate
+        :math:`((1+s)/2, (1-s)/2)`."""
+        from lightning_unfold.theory import box_least_squares_reference
+
+        prob = require_problem(problem, MIMODetection, type(self).__name__)
+        y, H, _ = prob.split(x.detach().cpu().double())
+        sols = [
+            box_least_squares_reference(H[b].numpy(), y[b].numpy(), -1.0, 1.0)
+            for b in range(x.shape[0])
+        ]
+        s = torch.as_tensor(np.stack(sols), dtype=torch.float64)
+        return self.estimate(DetNetState(s=s, v=s.new_zeros(s.shape[0], 0)))
 
     def __init__(
         self, step: float | None = None, v_dim: int | None = None, hidden: int | None = None
@@ -801,7 +872,7 @@ class ProjectedGradientDetector(Algorithm[DetNetState]):
         self._problem: MIMODetection | None = None
 
     def _bind(self, problem: ProblemSpec) -> MIMODetection:
-        prob = _require_detection(problem)
+        prob = require_problem(problem, MIMODetection, type(self).__name__)
         if prob.constellation_name != "bpsk":
             raise ValueError(
                 f"ProjectedGradientDetector / DetNet are implemented for BPSK, got "

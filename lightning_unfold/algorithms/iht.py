@@ -48,7 +48,15 @@ import torch
 from torch import Tensor
 
 from lightning_unfold.algorithms.sparse import SparseRecovery
-from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
+from lightning_unfold.core.algorithm import (
+    Algorithm,
+    Constraint,
+    ParamSpec,
+    ProblemSpec,
+    Role,
+    SolverTheory,
+    require_problem,
+)
 
 __all__ = ["IHT", "LIHT", "LIHTCP", "hard_threshold", "l0_objective"]
 
@@ -78,14 +86,6 @@ def l0_objective(s: Tensor, x: Tensor, H: Tensor, l0_weight: Tensor | float) -> 
     return 0.5 * (r * r).sum(dim=1) + l0_weight * (s != 0).sum(dim=1).to(s.dtype)
 
 
-def _require_sparse(problem: ProblemSpec) -> SparseRecovery:
-    if not isinstance(problem, SparseRecovery):
-        raise TypeError(
-            f"IHT and LIHT solve SparseRecovery problems, got {type(problem).__name__}."
-        )
-    return problem
-
-
 class IHT(Algorithm[Tensor]):
     r"""Iterative hard thresholding for :math:`\tfrac12\|x - Hs\|^2 + \lambda_0\|s\|_0`.
 
@@ -104,6 +104,16 @@ class IHT(Algorithm[Tensor]):
     """
 
     name: ClassVar[str] = "iht"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="the ℓ0-penalised least squares ½‖x − Hs‖² + λ₀‖s‖₀",
+        fixed_point="an L-stationary point (Beck & Eldar 2013, Lemma 2.2)",
+        convex=False,
+        averaged=None,
+        descent="IHT with μ ≤ 1/‖H‖² never raises the ℓ0-penalised objective (Blumensath & "
+        "Davies 2008, Thm. 1)",
+        linear_rate="IHT converges linearly to the sparse code up to the noise when H has "
+        "restricted isometry δ_3s < 1/√32 (Blumensath & Davies 2009, Thm. 1)",
+    )
     objective_variants: ClassVar[tuple[str, ...]] = ("liht", "liht_cp", "direct")
 
     def __init__(
@@ -131,7 +141,7 @@ class IHT(Algorithm[Tensor]):
 
     def lam0(self, problem: ProblemSpec) -> float:
         r"""The :math:`\ell_0` weight :math:`\lambda_0` (default :math:`\rho^2/2`)."""
-        prob = _require_sparse(problem)
+        prob = require_problem(problem, SparseRecovery, type(self).__name__)
         return prob.rho**2 / 2.0 if self.l0_weight is None else float(self.l0_weight)
 
     def _theta(self, problem: SparseRecovery, mu: float) -> float:
@@ -146,7 +156,7 @@ class IHT(Algorithm[Tensor]):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_sparse(problem)
+        prob = require_problem(problem, SparseRecovery, type(self).__name__)
         mu = self._mu(prob)
         f64 = torch.float64
         return {
@@ -203,6 +213,13 @@ class LIHT(IHT):
     """
 
     name: ClassVar[str] = "liht"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="the ℓ0-penalised least squares ½‖x − Hs‖² + λ₀‖s‖₀",
+        fixed_point="an L-stationary point of the classical IHT (Beck & Eldar 2013, Lemma 2.2)",
+        convex=False,
+        linear_rate="learned IHT converges linearly where its layers' operators W·H have a "
+        "restricted isometry constant below IHT's (Xin et al. 2016, Thm. 1)",
+    )
     objective_variants: ClassVar[tuple[str, ...]] = ("direct",)
 
     def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:
@@ -214,7 +231,7 @@ class LIHT(IHT):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_sparse(problem)
+        prob = require_problem(problem, SparseRecovery, type(self).__name__)
         full = super().classical_params(prob)
         mu, H = float(full["step"]), prob.H
         return {

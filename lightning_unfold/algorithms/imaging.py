@@ -68,13 +68,23 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
+from lightning_unfold.core.algorithm import (
+    Algorithm,
+    Constraint,
+    ParamSpec,
+    ProblemSpec,
+    Role,
+    SolverTheory,
+    as_operator,
+    require_problem,
+    seeded_rng,
+)
 from lightning_unfold.core.iterate import complex_dtype, real_dtype, require_finite
 from lightning_unfold.core.metrics import MeanOf, ProblemMetric
 from lightning_unfold.core.networks import ConvDenoiserNet
@@ -267,7 +277,7 @@ class CompressiveImaging(ProblemSpec):
         ellipses: int = 5,
         texture: float = 0.05,
         seed: int = 0,
-        mask_matrix: list[list[float]] | None = None,
+        mask_matrix: Tensor | np.ndarray | list[list[float]] | None = None,
     ) -> None:
         if not (isinstance(size, int) and size >= 8):
             raise ValueError(f"size (image side n) must be an integer >= 8, got {size!r}.")
@@ -283,9 +293,8 @@ class CompressiveImaging(ProblemSpec):
         self.snr_db = None if snr_db is None else float(snr_db)
         self.tv_weight, self.ellipses, self.texture = float(tv_weight), ellipses, float(texture)
         self.seed = seed
-        self._custom = mask_matrix is not None
         if mask_matrix is not None:
-            m = np.asarray(mask_matrix, dtype=np.float64)
+            m = as_operator(mask_matrix, "mask_matrix", ndim=2).numpy()
             if m.shape != (size, size):
                 raise ValueError(
                     f"mask_matrix has shape {m.shape} but the images are {size}×{size}: the "
@@ -305,28 +314,13 @@ class CompressiveImaging(ProblemSpec):
                     "and the ADMM x-update is singular; set mask_matrix[0][0] = 1."
                 )
         else:
-            m = sampling_mask(size, self.sampling_rate, mask, np.random.default_rng([seed, 13]))
+            m = sampling_mask(size, self.sampling_rate, mask, seeded_rng(seed, 13))
         self.mask = torch.from_numpy(m)
 
     @property
     def sampled_fraction(self) -> float:
         """The fraction of k-space the mask actually samples."""
         return float(self.mask.mean())
-
-    def init_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = {
-            "size": self.size,
-            "sampling_rate": self.sampling_rate,
-            "mask": self.mask_kind,
-            "snr_db": self.snr_db,
-            "tv_weight": self.tv_weight,
-            "ellipses": self.ellipses,
-            "texture": self.texture,
-            "seed": self.seed,
-        }
-        if self._custom:
-            args["mask_matrix"] = self.mask.tolist()
-        return args
 
     def constants(self) -> dict[str, Tensor]:
         """``mask`` (n, n) float 0/1 in FFT order; ``tv_weight`` λ."""
@@ -337,8 +331,7 @@ class CompressiveImaging(ProblemSpec):
 
     def images(self, n: int, *, seed: int | Sequence[int]) -> np.ndarray:
         """``n`` seeded phantoms ``(n, size, size)`` in :math:`[0, 1]` (float64)."""
-        extra = [seed] if isinstance(seed, int) else list(seed)
-        rng = np.random.default_rng([self.seed, 1, *extra])
+        rng = seeded_rng(self.seed, 1, seed)
         return np.stack([_phantom(rng, self.size, self.ellipses, self.texture) for _ in range(n)])
 
     def measure(self, images: Tensor, *, seed: int | Sequence[int] = 0) -> Tensor:
@@ -348,8 +341,7 @@ class CompressiveImaging(ProblemSpec):
         clean = self.mask * _fft(x)
         if self.snr_db is None:
             return clean
-        extra = [seed] if isinstance(seed, int) else list(seed)
-        rng = np.random.default_rng([self.seed, 2, *extra])
+        rng = seeded_rng(self.seed, 2, seed)
         shape = (x.shape[0], self.size, self.size)
         noise = torch.from_numpy(rng.normal(size=shape) + 1j * rng.normal(size=shape))
         noise = self.mask * noise / math.sqrt(2.0)
@@ -364,9 +356,8 @@ class CompressiveImaging(ProblemSpec):
     def sample(
         self, n: int, *, seed: int | Sequence[int], dtype: torch.dtype = torch.float32
     ) -> tuple[Tensor, Tensor]:
-        extra = [seed] if isinstance(seed, int) else list(seed)
-        img = torch.from_numpy(self.images(n, seed=extra))
-        y = self.measure(img, seed=extra)
+        img = torch.from_numpy(self.images(n, seed=seed))
+        y = self.measure(img, seed=seed)
         return y.to(complex_dtype(dtype)), img.to(real_dtype(dtype))
 
     def metrics(self) -> tuple[ProblemMetric, ...]:
@@ -375,11 +366,6 @@ class CompressiveImaging(ProblemSpec):
             MeanOf("psnr_db", psnr, label="PSNR", unit="dB", higher_is_better=True),
             MeanOf("ssim", ssim, label="SSIM", higher_is_better=True),
         )
-
-    def estimate_objective(self, estimate: Tensor, x: Tensor) -> Tensor:
-        """Per-sample TV objective of images alone (the black box's unsupervised loss)."""
-        mask = self.mask.to(estimate.device, real_dtype(estimate.dtype))
-        return tv_objective(estimate, x, mask, self.tv_weight)
 
     def _check_images(self, images: Tensor) -> None:
         n = self.size
@@ -497,12 +483,6 @@ class ImagingADMMState:
     u: Tensor
 
 
-def _require_imaging(problem: ProblemSpec) -> CompressiveImaging:
-    if not isinstance(problem, CompressiveImaging):
-        raise TypeError(f"ADMMTV solves CompressiveImaging problems, got {type(problem).__name__}.")
-    return problem
-
-
 class ADMMTV(Algorithm[ImagingADMMState]):
     r"""ADMM for TV-regularised Fourier imaging; its ``objective`` paradigm is ADMM-CSNet.
 
@@ -516,6 +496,45 @@ class ADMMTV(Algorithm[ImagingADMMState]):
     """
 
     name: ClassVar[str] = "admm_tv"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="TV-regularised reconstruction ½‖y − MFx‖² + λ·TV(x)",
+        fixed_point="the TV-regularised reconstruction (primal and dual residuals zero)",
+        convex=True,
+        averaged="ADMM is Douglas–Rachford splitting, a firmly nonexpansive iteration whose "
+        "fixed points give the minimiser (Eckstein & Bertsekas 1992, Thm. 8)",
+        descent=None,
+        linear_rate=None,
+    )
+
+    def convex_reference(self, x: Tensor, problem: ProblemSpec) -> Tensor | None:
+        r"""The TV-regularised reconstruction
+        :math:`\arg\min_u \tfrac12\|M\odot Fu - y\|^2 + \lambda\|D_hu\|_1 + \lambda\|D_vu\|_1`
+        (circular differences, ``filters="tv"`` only) by CVXPY, the complex data split exactly into
+        real and imaginary parts; images up to 32 × 32 (``None`` otherwise)."""
+        import cvxpy as cp
+
+        prob = require_problem(problem, CompressiveImaging, type(self).__name__)
+        n = prob.size
+        if self.filters != "tv" or n > 32:
+            return None
+        F = np.fft.fft(np.eye(n), norm="ortho")
+        sampled = prob.mask.detach().cpu().numpy().ravel().astype(bool)
+        A = np.kron(F, F)[sampled]
+        out = []
+        for b in range(x.shape[0]):
+            yv = x[b].detach().cpu().to(torch.complex128).numpy().ravel()[sampled]
+            u = cp.Variable((n, n))
+            uv = cp.vec(u, order="C")
+            dh = cp.hstack([u[:, 1:] - u[:, :-1], u[:, :1] - u[:, -1:]])
+            dv = cp.vstack([u[1:, :] - u[:-1, :], u[:1, :] - u[-1:, :]])
+            data = cp.sum_squares(A.real @ uv - yv.real) + cp.sum_squares(A.imag @ uv - yv.imag)
+            tv = cp.sum(cp.abs(dh)) + cp.sum(cp.abs(dv))
+            program = cp.Problem(cp.Minimize(0.5 * data + prob.tv_weight * tv))
+            program.solve(solver=cp.CLARABEL)
+            if program.status != cp.OPTIMAL or u.value is None:
+                return None
+            out.append(u.value)
+        return torch.as_tensor(np.stack(out), dtype=torch.float64)
 
     def __init__(self, penalty: float = 0.05, dual_step: float = 1.0, filters: str = "tv") -> None:
         if not (penalty > 0 and math.isfinite(penalty)):
@@ -538,7 +557,7 @@ class ADMMTV(Algorithm[ImagingADMMState]):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_imaging(problem)
+        prob = require_problem(problem, CompressiveImaging, type(self).__name__)
         w = finite_difference_filters(self.filters)
         f64 = torch.float64
         return {
@@ -581,6 +600,7 @@ class ADMMTV(Algorithm[ImagingADMMState]):
         return tv_objective(s.x, x, c["mask"], c["tv_weight"], self.filters)
 
     def estimate_objective(self, estimate: Tensor, x: Tensor, c: Mapping[str, Tensor]) -> Tensor:
+        """Per-sample TV objective of images alone (the black box's unsupervised loss)."""
         return tv_objective(estimate, x, c["mask"], c["tv_weight"], self.filters)
 
     def features(self, s: ImagingADMMState, x: Tensor, p: Mapping[str, Tensor]) -> Tensor:
@@ -592,7 +612,7 @@ class ADMMTV(Algorithm[ImagingADMMState]):
     def make_correction_net(
         self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
     ) -> nn.Module:
-        prob = _require_imaging(problem)
+        prob = require_problem(problem, CompressiveImaging, type(self).__name__)
         C = finite_difference_filters(self.filters).shape[0]
         return ImagingCorrectionNet(prob.size, C, channels=hidden)
 
@@ -606,7 +626,9 @@ class ADMMTV(Algorithm[ImagingADMMState]):
         )
 
     def make_black_box_net(self, problem: ProblemSpec, target_params: int) -> nn.Module:
-        return ImagingBlackBoxNet(_require_imaging(problem), target_params)
+        return ImagingBlackBoxNet(
+            require_problem(problem, CompressiveImaging, type(self).__name__), target_params
+        )
 
 
 class ImagingCorrectionNet(nn.Module):

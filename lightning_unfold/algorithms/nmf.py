@@ -42,13 +42,23 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
+from lightning_unfold.core.algorithm import (
+    Algorithm,
+    Certificate,
+    Constraint,
+    ParamSpec,
+    ProblemSpec,
+    Role,
+    SolverTheory,
+    require_problem,
+    seeded_rng,
+)
 from lightning_unfold.core.iterate import require_finite
 from lightning_unfold.core.metrics import MeanOf, ProblemMetric
 
@@ -224,7 +234,7 @@ class NMFSeparation(ProblemSpec):
             float(segment),
         )
         self.seed = seed
-        rng = np.random.default_rng([seed, 11])
+        rng = seeded_rng(seed, 11)
         freqs = np.arange(n_freq, dtype=np.float64)
         # source 0: low fundamentals, bands low-mid; source 1: higher fundamentals, bands high
         self._f0 = [
@@ -274,19 +284,6 @@ class NMFSeparation(ProblemSpec):
         kernel = np.array([0.25, 0.5, 0.25])
         return np.stack([np.convolve(row, kernel, mode="same") for row in h])
 
-    def init_args(self) -> dict[str, Any]:
-        return {
-            "n_freq": self.n_freq,
-            "n_frames": self.n_frames,
-            "combs": self.combs,
-            "bands": self.bands,
-            "width": self.width,
-            "jitter": self.jitter,
-            "noise": self.noise,
-            "segment": self.segment,
-            "seed": self.seed,
-        }
-
     def constants(self) -> dict[str, Tensor]:
         """``W``: the nominal dictionary ``(F, 2r)`` (source 1's atoms first); ``atoms``: r."""
         return {
@@ -297,8 +294,7 @@ class NMFSeparation(ProblemSpec):
     def sample(
         self, n: int, *, seed: int | Sequence[int], dtype: torch.dtype = torch.float32
     ) -> tuple[Tensor, Tensor]:
-        extra = [seed] if isinstance(seed, int) else list(seed)
-        rng = np.random.default_rng([self.seed, *extra])
+        rng = seeded_rng(self.seed, seed)
         S = np.empty((n, 2, self.n_freq, self.n_frames))
         for i in range(n):
             for j in range(2):
@@ -332,12 +328,6 @@ class NMFSeparation(ProblemSpec):
             )
 
 
-def _require_nmf(problem: ProblemSpec) -> NMFSeparation:
-    if not isinstance(problem, NMFSeparation):
-        raise TypeError(f"NMF solves NMFSeparation problems, got {type(problem).__name__}.")
-    return problem
-
-
 def _wiener(W: Tensor, H: Tensor, V: Tensor, r: int) -> Tensor:
     """Wiener-filtered sources ``(B, 2, F, T)``: :math:`\\frac{W_jH_j}{WH}\\odot V`."""
     parts = torch.stack([W[:, :, :r] @ H[:, :r], W[:, :, r:] @ H[:, r:]], dim=1)
@@ -356,6 +346,36 @@ class NMF(Algorithm[NMFState]):
     """
 
     name: ClassVar[str] = "nmf"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="β-divergence NMF D_β(V | WH) + λ‖H‖₁ over H ≥ 0",
+        fixed_point="a KKT point (H ≥ 0, ∇_H ≥ 0, H ⊙ ∇_H = 0)",
+        convex=False,
+        averaged=None,
+        descent="the multiplicative updates with exponent γ ≤ γ(β) never raise the β-divergence "
+        "(Févotte & Idier 2011, Thm. 2)",
+        linear_rate=None,
+    )
+
+    def certificate(self, s: NMFState, x: Tensor, p: Mapping[str, Tensor]) -> Certificate:
+        r"""The KKT residual of the activations (the dictionary is the layer's), relative:
+        with :math:`\nabla_H = W^\top\Lambda^{\beta-1} - W^\top(V\odot\Lambda^{\beta-2}) +
+        \lambda = d - n` (:math:`\Lambda = WH`),
+
+        .. math:: r = \frac{\sum H\odot|d - n|}{\sum H\odot d}
+            + \operatorname{mean}_{H_{ij} \approx 0}\big(n_{ij}/d_{ij} - 1\big)_+,
+
+        complementarity :math:`H\odot\nabla_H = 0` plus dual feasibility :math:`\nabla_H \ge 0`
+        where :math:`H = 0`; 0 exactly at a KKT point, which is where the multiplicative
+        update is at a fixed point."""
+        W = s.W if self.update_dictionary else p["dictionary"].expand(x.shape[0], -1, -1)
+        num, den = self._powers(W @ s.H + _EPS, x)
+        n = W.mT @ num
+        d = W.mT @ den + p["sparsity"] + _EPS
+        comp = (s.H * (d - n).abs()).flatten(1).sum(1) / (s.H * d).flatten(1).sum(1).clamp_min(_EPS)
+        zero = s.H <= 1e-10 * s.H.flatten(1).amax(1).clamp_min(_EPS)[:, None, None]
+        infeas = torch.where(zero, (n / d - 1.0).clamp_min(0.0), torch.zeros_like(d))
+        frac = infeas.flatten(1).sum(1) / zero.flatten(1).sum(1).clamp_min(1)
+        return Certificate("KKT residual of the activations H (relative)", comp + frac)
 
     def __init__(
         self,
@@ -388,7 +408,7 @@ class NMF(Algorithm[NMFState]):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_nmf(problem)
+        prob = require_problem(problem, NMFSeparation, type(self).__name__)
         f64 = torch.float64
         return {
             "dictionary": prob.W.clone(),
@@ -467,19 +487,19 @@ class NMF(Algorithm[NMFState]):
     def make_correction_net(
         self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
     ) -> nn.Module:
-        prob = _require_nmf(problem)
+        prob = require_problem(problem, NMFSeparation, type(self).__name__)
         self._no_dictionary_updates("correction")
         return NMFCorrectionNet(*self._shape(prob), channels=hidden, beta=self.beta)
 
     def make_inductive_bias_net(
         self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
     ) -> nn.Module:
-        prob = _require_nmf(problem)
+        prob = require_problem(problem, NMFSeparation, type(self).__name__)
         self._no_dictionary_updates("inductive-bias")
         return NMFNetIteration(*self._shape(prob), channels=hidden, exponent=self.exponent)
 
     def make_black_box_net(self, problem: ProblemSpec, target_params: int) -> nn.Module:
-        _require_nmf(problem)
+        require_problem(problem, NMFSeparation, type(self).__name__)
         return NMFBlackBoxNet(target_params)
 
 

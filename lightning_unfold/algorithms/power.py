@@ -73,13 +73,24 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
+from lightning_unfold.core.algorithm import (
+    Algorithm,
+    Constraint,
+    ParamSpec,
+    ProblemSpec,
+    Role,
+    SolverTheory,
+    as_operator,
+    require_problem,
+    seeded_rng,
+)
 from lightning_unfold.core.iterate import aux_field, require_finite
 from lightning_unfold.core.metrics import MeanOf, ProblemMetric
 
 __all__ = [
     "CHANNEL_MODELS",
     "WMMSE",
+    "GraphConv",
     "GraphIteration",
     "InterferenceChannel",
     "PowerBlackBoxNet",
@@ -528,6 +539,10 @@ class InterferenceChannel(ProblemSpec):
         p_max: :math:`P_{\max} > 0` (amplitudes :math:`v \in [0, \sqrt{P_{\max}}]`).
         path_loss: the exponent of :math:`d^{-\text{path\_loss}}` (amplitude), default 2.2.
         seed: the topology (and, combined with ``sample``'s seed, the fading).
+        channel_set: the user's channels, ``(K, M, M)`` amplitude gains :math:`|h_{ij}| \ge 0`
+            (e.g. from measurements or a ray tracer); ``sample`` then draws its matrices
+            uniformly from these K (seeded) instead of the ``channel`` model, and configs and
+            checkpoints keep the set.
 
     ``sample`` returns ``x = H`` ``(B, M, M)`` and ``target`` = NaN ``(B, M)`` (unlabelled:
     power allocation has no ground truth; supervised training raises a clear error).
@@ -545,6 +560,7 @@ class InterferenceChannel(ProblemSpec):
         p_max: float = 1.0,
         path_loss: float = 2.2,
         seed: int = 0,
+        channel_set: Tensor | np.ndarray | list[Any] | None = None,
     ) -> None:
         if isinstance(M, bool) or not isinstance(M, int) or M < 1:
             raise ValueError(
@@ -567,7 +583,7 @@ class InterferenceChannel(ProblemSpec):
             float(path_loss),
         )
         if channel == "geometric":
-            rng = np.random.default_rng(seed)
+            rng = seeded_rng(seed)
             tx = rng.uniform(-M, M, size=(M, 2))
             rx = tx + rng.uniform(-M / 4, M / 4, size=(M, 2))
             dist = np.linalg.norm(rx[:, None, :] - tx[None, :, :], axis=2)
@@ -576,16 +592,21 @@ class InterferenceChannel(ProblemSpec):
         else:
             self.distances = None
             self.path_gain = np.ones((M, M))
-
-    def init_args(self) -> dict[str, Any]:
-        return {
-            "M": self.M,
-            "channel": self.channel,
-            "noise_power": self.noise_power,
-            "p_max": self.p_max,
-            "path_loss": self.path_loss,
-            "seed": self.seed,
-        }
+        self.channel_set: Tensor | None = None
+        if channel_set is not None:
+            H = as_operator(channel_set, "channel_set", ndim=3)
+            if H.shape[0] < 1 or tuple(H.shape[1:]) != (M, M):
+                raise ValueError(
+                    f"channel_set has shape {tuple(H.shape)} but this InterferenceChannel has "
+                    f"M={M} pairs: the set must be (K, M, M) = (K, {M}, {M}) with K >= 1 "
+                    "(or set M to the size of your channels)."
+                )
+            if bool((H < 0).any()):
+                raise ValueError(
+                    f"channel_set has {int((H < 0).sum())} negative entries; it holds amplitude "
+                    "gains |h_ij| >= 0 (pass the magnitudes of complex channels)."
+                )
+            self.channel_set = H
 
     def constants(self) -> dict[str, Tensor]:
         """``noise`` (σ²) and ``p_max`` (P_max), float64 scalars."""
@@ -597,14 +618,21 @@ class InterferenceChannel(ProblemSpec):
 
     def with_size(self, M: int) -> InterferenceChannel:
         """The same protocol (channel model, noise, power, seed) at another network size."""
+        if self.channel_set is not None:
+            raise ValueError(
+                "This InterferenceChannel samples a user channel_set of fixed size M = "
+                f"{self.M}; build one from channels of {M} pairs instead of with_size({M})."
+            )
         return InterferenceChannel(**{**self.init_args(), "M": M})
 
     def sample(
         self, n: int, *, seed: int | Sequence[int], dtype: torch.dtype = torch.float32
     ) -> tuple[Tensor, Tensor]:
-        extra = [seed] if isinstance(seed, int) else list(seed)
-        rng = np.random.default_rng([self.seed, *extra])
-        H = self.path_gain[None] * rng.rayleigh(1.0, size=(n, self.M, self.M))
+        rng = seeded_rng(self.seed, seed)
+        if self.channel_set is not None:
+            H = self.channel_set.numpy()[rng.integers(0, self.channel_set.shape[0], size=n)]
+        else:
+            H = self.path_gain[None] * rng.rayleigh(1.0, size=(n, self.M, self.M))
         target = torch.full((n, self.M), float("nan"), dtype=dtype)
         return torch.from_numpy(H).to(dtype), target
 
@@ -657,12 +685,6 @@ class InterferenceChannel(ProblemSpec):
             )
 
 
-def _require_channel(problem: ProblemSpec) -> InterferenceChannel:
-    if not isinstance(problem, InterferenceChannel):
-        raise TypeError(f"WMMSE solves InterferenceChannel problems, got {type(problem).__name__}.")
-    return problem
-
-
 class WMMSE(Algorithm[WMMSEState]):
     r"""WMMSE power allocation (Shi et al. 2011) — the recursion is in the module docstring.
 
@@ -684,6 +706,15 @@ class WMMSE(Algorithm[WMMSEState]):
     """
 
     name: ClassVar[str] = "wmmse"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="the sum-rate maximisation over powers 0 ≤ p ≤ P_max (non-convex)",
+        fixed_point="a stationary point of the sum-rate (Shi et al. 2011, Thm. 3)",
+        convex=False,
+        averaged=None,
+        descent="WMMSE never lowers the sum-rate: it is block-coordinate descent on the weighted "
+        "MSE (Shi et al. 2011, Thm. 3)",
+        linear_rate=None,
+    )
     objective_variants: ClassVar[tuple[str, ...]] = ("per_user",)
 
     def __init__(self, relax: float = 1.0, per_user_weights: bool = False) -> None:
@@ -708,7 +739,7 @@ class WMMSE(Algorithm[WMMSEState]):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_channel(problem)
+        prob = require_problem(problem, InterferenceChannel, type(self).__name__)
         f64 = torch.float64
         n = prob.M if self.per_user_weights else 1
         return {
@@ -804,15 +835,15 @@ class WMMSE(Algorithm[WMMSEState]):
     def make_correction_net(
         self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
     ) -> nn.Module:
-        _require_channel(problem)
+        require_problem(problem, InterferenceChannel, type(self).__name__)
         return UWMMSECorrection(hidden)
 
     def make_inductive_bias_net(
         self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
     ) -> nn.Module:
-        prob = _require_channel(problem)
+        prob = require_problem(problem, InterferenceChannel, type(self).__name__)
         return GraphIteration(hidden, noise=prob.noise_power, p_max=prob.p_max)
 
     def make_black_box_net(self, problem: ProblemSpec, target_params: int) -> nn.Module:
-        prob = _require_channel(problem)
+        prob = require_problem(problem, InterferenceChannel, type(self).__name__)
         return PowerBlackBoxNet(target_params, noise=prob.noise_power, p_max=prob.p_max)

@@ -82,11 +82,16 @@ from torch import Tensor, nn
 
 from lightning_unfold.core.algorithm import (
     Algorithm,
+    Certificate,
     Constraint,
     ParamSpec,
     ProblemSpec,
     Role,
+    SolverTheory,
+    as_operator,
     project_unit_modulus,
+    require_problem,
+    seeded_rng,
 )
 from lightning_unfold.core.iterate import complex_dtype, real_dtype, require_finite
 from lightning_unfold.core.metrics import MeanOf, ProblemMetric
@@ -205,6 +210,9 @@ class HybridPrecoding(ProblemSpec):
             Laplacian around them (``angle_spread`` rad); :math:`\mathbb E|H_{b,um}|^2 = 1`.
         analog: ``"unit_modulus"`` or ``"unconstrained"`` (power constraint only).
         seed: combined with ``sample``'s seed.
+        channel_set: the user's channels, complex ``(K, B, U, M)`` (e.g. measured or ray-traced);
+            ``sample`` then draws its channels uniformly from these K (seeded) instead of the
+            ``channel`` model, and configs and checkpoints keep the set.
 
     ``sample`` returns ``x`` = the channels ``(n, B, U, M)`` (complex64 for ``dtype=float32``,
     complex128 for float64) and ``target`` = NaN ``(n, M·L + B·L·U)`` (real): the problem has no
@@ -227,6 +235,7 @@ class HybridPrecoding(ProblemSpec):
         delay_spread: float = 2.0,
         angle_spread: float = 0.1,
         seed: int = 0,
+        channel_set: Tensor | np.ndarray | list[Any] | None = None,
     ) -> None:
         for name, v in (("n_bands", n_bands), ("n_users", n_users), ("n_rf", n_rf)):
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
@@ -260,6 +269,17 @@ class HybridPrecoding(ProblemSpec):
         self.n_clusters, self.n_rays = int(n_clusters), int(n_rays)
         self.delay_spread, self.angle_spread = float(delay_spread), float(angle_spread)
         self.seed = seed
+        self.channel_set: Tensor | None = None
+        if channel_set is not None:
+            H = as_operator(channel_set, "channel_set", ndim=4, complex_ok=True)
+            want = (n_bands, n_users, n_antennas)
+            if H.shape[0] < 1 or tuple(H.shape[1:]) != want:
+                raise ValueError(
+                    f"channel_set has shape {tuple(H.shape)} but this HybridPrecoding has "
+                    f"B={n_bands} bands, U={n_users} users and M={n_antennas} antennas: the set "
+                    f"must be (K, B, U, M) = (K, {n_bands}, {n_users}, {n_antennas}) with K >= 1."
+                )
+            self.channel_set = H.to(torch.complex128)
 
     @property
     def gain(self) -> float:
@@ -280,22 +300,6 @@ class HybridPrecoding(ProblemSpec):
     @property
     def estimate_width(self) -> int:
         return self.n_antennas * self.n_rf + self.n_bands * self.n_rf * self.n_users
-
-    def init_args(self) -> dict[str, Any]:
-        return {
-            "n_bands": self.n_bands,
-            "n_users": self.n_users,
-            "n_rf": self.n_rf,
-            "n_antennas": self.n_antennas,
-            "snr_db": self.snr_db,
-            "channel": self.channel,
-            "analog": self.analog,
-            "n_clusters": self.n_clusters,
-            "n_rays": self.n_rays,
-            "delay_spread": self.delay_spread,
-            "angle_spread": self.angle_spread,
-            "seed": self.seed,
-        }
 
     def constants(self) -> dict[str, Tensor]:
         """``snr_gain``: :math:`\\gamma = \\mathrm{SNR}/U` of the objective."""
@@ -318,10 +322,11 @@ class HybridPrecoding(ProblemSpec):
     def sample(
         self, n: int, *, seed: int | Sequence[int], dtype: torch.dtype = torch.float32
     ) -> tuple[Tensor, Tensor]:
-        extra = [seed] if isinstance(seed, int) else list(seed)
-        rng = np.random.default_rng([self.seed, *extra])
+        rng = seeded_rng(self.seed, seed)
         shape = (n, self.n_bands, self.n_users, self.n_antennas)
-        if self.channel == "gaussian":
+        if self.channel_set is not None:
+            h = self.channel_set.numpy()[rng.integers(0, self.channel_set.shape[0], size=n)]
+        elif self.channel == "gaussian":
             h = (rng.normal(size=shape) + 1j * rng.normal(size=shape)) / np.sqrt(2)
         elif self.channel == "real_gaussian":
             h = rng.normal(size=shape).astype(np.complex128)
@@ -337,16 +342,12 @@ class HybridPrecoding(ProblemSpec):
         h = x.to(wa.dtype) if wa.is_complex() else x
         return achievable_rate(h, wa.to(h.dtype), wd.to(h.dtype), self.gain)
 
-    def estimate_objective(self, estimate: Tensor, x: Tensor) -> Tensor:
-        """Per-sample negative rate of packed precoders: the unsupervised loss of models without
-        an iterate (the black box), read by :class:`~lightning_unfold.training.UnfoldedModule`."""
-        return -self.rate_of_estimate(estimate, x)
-
     def metrics(self) -> tuple[ProblemMetric, ...]:
-        """The achievable rate in nats per channel use (mean over channels; primary)."""
+        """The achievable rate in nats per channel use (mean over channels; primary), named
+        ``rate_nats`` because the library's other rates are in bit/s/Hz (divide by ln 2)."""
         return (
             MeanOf(
-                "rate",
+                "rate_nats",
                 lambda est, target, x: self.rate_of_estimate(est, x),
                 label="achievable rate",
                 unit="nat/s/Hz",
@@ -381,14 +382,6 @@ class HybridPrecoding(ProblemSpec):
                 f"(n, {shape[0]}, {shape[1]}, {shape[2]}) (use x.unsqueeze(0) for one channel)."
             )
         require_finite(torch.view_as_real(x) if x.is_complex() else x, "The channel H")
-
-
-def _require_hybrid(problem: ProblemSpec) -> HybridPrecoding:
-    if not isinstance(problem, HybridPrecoding):
-        raise TypeError(
-            f"HybridPGA solves HybridPrecoding instances, got {type(problem).__name__}."
-        )
-    return problem
 
 
 #: the valid ``digital_init`` values of :class:`HybridPGA`
@@ -429,6 +422,24 @@ class HybridPGA(Algorithm[PrecoderState]):
     """
 
     name: ClassVar[str] = "hybrid_pga"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="the achievable-rate maximisation of wideband hybrid precoding (non-convex: "
+        "unit-modulus analog precoder)",
+        fixed_point="a stationary point of the rate on the constraint set",
+        convex=False,
+        averaged=None,
+        descent=None,
+        linear_rate=None,
+    )
+
+    def certificate(self, s: PrecoderState, x: Tensor, p: Mapping[str, Tensor]) -> Certificate:
+        r"""The projected-gradient residual :math:`\|P(s + \mu\nabla R(s)) - s\| /
+        \|P(s + \mu\nabla R(s))\|` at the classical steps: the fixed-point residual of
+        projected gradient ascent, zero exactly at a stationary point of the rate on the
+        constraint set."""
+        return Certificate(
+            "relative projected-gradient residual of PGA", self.fixed_point_residual(s, x, p)
+        )
 
     def __init__(
         self,
@@ -535,7 +546,7 @@ class HybridPGA(Algorithm[PrecoderState]):
     def _bind(self, problem: ProblemSpec) -> HybridPrecoding:
         """Remember the problem's feasible set (unit modulus or not, the budget UB), which
         :meth:`feasible` and :meth:`estimate` need; one instance serves one setting."""
-        prob = _require_hybrid(problem)
+        prob = require_problem(problem, HybridPrecoding, type(self).__name__)
         setting = (prob.unit_modulus, prob.total_power)
         bound = getattr(self, "_setting", None)
         if bound is not None and bound != setting:
@@ -610,6 +621,24 @@ class HybridPGA(Algorithm[PrecoderState]):
         f = self.feasible(s)
         return -achievable_rate(x.to(f.Wa.dtype), f.Wa, f.Wd, c["snr_gain"])
 
+    def estimate_objective(self, estimate: Tensor, x: Tensor, c: Mapping[str, Tensor]) -> Tensor:
+        """Per-sample negative rate (nats) of packed precoders alone (:func:`pack_precoders`): the
+        unsupervised loss of models without an iterate (the black box). The sizes are read from
+        the channels ``x`` ``(n, B, U, M)`` and the estimate's width :math:`ML + BLU`."""
+        _, B, U, M = x.shape
+        L = estimate.shape[1] // (M + B * U)
+        if estimate.ndim != 2 or estimate.shape[1] != L * (M + B * U) or L < 1:
+            raise ValueError(
+                f"A packed precoder for channels (n, B={B}, U={U}, M={M}) has width M·L + B·L·U "
+                f"for some L >= 1; got an estimate of shape {tuple(estimate.shape)}."
+            )
+        n = estimate.shape[0]
+        wa = estimate[:, : M * L].reshape(n, M, L)
+        wd = estimate[:, M * L :].reshape(n, B, L, U)
+        gain = c["snr_gain"].real if c["snr_gain"].is_complex() else c["snr_gain"]
+        h = x.to(wa.dtype) if wa.is_complex() else x
+        return -achievable_rate(h, wa.to(h.dtype), wd.to(h.dtype), gain)
+
     def estimate(self, s: PrecoderState) -> Tensor:
         """The packed feasible precoders :func:`pack_precoders` of :math:`\\Pi(s)`: feasible
         whatever produced ``s`` (a learned correction, a network layer)."""
@@ -617,7 +646,9 @@ class HybridPGA(Algorithm[PrecoderState]):
         return pack_precoders(f.Wa, f.Wd)
 
     def make_black_box_net(self, problem: ProblemSpec, target_params: int) -> nn.Module:
-        return HybridBlackBoxNet(_require_hybrid(problem), target_params)
+        return HybridBlackBoxNet(
+            require_problem(problem, HybridPrecoding, type(self).__name__), target_params
+        )
 
 
 class HybridBlackBoxNet(nn.Module):

@@ -50,14 +50,24 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from lightning_unfold.algorithms.sparse import soft_threshold
-from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
+from lightning_unfold.core.algorithm import (
+    Algorithm,
+    Constraint,
+    ParamSpec,
+    ProblemSpec,
+    Role,
+    SolverTheory,
+    as_operator,
+    require_problem,
+    seeded_rng,
+)
 from lightning_unfold.core.iterate import require_finite
 from lightning_unfold.core.metrics import NMSE, ProblemMetric, RelativeError
 from lightning_unfold.core.networks import ConvDenoiserNet
@@ -183,7 +193,7 @@ class RPCAProblem(ProblemSpec):
         psi_noise: float = 0.0,
         lam: float = 1e-3,
         seed: int = 0,
-        transform_matrix: list[list[float]] | None = None,
+        transform_matrix: Tensor | np.ndarray | list[list[float]] | None = None,
     ) -> None:
         if n1 < 1 or n2 < 1:
             raise ValueError(f"Matrix sizes must be positive, got n1={n1}, n2={n2}.")
@@ -205,9 +215,9 @@ class RPCAProblem(ProblemSpec):
             float(lam),
             seed,
         )
-        rng = np.random.default_rng([seed, 7])
+        rng = seeded_rng(seed, 7)
         if transform_matrix is not None:
-            psi = np.asarray(transform_matrix, dtype=np.float64)
+            psi = as_operator(transform_matrix, "transform_matrix Ψ", ndim=2).numpy()
             if psi.shape != (n1, n1):
                 raise ValueError(
                     f"transform_matrix must have shape (n1, n1) = ({n1}, {n1}), got {psi.shape}."
@@ -227,7 +237,6 @@ class RPCAProblem(ProblemSpec):
             )
         if transform_matrix is None:
             self.transform = transform
-        self._custom = transform_matrix is not None
         self.psi_true = self._check_invertible(torch.from_numpy(psi), "The transform Ψ")
         noise = rng.normal(scale=1.0 / math.sqrt(n1), size=(n1, n1))
         given = psi + self.psi_noise * noise if self.psi_noise > 0 else psi
@@ -247,21 +256,6 @@ class RPCAProblem(ProblemSpec):
             )
         return psi
 
-    def init_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = {
-            "n1": self.n1,
-            "n2": self.n2,
-            "rank": self.rank,
-            "outlier_fraction": self.outlier_fraction,
-            "transform": "identity" if self._custom else self.transform,
-            "psi_noise": self.psi_noise,
-            "lam": self.lam,
-            "seed": self.seed,
-        }
-        if self._custom:
-            args["transform_matrix"] = self.psi_true.tolist()
-        return args
-
     def constants(self) -> dict[str, Tensor]:
         """``Psi``: the transform the models are given (noisy when ``psi_noise > 0``); ``lam``;
         ``rank`` (as a float tensor, read by the initialisation)."""
@@ -274,8 +268,7 @@ class RPCAProblem(ProblemSpec):
     def sample(
         self, n: int, *, seed: int | Sequence[int], dtype: torch.dtype = torch.float32
     ) -> tuple[Tensor, Tensor]:
-        extra = [seed] if isinstance(seed, int) else list(seed)
-        rng = np.random.default_rng([self.seed, *extra])
+        rng = seeded_rng(self.seed, seed)
         n1, n2, r = self.n1, self.n2, self.rank
         L = rng.normal(scale=1.0 / math.sqrt(n1), size=(n, n1, r))
         R = rng.normal(scale=1.0 / math.sqrt(n2), size=(n, n2, r))
@@ -308,12 +301,6 @@ class RPCAProblem(ProblemSpec):
         require_finite(x, "The observation X")
 
 
-def _require_rpca(problem: ProblemSpec) -> RPCAProblem:
-    if not isinstance(problem, RPCAProblem):
-        raise TypeError(f"RPCA solves RPCAProblem instances, got {type(problem).__name__}.")
-    return problem
-
-
 def _rank(p: Mapping[str, Tensor]) -> int:
     return round(float(p["rank"]))
 
@@ -338,6 +325,15 @@ class RPCA(Algorithm[RPCAState]):
     """
 
     name: ClassVar[str] = "rpca"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="robust PCA ½‖LRᵀ + ΨY − X‖² + λ‖Y‖₁ with a factorised low-rank part (non-convex)",
+        fixed_point="a stationary point of the factorised objective",
+        convex=False,
+        averaged=None,
+        descent=None,
+        linear_rate="scaled gradient descent with decaying thresholds converges linearly near "
+        "the truth under incoherence (Cai, Liu & Yin 2021, Thm. 1)",
+    )
 
     def __init__(
         self, step: float = 1.0, zeta: float = 1.0, zeta_init: float = 2.0, decay: float = 0.5
@@ -369,7 +365,7 @@ class RPCA(Algorithm[RPCAState]):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_rpca(problem)
+        prob = require_problem(problem, RPCAProblem, type(self).__name__)
         f64 = torch.float64
         return {
             "transform": prob.psi_given.clone(),
@@ -414,17 +410,17 @@ class RPCA(Algorithm[RPCAState]):
     def make_correction_net(
         self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
     ) -> nn.Module:
-        prob = _require_rpca(problem)
+        prob = require_problem(problem, RPCAProblem, type(self).__name__)
         return RPCACorrectionNet(prob.n1, prob.n2, prob.rank, channels=hidden)
 
     def make_black_box_net(self, problem: ProblemSpec, target_params: int) -> nn.Module:
-        _require_rpca(problem)
+        require_problem(problem, RPCAProblem, type(self).__name__)
         return RPCABlackBoxNet(target_params)
 
     def make_inductive_bias_net(
         self, problem: ProblemSpec, feature_dim: int, out_dim: int, hidden: int
     ) -> nn.Module:
-        prob = _require_rpca(problem)
+        prob = require_problem(problem, RPCAProblem, type(self).__name__)
         return RPCAConvIteration(
             prob.n1,
             prob.n2,
@@ -473,8 +469,8 @@ def _normalised(maps: Sequence[Tensor], scale: Tensor) -> Tensor:
 
 class RPCABlackBoxNet(ConvDenoiserNet):
     r"""The black-box baseline for RPCA: the core's residual convolutional denoiser
-    :math:`X \mapsto \hat M = X - \rho\,\Phi(X/\rho)` (:class:`~lightning_unfold.core.networks.
-    ConvDenoiserNet`), Φ estimating the outlier part. It knows nothing of Ψ, the rank or the
+    :math:`X \mapsto \hat M = X - \rho\,\Phi(X/\rho)`
+    (:class:`~lightning_unfold.core.networks.ConvDenoiserNet`), Φ estimating the outlier part. It knows nothing of Ψ, the rank or the
     iteration; it starts at :math:`\hat M = X` (relative error ‖ΨY★‖/‖L★R★ᵀ‖, about 0.15 at
     α = 0.1). An MLP on the flattened X with as few parameters would need a bottleneck narrower
     than the image and outputs (nearly) a fixed low-dimensional subspace, which cannot hold a

@@ -34,10 +34,15 @@ from torch import Tensor
 
 from lightning_unfold.core.algorithm import (
     Algorithm,
+    Certificate,
     Constraint,
     ParamSpec,
     ProblemSpec,
     Role,
+    SolverTheory,
+    as_operator,
+    require_problem,
+    seeded_rng,
 )
 from lightning_unfold.core.iterate import require_finite
 
@@ -111,7 +116,7 @@ class SparseRecovery(ProblemSpec):
         snr_db: float | None = None,
         rho: float = 0.1,
         seed: int = 0,
-        dictionary: list[list[float]] | None = None,
+        dictionary: Tensor | np.ndarray | list[list[float]] | None = None,
     ) -> None:
         if m < 1 or n < 1:
             raise ValueError(f"Dictionary sizes must be positive, got m={m}, n={n}.")
@@ -122,20 +127,12 @@ class SparseRecovery(ProblemSpec):
         self.m, self.n, self.sparsity, self.snr_db = m, n, sparsity, snr_db
         self.rho, self.seed = float(rho), seed
         if dictionary is not None:
-            H = np.asarray(dictionary, dtype=np.float64)
-            if H.ndim != 2 or H.shape != (m, n):
-                raise ValueError(
-                    f"The dictionary must have shape (m, n) = ({m}, {n}), got {H.shape}."
-                )
-            self._given = True
+            self.H = as_operator(dictionary, "The dictionary H", shape=(m, n))
         else:
-            rng = np.random.default_rng(seed)
+            rng = seeded_rng(seed)
             H = rng.normal(0.0, 1.0 / math.sqrt(m), size=(m, n))
             H /= np.linalg.norm(H, axis=0, keepdims=True)
-            self._given = False
-        H_t = torch.from_numpy(H)
-        require_finite(H_t, "The dictionary H")
-        self.H = H_t
+            self.H = torch.from_numpy(H)
 
     @classmethod
     def from_dictionary(
@@ -147,10 +144,12 @@ class SparseRecovery(ProblemSpec):
         rho: float = 0.1,
         seed: int = 0,
     ) -> SparseRecovery:
-        """A problem with a user-given dictionary ``H`` of shape ``(m, n)``."""
-        arr = H.detach().cpu().double().numpy() if isinstance(H, Tensor) else np.asarray(H)
-        if arr.ndim != 2:
-            raise ValueError(f"The dictionary H must be a matrix (m, n), got shape {arr.shape}.")
+        """A problem with a user-given dictionary ``H`` of shape ``(m, n)`` (the sizes are read
+        from it; it survives :meth:`to_config` and checkpoints as the ``dictionary`` argument)."""
+        shape = tuple(H.shape) if isinstance(H, Tensor) else np.shape(H)
+        if len(shape) != 2:
+            raise ValueError(f"The dictionary H must be a matrix (m, n), got shape {shape}.")
+        arr = as_operator(H, "The dictionary H", ndim=2)
         return cls(
             m=arr.shape[0],
             n=arr.shape[1],
@@ -158,21 +157,8 @@ class SparseRecovery(ProblemSpec):
             snr_db=snr_db,
             rho=rho,
             seed=seed,
-            dictionary=arr.tolist(),
+            dictionary=arr,
         )
-
-    def init_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = {
-            "m": self.m,
-            "n": self.n,
-            "sparsity": self.sparsity,
-            "snr_db": self.snr_db,
-            "rho": self.rho,
-            "seed": self.seed,
-        }
-        if self._given:
-            args["dictionary"] = self.H.tolist()
-        return args
 
     @property
     def lipschitz(self) -> float:
@@ -185,8 +171,7 @@ class SparseRecovery(ProblemSpec):
     def sample(
         self, n: int, *, seed: int | Sequence[int], dtype: torch.dtype = torch.float32
     ) -> tuple[Tensor, Tensor]:
-        extra = [seed] if isinstance(seed, int) else list(seed)
-        rng = np.random.default_rng([self.seed, *extra])
+        rng = seeded_rng(self.seed, seed)
         support = rng.random((n, self.n)) < self.sparsity
         s = np.where(support, rng.normal(size=(n, self.n)), 0.0)
         clean = s @ self.H.numpy().T
@@ -215,14 +200,6 @@ class SparseRecovery(ProblemSpec):
         require_finite(x, "The observation x")
 
 
-def _require_sparse(problem: ProblemSpec) -> SparseRecovery:
-    if not isinstance(problem, SparseRecovery):
-        raise TypeError(
-            f"This algorithm solves SparseRecovery problems, got {type(problem).__name__}."
-        )
-    return problem
-
-
 def _check_step(step: float, lipschitz: float, name: str) -> None:
     bound = 2.0 / lipschitz
     if not (0.0 < step < bound) or not math.isfinite(step):
@@ -244,6 +221,32 @@ class ISTA(Algorithm[Tensor]):
     """
 
     name: ClassVar[str] = "ista"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="the LASSO ½‖x − Hs‖² + ρ‖s‖₁",
+        fixed_point="the LASSO solution",
+        convex=True,
+        averaged="ISTA with 0 < μ < 2/‖H‖² is an averaged operator whose fixed points are the "
+        "LASSO solutions (Combettes & Wajs 2005, Prop. 3.1)",
+        descent="ISTA with μ ≤ 1/‖H‖² never raises the LASSO objective (Beck & Teboulle 2009, "
+        "Lemma 2.3)",
+        linear_rate="ISTA converges linearly once it has found the support, under strict "
+        "complementarity (Hale, Yin & Zhang 2008, Thm. 4.10)",
+    )
+
+    def certificate(self, s: Tensor, x: Tensor, p: Mapping[str, Tensor]) -> Certificate:
+        r"""The LASSO KKT residual relative to :math:`\rho` (Fermat's rule
+        :math:`H^\top(x - Hs) \in \rho\,\partial\|s\|_1`):
+
+        .. math:: r(s) = \tfrac1\rho\max\big(\max_{s_i\ne0}|g_i - \rho\,\mathrm{sign}(s_i)|,\;
+            \max_{s_i=0}(|g_i| - \rho)_+\big),\qquad g = H^\top(x - Hs),
+
+        0 exactly at the LASSO solution (whatever the step size or thresholds of the model)."""
+        H, rho = p["H"], p["rho"]
+        g = (x - s @ H.T) @ H
+        on = s != 0
+        viol = torch.where(on, (g - rho * torch.sign(s)).abs(), (g.abs() - rho).clamp_min(0.0))
+        return Certificate("LASSO KKT residual relative to ρ", viol.amax(dim=1) / rho)
+
     objective_variants: ClassVar[tuple[str, ...]] = (
         "lista",
         "lista_cp",
@@ -268,7 +271,7 @@ class ISTA(Algorithm[Tensor]):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_sparse(problem)
+        prob = require_problem(problem, SparseRecovery, type(self).__name__)
         mu = self._mu(prob)
         return {
             "dictionary": prob.H.clone(),
@@ -320,6 +323,14 @@ class LISTA(ISTA):
     """
 
     name: ClassVar[str] = "lista"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="sparse recovery (LASSO ½‖x − Hs‖² + ρ‖s‖₁ for the classical iteration)",
+        fixed_point="the LASSO solution",
+        convex=True,
+        averaged=None,
+        descent=None,
+        linear_rate=None,
+    )
     objective_variants: ClassVar[tuple[str, ...]] = ("direct",)
 
     def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:
@@ -332,7 +343,7 @@ class LISTA(ISTA):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_sparse(problem)
+        prob = require_problem(problem, SparseRecovery, type(self).__name__)
         mu = self._mu(prob)
         H = prob.H
         return {
@@ -358,6 +369,13 @@ class LISTACP(LISTA):
     """
 
     name: ClassVar[str] = "lista_cp"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="sparse recovery (LASSO ½‖x − Hs‖² + ρ‖s‖₁ for the classical iteration)",
+        fixed_point="the true sparse code (thresholds → 0)",
+        convex=True,
+        linear_rate="LISTA-CP with coupled weights and thresholds as in the theorem converges "
+        "linearly, ‖s^(k) − s*‖ ≤ ηB·e^(−ck) + Cσ (Chen et al. 2018, Thm. 2)",
+    )
     support_selection: ClassVar[bool] = False
 
     def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:
@@ -381,6 +399,13 @@ class LISTACPSS(LISTACP):
     """LISTA-CP with support selection, :math:`p_k = \\min(1.2k, 13)\\%` (Chen et al. 2018)."""
 
     name: ClassVar[str] = "lista_cpss"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="sparse recovery (LASSO ½‖x − Hs‖² + ρ‖s‖₁ for the classical iteration)",
+        fixed_point="the true sparse code (thresholds → 0)",
+        convex=True,
+        linear_rate="LISTA-CPSS converges linearly with a better constant than LISTA-CP "
+        "(Chen et al. 2018, Thm. 3)",
+    )
     support_selection: ClassVar[bool] = True
 
 
@@ -397,6 +422,12 @@ class ALISTA(LISTACP):
     """
 
     name: ClassVar[str] = "alista"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="sparse recovery (LASSO ½‖x − Hs‖² + ρ‖s‖₁ for the classical iteration)",
+        fixed_point="the true sparse code (thresholds → 0)",
+        convex=True,
+        linear_rate="ALISTA with its analytic weight converges linearly (Liu et al. 2019, Thm. 1)",
+    )
 
     def __init__(self, support_selection: bool = True) -> None:
         super().__init__(None)
@@ -412,7 +443,7 @@ class ALISTA(LISTACP):
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
         from lightning_unfold.theory import alista_weight
 
-        prob = _require_sparse(problem)
+        prob = require_problem(problem, SparseRecovery, type(self).__name__)
         W = alista_weight(prob.H)
         gamma = 1.0 / float(torch.linalg.matrix_norm(W.T @ prob.H, ord=2))
         return {
@@ -450,6 +481,13 @@ class FISTA(Algorithm[FISTAState]):
     """
 
     name: ClassVar[str] = "fista"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="the LASSO ½‖x − Hs‖² + ρ‖s‖₁",
+        fixed_point="the LASSO solution",
+        convex=True,
+        descent=None,
+        linear_rate=None,
+    )
 
     def __init__(self, step: float | None = None) -> None:
         self.step_size = step
@@ -462,7 +500,7 @@ class FISTA(Algorithm[FISTAState]):
         )
 
     def classical_params(self, problem: ProblemSpec) -> dict[str, Tensor]:
-        prob = _require_sparse(problem)
+        prob = require_problem(problem, SparseRecovery, type(self).__name__)
         mu = 1.0 / prob.lipschitz if self.step_size is None else float(self.step_size)
         if not 0.0 < mu <= 1.0 / prob.lipschitz * (1 + 1e-12):
             raise ValueError(

@@ -2,10 +2,12 @@
 
 from lightning_unfold.core.algorithm import (
     Algorithm,
+    Certificate,
     Constraint,
     ParamSpec,
     ProblemSpec,
     Role,
+    SolverTheory,
     problem_from_config,
 )
 from lightning_unfold.core.iterate import (
@@ -33,7 +35,9 @@ from lightning_unfold.core.unfolded import (
     PARADIGMS,
     BlackBoxModel,
     ClassicalSolver,
+    ConvergenceWarning,
     SolveResult,
+    SolveStatus,
     UnfoldedModel,
     promote_hyperparameters,
 )
@@ -44,9 +48,11 @@ __all__ = [
     "PARADIGMS",
     "Algorithm",
     "BlackBoxModel",
+    "Certificate",
     "ClassicalSolver",
     "Constraint",
     "ConvDenoiserNet",
+    "ConvergenceWarning",
     "MeanOf",
     "ParamSpec",
     "ProblemMetric",
@@ -57,6 +63,8 @@ __all__ = [
     "SafeguardResult",
     "SafeguardedModel",
     "SolveResult",
+    "SolveStatus",
+    "SolverTheory",
     "Trajectory",
     "UnfoldedModel",
     "aux_field",

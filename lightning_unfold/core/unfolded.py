@@ -23,7 +23,10 @@ With ``tied=True`` a single parameter set serves every layer and the model runs 
 
 from __future__ import annotations
 
+import enum
+import warnings
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -42,7 +45,9 @@ __all__ = [
     "PARADIGMS",
     "BlackBoxModel",
     "ClassicalSolver",
+    "ConvergenceWarning",
     "SolveResult",
+    "SolveStatus",
     "UnfoldedModel",
     "check_paradigm",
     "promote_hyperparameters",
@@ -108,7 +113,7 @@ class _ResidualLayer(nn.Module):
 
 
 class UnfoldedModel(nn.Module):
-    """An algorithm unfolded to ``depth`` layers under one of :data:`PARADIGMS`.
+    r"""An algorithm unfolded to ``depth`` layers under one of :data:`PARADIGMS`.
 
     Args:
         algorithm: the classical solver's declaration.
@@ -337,19 +342,55 @@ class UnfoldedModel(nn.Module):
         )
 
 
-class SolveResult:
-    """Outcome of :meth:`ClassicalSolver.solve`: the trajectory, iterations used, convergence."""
+class SolveStatus(enum.Enum):
+    """Why :meth:`ClassicalSolver.solve` stopped; ``message`` says it in a sentence."""
 
-    def __init__(
-        self, trajectory: Trajectory[Any], iterations: int, converged: bool, final_change: float
-    ) -> None:
-        self.trajectory, self.iterations = trajectory, iterations
-        self.converged, self.final_change = converged, final_change
+    CONVERGED = "converged"
+    MAX_ITER = "max_iter"
+
+    @property
+    def message(self) -> str:
+        if self is SolveStatus.CONVERGED:
+            return "The relative change of the estimate fell to the tolerance."
+        return (
+            "The maximum number of iterations was reached before the relative change fell to the "
+            "tolerance; increase max_iter (or loosen tol) if the solution is needed to that "
+            "accuracy."
+        )
+
+
+class ConvergenceWarning(UserWarning):
+    """A classical solver stopped at its iteration limit without reaching its tolerance."""
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    r"""Outcome of :meth:`ClassicalSolver.solve`.
+
+    Attributes:
+        trajectory: the iterates (all of them with ``keep=True``, else the first and the last).
+        iterations: iterations run.
+        status: :attr:`SolveStatus.CONVERGED` or :attr:`SolveStatus.MAX_ITER`.
+        final_change: the last relative change :math:`\max_b \|\hat s^{(k)}_b - \hat
+            s^{(k-1)}_b\| / \|\hat s^{(k)}_b\|`.
+        tol: the tolerance it was compared with.
+    """
+
+    trajectory: Trajectory[Any]
+    iterations: int
+    status: SolveStatus
+    final_change: float
+    tol: float
+
+    @property
+    def converged(self) -> bool:
+        """Whether the solver stopped at its tolerance."""
+        return self.status is SolveStatus.CONVERGED
 
     def __repr__(self) -> str:
         return (
-            f"SolveResult(iterations={self.iterations}, converged={self.converged}, "
-            f"final_change={self.final_change:.3e})"
+            f"SolveResult(iterations={self.iterations}, status={self.status.value}, "
+            f"final_change={self.final_change:.3e}, tol={self.tol:.1e})"
         )
 
 
@@ -374,10 +415,20 @@ class ClassicalSolver(UnfoldedModel):
 
     @torch.no_grad()
     def solve(
-        self, x: Tensor, *, tol: float = 1e-6, max_iter: int = 10_000, keep: bool = False
+        self,
+        x: Tensor,
+        *,
+        tol: float = 1e-6,
+        max_iter: int = 10_000,
+        keep: bool = False,
+        warn: bool = True,
     ) -> SolveResult:
         r"""Iterate until :math:`\max_b \|\hat s^{(k)}_b - \hat s^{(k-1)}_b\| / \max(\|\hat s^{(k)}_b\|,
-        10^{-12}) \le` ``tol`` or ``max_iter`` iterations; ``keep`` stores every iterate."""
+        10^{-12}) \le` ``tol`` or ``max_iter`` iterations; ``keep`` stores every iterate.
+
+        Stopping at ``max_iter`` unconverged gives ``status=SolveStatus.MAX_ITER`` and a
+        :class:`ConvergenceWarning` (``warn=False``: the status only, for callers that stop early
+        on purpose and read the status themselves)."""
         self.problem.validate_observation(x)
         alg, p = self.algorithm, self.layer_params(1)
         s = alg.init(x, p)
@@ -401,7 +452,15 @@ class ClassicalSolver(UnfoldedModel):
         if not keep:
             iterates.append(s)
         traj = Trajectory(tuple(iterates), tuple(alg.estimate(i) for i in iterates))
-        return SolveResult(traj, k, change <= tol, change)
+        status = SolveStatus.CONVERGED if change <= tol else SolveStatus.MAX_ITER
+        if warn and status is SolveStatus.MAX_ITER:
+            warnings.warn(
+                f"{type(alg).__name__} stopped after max_iter={k} iterations with relative change "
+                f"{change:.3e} > tol={tol:g}. {status.message}",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return SolveResult(traj, k, status, change, tol)
 
 
 class BlackBoxModel(nn.Module):

@@ -227,17 +227,14 @@ class UnfoldedModule(L.LightningModule):
     def _objective(self, traj: Trajectory[Any], x: Tensor, k: int) -> Tensor:
         if isinstance(self.model, UnfoldedModel):
             return self.model.objective(traj.iterates[k], x).mean()
-        # a model without an iterate (the black box) is scored on its estimate: by the problem's
-        # objective of estimates (the negative rate of precoders) or else the algorithm's
-        # (WMMSE's negative sum-rate of powers)
-        of_estimate = getattr(self.problem, "estimate_objective", None)
-        if of_estimate is not None:
-            return of_estimate(traj.estimates[k], x).mean()
+        # a model without an iterate (the black box) is scored on its estimate by the
+        # algorithm's Algorithm.estimate_objective (WMMSE's negative sum-rate of powers, the
+        # negative rate of precoders, the TV objective of images)
         if isinstance(self.model, BlackBoxModel):
             return self.model.objective(traj.estimates[k], x).mean()
         raise ValueError(
-            "The unsupervised loss needs a model with an objective (an unfolded model), not "
-            f"{type(self.model).__name__}, or a problem that defines estimate_objective(estimate, x)."
+            "The unsupervised loss needs a model with an objective (an unfolded model or a black "
+            f"box built with an algorithm), not {type(self.model).__name__}."
         )
 
     def layer_loss(self, traj: Trajectory[Any], x: Tensor, target: Tensor, k: int) -> Tensor:

@@ -64,7 +64,7 @@ def test_constellations_are_unit_power_and_gray(name: str) -> None:
 
 
 def test_problem_is_seeded_and_shapes_are_documented() -> None:
-    prob = MIMODetection(users=3, antennas=5, constellation="qpsk", channel="gaussian")
+    prob = MIMODetection(n_users=3, n_antennas=5, constellation="qpsk", channel="gaussian")
     x1, t1 = prob.sample(7, seed=4)
     x2, t2 = prob.sample(7, seed=4)
     assert torch.equal(x1, x2) and torch.equal(t1, t2)
@@ -105,7 +105,7 @@ def test_snr_list_and_range() -> None:
 
 # -- metrics and loss --------------------------------------------------------------------------
 def test_ber_ser_and_cross_entropy() -> None:
-    prob = MIMODetection(users=2, antennas=2, constellation="qpsk")
+    prob = MIMODetection(n_users=2, n_antennas=2, constellation="qpsk")
     ber, ser = prob.metrics()
     assert (ber.name, ser.name) == ("ber", "ser")
     target = torch.tensor([[0, 3], [1, 2]])
@@ -141,16 +141,15 @@ def test_integer_targets_through_the_data_module_and_the_module() -> None:
 
 # -- soft-IC -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("const", ["bpsk", "qpsk"])
-def test_soft_ic_hyperparameter_paradigm_reproduces_the_classical_solver(const: str) -> None:
-    prob = MIMODetection(users=3, antennas=4, constellation=const, snr_db=8.0, csi_noise=0.1)
+def test_soft_ic_learns_two_hyperparameters_per_iteration_and_outputs_probabilities(
+    const: str,
+) -> None:
+    """(Its classical-init equivalence is in tests/zoo.)"""
+    prob = MIMODetection(n_users=3, n_antennas=4, constellation=const, snr_db=8.0, csi_noise=0.1)
     x, _ = prob.sample(64, seed=0, dtype=F64)
-    ref = ClassicalSolver(SoftIC(), prob, 5, dtype=F64)(x)
     model = UnfoldedModel(SoftIC(), prob, 5, "hyperparameters", dtype=F64)
-    out = model(x)
     assert len(list(model.parameters())) == 10  # damping and var_scale per iteration
-    for a, b in zip(ref.estimates, out.estimates, strict=True):
-        assert torch.allclose(a, b, atol=1e-8, rtol=0)
-    for est in out.estimates:
+    for est in model(x).estimates:
         check_probabilities(est, tol=1e-10)
 
 
@@ -170,7 +169,7 @@ def _brute_posterior(y: np.ndarray, H: np.ndarray, var: float, pts: np.ndarray) 
 def test_soft_ic_against_references() -> None:
     # one user: no interference, so one soft-IC iteration is the exact posterior
     prob1 = MIMODetection(
-        users=1, antennas=3, constellation="16qam", channel="correlated", snr_db=5.0
+        n_users=1, n_antennas=3, constellation="16qam", channel="correlated", snr_db=5.0
     )
     x, _ = prob1.sample(5, seed=0, dtype=F64)
     out = ClassicalSolver(SoftIC(), prob1, 1, dtype=F64)(x).final_estimate
@@ -179,7 +178,7 @@ def test_soft_ic_against_references() -> None:
         ref = _brute_posterior(y, H, float(var), prob1.const.points.numpy())
         assert np.allclose(out[i].numpy(), ref, atol=1e-10)
     # several users: the first iteration (uniform priors) decides as LMMSE does ...
-    prob = MIMODetection(users=4, antennas=4, snr_db=6.0)
+    prob = MIMODetection(n_users=4, n_antennas=4, snr_db=6.0)
     x, t = prob.sample(4000, seed=1, dtype=F64)
     traj = ClassicalSolver(SoftIC(), prob, 8, dtype=F64)(x)
     assert torch.equal(traj.estimates[1].argmax(-1), lmmse(x, prob).argmax(-1))
@@ -195,7 +194,9 @@ def test_soft_ic_against_references() -> None:
 
 
 def test_ml_lmmse_zf_against_closed_forms_and_brute_force() -> None:
-    prob = MIMODetection(users=3, antennas=3, constellation="qpsk", channel="gaussian", snr_db=4.0)
+    prob = MIMODetection(
+        n_users=3, n_antennas=3, constellation="qpsk", channel="gaussian", snr_db=4.0
+    )
     x, _ = prob.sample(40, seed=2, dtype=F64)
     pts = prob.const.points.numpy()
     ml, mm, zf = maximum_likelihood(x, prob), lmmse(x, prob), zero_forcing(x, prob)
@@ -322,16 +323,13 @@ def test_deepsic_end_to_end_learns() -> None:
 
 
 # -- DetNet ------------------------------------------------------------------------------------
-def test_projected_gradient_reproduces_classical_and_converges_to_box_least_squares() -> None:
+def test_projected_gradient_converges_to_box_least_squares() -> None:
+    """(Its classical-init equivalence is in tests/zoo.)"""
     from scipy.optimize import lsq_linear
 
-    prob = MIMODetection(users=4, antennas=8, channel="gaussian", snr_db=2.0, loss="symbol_mse")
+    prob = MIMODetection(n_users=4, n_antennas=8, channel="gaussian", snr_db=2.0, loss="symbol_mse")
     x, _ = prob.sample(6, seed=0, dtype=F64)
     alg = ProjectedGradientDetector()
-    ref = ClassicalSolver(alg, prob, 6, dtype=F64)(x)
-    out = UnfoldedModel(ProjectedGradientDetector(), prob, 6, "hyperparameters", dtype=F64)(x)
-    for a, b in zip(ref.iterates, out.iterates, strict=True):
-        assert torch.allclose(a.s, b.s, atol=1e-8, rtol=0)
     solved = ClassicalSolver(alg, prob, 1, dtype=F64).solve(x, tol=1e-13, max_iter=20_000)
     assert solved.converged
     for i in range(6):
@@ -342,8 +340,8 @@ def test_projected_gradient_reproduces_classical_and_converges_to_box_least_squa
 
 def test_detnet_layers_and_its_log_k_multi_iteration_loss() -> None:
     prob = MIMODetection(
-        users=6,
-        antennas=12,
+        n_users=6,
+        n_antennas=12,
         channel="gaussian",
         snr_db=None,
         snr_range=(7.0, 14.0),
@@ -390,24 +388,20 @@ def test_bad_configuration(make: Any, match: str) -> None:
 
 
 def test_bad_input_to_detectors() -> None:
-    wide = MIMODetection(users=5, antennas=3, snr_db=5.0)
+    wide = MIMODetection(n_users=5, n_antennas=3, snr_db=5.0)
     x, _ = wide.sample(4, seed=0)
     with pytest.raises(ValueError, match=r"U <= N.*U = 5 > N = 3"):
         zero_forcing(x, wide)
     assert lmmse(x, wide).shape == (4, 5, 2)  # LMMSE and ML still work for U > N
     with pytest.raises(ValueError, match="M\\^U = 16\\^5"):
         maximum_likelihood(
-            *MIMODetection(users=5, antennas=5, constellation="16qam").sample(2, seed=0)[:1],
-            MIMODetection(users=5, antennas=5, constellation="16qam"),
+            *MIMODetection(n_users=5, n_antennas=5, constellation="16qam").sample(2, seed=0)[:1],
+            MIMODetection(n_users=5, n_antennas=5, constellation="16qam"),
         )
     prob = MIMODetection()
     x, _ = prob.sample(3, seed=0)
     with pytest.raises(ValueError, match="width 21"):
         lmmse(x[:, :-1], prob)
-    bad = x.clone()
-    bad[0, 0] = float("nan")
-    with pytest.raises(ValueError, match="non-finite"):
-        ClassicalSolver(SoftIC(), prob, 2)(bad)
     with pytest.raises(ValueError, match="not bound"):
         SoftIC().init(x, {"points": prob.const.points})
     with pytest.raises(ValueError, match="leaves the simplex"):
@@ -474,10 +468,13 @@ def test_checks_on_deepsic_generalization_runs_and_the_others_say_why_not() -> N
 
     module = _deepsic(3)
     results = {r.name: r for r in run_checks(module, n_samples=64)}
-    for name in ("linear_convergence", "descent", "reference_agreement"):
-        assert "discrete labels" in results[name].message, results[name]
+    # no distance to a symbol label: descent runs on the cross-entropy, the rate on soft-IC's
+    # fixed-point residual, and agreement is skipped for a model trained on the labels
+    assert results["descent"].details["quantity"] == "loss", results["descent"].message
+    assert results["linear_convergence"].details["reference"] == "certificate"
+    assert "trained on the ground truth" in results["reference_agreement"].message
     for name in ("coupling", "alista_coherence"):
-        assert "not a LASSO problem" in results[name].message, results[name]
+        assert "concerns sparse coding" in results[name].message, results[name]
     gen = run_checks(
         module,
         suite="generalization",

@@ -28,7 +28,7 @@ F64 = torch.float64
 
 
 def test_toeplitz_channel_gram_is_the_correlation_exactly() -> None:
-    prob = MIMODetection(users=30, antennas=60, channel="toeplitz", correlation=0.55)
+    prob = MIMODetection(n_users=30, n_antennas=60, channel="toeplitz", correlation=0.55)
     H = prob.H_fixed.numpy()
     R = 0.55 ** np.abs(np.subtract.outer(np.arange(30), np.arange(30)))
     assert H.shape == (60, 30)
@@ -37,10 +37,10 @@ def test_toeplitz_channel_gram_is_the_correlation_exactly() -> None:
     # every sample carries that channel, and the correlation argument is honoured
     x, _ = prob.sample(3, seed=0, dtype=F64)
     np.testing.assert_array_equal(prob.split(x)[1].numpy(), np.broadcast_to(H, (3, 60, 30)))
-    other = MIMODetection(users=4, antennas=6, channel="toeplitz", correlation=0.2).H_fixed
+    other = MIMODetection(n_users=4, n_antennas=6, channel="toeplitz", correlation=0.2).H_fixed
     np.testing.assert_allclose((other.T @ other).numpy(), toeplitz_correlation(4, 0.2), atol=1e-12)
     # complex constellations: the real-equivalent Gram is R ⊗ I_2 (user blocks interleaved)
-    q = MIMODetection(users=3, antennas=5, constellation="qpsk", channel="toeplitz")
+    q = MIMODetection(n_users=3, n_antennas=5, constellation="qpsk", channel="toeplitz")
     Hq = q.H_fixed.numpy()
     np.testing.assert_allclose(
         Hq.T @ Hq, np.kron(toeplitz_correlation(3, 0.5), np.eye(2)), atol=1e-12
@@ -49,7 +49,12 @@ def test_toeplitz_channel_gram_is_the_correlation_exactly() -> None:
 
 def test_toeplitz_channel_survives_the_config_round_trip() -> None:
     prob = MIMODetection(
-        users=30, antennas=60, channel="toeplitz", correlation=0.55, snr_db=None, snr_range=(7, 14)
+        n_users=30,
+        n_antennas=60,
+        channel="toeplitz",
+        correlation=0.55,
+        snr_db=None,
+        snr_range=(7, 14),
     )
     again = problem_from_config(prob.to_config())
     assert isinstance(again, MIMODetection) and again.channel == "toeplitz"
@@ -58,8 +63,8 @@ def test_toeplitz_channel_survives_the_config_round_trip() -> None:
 
 
 def test_toeplitz_needs_at_least_as_many_antennas_as_users() -> None:
-    with pytest.raises(ValueError, match=r"users = 5 > antennas = 3"):
-        MIMODetection(users=5, antennas=3, channel="toeplitz")
+    with pytest.raises(ValueError, match=r"n_users = 5 > n_antennas = 3"):
+        MIMODetection(n_users=5, n_antennas=3, channel="toeplitz")
     with pytest.raises(ValueError, match=r"valid: \[.*'toeplitz'\]"):
         MIMODetection(channel="toeplitz55")
 
@@ -67,7 +72,9 @@ def test_toeplitz_needs_at_least_as_many_antennas_as_users() -> None:
 def test_zero_forcing_on_the_toeplitz_channel_matches_its_closed_form() -> None:
     """ZF on a fixed channel: user i's error rate is Q(1/(σ sqrt([R⁻¹]_ii))), SNR = 1/σ²."""
     snr_db, uses = 8.0, 4000
-    prob = MIMODetection(users=30, antennas=60, channel="toeplitz", correlation=0.55, snr_db=snr_db)
+    prob = MIMODetection(
+        n_users=30, n_antennas=60, channel="toeplitz", correlation=0.55, snr_db=snr_db
+    )
     x, target = prob.sample(uses, seed=1, dtype=F64)
     wrong = prob.metrics()[0].fn(zero_forcing(x, prob), target, x)[0].double()
     ber = float(wrong.mean()) / 30
@@ -111,7 +118,7 @@ def test_fast_soft_ic_update_equals_the_per_user_solve(
     const: str, channel: str, users: int, antennas: int
 ) -> None:
     prob = MIMODetection(
-        users=users, antennas=antennas, constellation=const, channel=channel, snr_db=6.0
+        n_users=users, n_antennas=antennas, constellation=const, channel=channel, snr_db=6.0
     )
     x, _ = prob.sample(16, seed=2, dtype=F64)
     algo = SoftIC()

@@ -145,8 +145,9 @@ def test_pga_converges_to_a_stationary_point_float64(analog: str) -> None:
     x, _ = prob.sample(2, seed=5, dtype=F64)
     alg = HybridPGA(1.0, "matched_filter")
     solver = ClassicalSolver(alg, prob, 1, dtype=F64)
-    result = solver.solve(x, tol=1e-9, max_iter=1200)
-    assert result.final_change < 1e-6, result  # PGA converges slowly (linearly, rate near 1)
+    # PGA converges slowly (linearly, rate near 1): 1200 iterations on purpose, short of 1e-9
+    result = solver.solve(x, tol=1e-9, max_iter=1200, warn=False)
+    assert result.final_change < 1e-6, result
     s = alg.feasible(result.trajectory.final)
     grad_a, grad_d = rate_gradients(x, s.Wa, s.Wd, prob.gain)
     if prob.unit_modulus:
@@ -189,19 +190,7 @@ def test_tune_step_picks_the_best_constant_step() -> None:
 
 
 # -- paradigms -----------------------------------------------------------------------------
-@pytest.mark.parametrize("analog", SETTINGS)
-@pytest.mark.parametrize("paradigm", ["hyperparameters", "objective", "correction"])
-def test_classical_init_equivalence_complex128(analog: str, paradigm: str) -> None:
-    prob = _problem(analog=analog)
-    x, _ = prob.sample(5, seed=7, dtype=F64)
-    ref = ClassicalSolver(HybridPGA(0.3), prob, 6, dtype=F64)(x)
-    model = UnfoldedModel(HybridPGA(0.3), prob, 6, paradigm, dtype=F64)
-    traj = model(x)
-    assert traj.final.Wa.dtype == C128
-    for a, b in zip(ref.estimates, traj.estimates, strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-8)
-
-
+# (classical-init equivalence of every paradigm, complex128: tests/zoo)
 def test_learned_steps_are_per_iteration_and_per_band() -> None:
     prob = _problem()
     model = UnfoldedModel(HybridPGA(0.3), prob, 5, "hyperparameters", dtype=F64)
@@ -357,10 +346,6 @@ def test_bad_channels_are_rejected_with_clear_errors() -> None:
         model(x[:, :, :, :3])
     with pytest.raises(ValueError, match=r"x\.unsqueeze"):
         model(x[0])
-    bad = x.clone()
-    bad[0, 1, 0, 2] = complex(float("nan"), 0.0)
-    with pytest.raises(ValueError, match="non-finite"):
-        model(bad)
     with pytest.raises(TypeError, match="complex tensor"):
         model(torch.ones(2, 3, 2, 4, dtype=torch.int64))
 

@@ -182,18 +182,9 @@ def _dense_admm(
 
 
 @pytest.mark.parametrize("filters", ["tv", "tv4"])
-@pytest.mark.parametrize(
-    ("paradigm", "tied"),
-    [
-        ("hyperparameters", False),
-        ("hyperparameters", True),
-        ("objective", False),
-        ("correction", False),
-    ],
-)
-def test_classical_init_reproduces_an_independent_dense_admm_tv(
-    filters: str, paradigm: str, tied: bool
-) -> None:
+def test_classical_admm_tv_reproduces_an_independent_dense_admm_tv(filters: str) -> None:
+    """The classical solver against a dense float64 ADMM-TV (every paradigm's classical-init
+    equivalence to the classical solver is in tests/zoo)."""
     K, rho = 6, 0.2
     prob = _problem(size=8, sampling_rate=0.3)
     y, _ = prob.sample(2, seed=5, dtype=F64)
@@ -202,10 +193,6 @@ def test_classical_init_reproduces_an_independent_dense_admm_tv(
         prob, y.numpy(), rho, prob.tv_weight, K, finite_difference_filters(filters).numpy()
     )
     ref_t = torch.from_numpy(np.stack(ref, axis=1))  # (K+1, B, n, n)
-    model = UnfoldedModel(alg, prob, K, paradigm, tied=tied, hidden=4, dtype=F64)
-    with torch.no_grad():
-        est = model(y).stacked_estimates()
-    assert float((est - ref_t).abs().max()) <= 1e-8
     assert float((ref_t[-1] - ref_t[1]).abs().max()) > 1e-3  # the iterates do move
     classical = ClassicalSolver(alg, prob, K, dtype=F64)(y).stacked_estimates()
     assert float((classical - ref_t).abs().max()) <= 1e-8
@@ -251,11 +238,6 @@ def test_bad_data_and_configurations_raise_clear_errors() -> None:
     prob = _problem()
     y, x = prob.sample(2, seed=0)
     model = UnfoldedModel(ADMMTV(), prob, 2)
-    for value, what in ((float("nan"), "NaN"), (float("inf"), "Inf")):
-        bad = y.clone()
-        bad[0, 0, 0] = value
-        with pytest.raises(ValueError, match=f"non-finite values.*{what}|1 {what}"):
-            model(bad)
     with pytest.raises(ValueError, match=r"\(B, 12, 12\)"):
         model(y[:, :8, :8])
     with pytest.raises(ValueError, match="complex"):

@@ -29,21 +29,12 @@ from lightning_unfold.algorithms.power import (
 )
 from lightning_unfold.core.iterate import iterate_blocks
 from lightning_unfold.core.metrics import layer_curves
-from lightning_unfold.core.trajectory import Trajectory
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
 from lightning_unfold.training.module import build_model
 
 F64 = torch.float64
 NOISE = 10**-9.1
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _max_gap(a: Trajectory[Any], b: Trajectory[Any]) -> float:
-    gap = 0.0
-    for sa, sb in zip(a.iterates, b.iterates, strict=True):
-        for ta, tb in zip(iterate_blocks(sa).values(), iterate_blocks(sb).values(), strict=True):
-            gap = max(gap, float(((ta - tb).abs() / tb.abs().clamp_min(1.0)).max().detach()))
-    return gap
 
 
 # -- the problem ---------------------------------------------------------------------------
@@ -165,24 +156,7 @@ def test_the_gains_are_computed_once_per_forward_and_never_reused_for_another_ch
 
 
 # -- the paradigms -------------------------------------------------------------------------
-KEEPS = [
-    ("hyperparameters", False),
-    ("hyperparameters", True),
-    ("objective", False),
-    ("correction", False),
-    ("correction", True),
-]
-
-
-@pytest.mark.parametrize(("paradigm", "tied"), KEEPS, ids=lambda v: str(v))
-def test_classical_init_reproduces_wmmse(paradigm: str, tied: bool) -> None:
-    prob = InterferenceChannel(M=12, seed=4)
-    x, _ = prob.sample(16, seed=7, dtype=F64)
-    ref = ClassicalSolver(WMMSE(), prob, 10, dtype=F64)(x)
-    model = UnfoldedModel(WMMSE(), prob, 10, paradigm, tied=tied, hidden=8, dtype=F64)
-    traj = model(x)
-    assert _max_gap(traj, ref) <= 1e-8
-    assert float((ref.estimates[-1] - ref.estimates[0]).abs().max().detach()) > 1e-2  # it moved
+# (classical-init equivalence of every paradigm that keeps WMMSE: tests/zoo)
 
 
 def test_uwmmse_correction_is_affine_in_w_and_trains_its_graph_nets() -> None:
@@ -366,11 +340,6 @@ def test_bad_channel_matrices_and_configuration_are_rejected() -> None:
     bad[0, 1, 2] = -0.1
     with pytest.raises(ValueError, match="1 negative entries"):
         model(bad)
-    for value in (float("nan"), float("inf")):
-        bad = x.clone()
-        bad[1, 0, 0] = value
-        with pytest.raises(ValueError, match="non-finite"):
-            model(bad)
     for kw in ({"p_max": 0.0}, {"p_max": -1.0}, {"noise_power": 0.0}, {"p_max": float("inf")}):
         with pytest.raises(ValueError, match="must be finite and > 0"):
             InterferenceChannel(**kw)  # type: ignore[arg-type]
@@ -530,9 +499,12 @@ def test_checks_that_apply_run_and_the_others_say_why() -> None:
     agree = results["reference_agreement"]
     assert agree.status is Status.FAILED and agree.value > 0.02, agree.message
     assert "run to convergence" in agree.message
-    for name in ("coupling", "alista_coherence", "linear_convergence"):
+    for name in ("coupling", "alista_coherence"):
         assert results[name].status is Status.SKIPPED
-        assert "not a LASSO problem" in results[name].message
+        assert "concerns sparse coding" in results[name].message
+    # without a ground truth, the rate is fitted to WMMSE's fixed-point residual per layer
+    rate = results["linear_convergence"]
+    assert rate.details["reference"] == "certificate" and "WMMSE" in rate.message
 
 
 def test_objective_agreement_passes_for_long_wmmse_and_descent_fails_for_a_bad_layer() -> None:

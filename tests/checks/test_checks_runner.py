@@ -64,7 +64,9 @@ def test_suite_resolution_and_errors() -> None:
 def test_run_checks_skips_inapplicable_in_named_suites_and_errors_when_explicit() -> None:
     plain = PlainLISTA(_PROBLEM.H, _PROBLEM.rho, DEPTH)
     res = {r.name: r for r in checks.run_checks(plain, _PROBLEM, _DATA, "default")}
-    assert res["alista_coherence"].status is Status.SKIPPED and res["alista_coherence"].passed
+    # a skip counts neither as passed nor against the model
+    assert res["alista_coherence"].status is Status.SKIPPED and not res["alista_coherence"].passed
+    assert not res["alista_coherence"].counts_against
     assert res["reference_agreement"].status is Status.SKIPPED
     assert res["coupling"].passed
     explicit = checks.run_checks(plain, _PROBLEM, _DATA, "alista_coherence")[0]
@@ -85,8 +87,11 @@ def test_report_files_and_table(tmp_path: Path) -> None:
     report = checks.Report(results, checks.describe_model(_ista()))
     report.write(tmp_path)
     js = json.loads((tmp_path / "report.json").read_text())
-    assert set(js) == {"checks", "model", "metrics"}
-    assert all(set(c) == {"name", "passed", "value", "threshold", "message"} for c in js["checks"])
+    assert set(js) == {"summary", "counts", "exit_code", "checks", "model", "metrics"}
+    keys = {"name", "status", "passed", "value", "threshold", "message"}
+    assert all(set(c) == keys for c in js["checks"])
+    assert all(c["passed"] == (c["status"] == "pass") for c in js["checks"])
+    assert sum(js["counts"].values()) == len(js["checks"]) and js["exit_code"] == 1
     assert js["model"]["paradigm"] == "classical"
     md = (tmp_path / "report.md").read_text()
     assert "linear_convergence — FAIL" in md and "![descent](descent.png)" in md

@@ -10,6 +10,8 @@ import torch
 from lightning_unfold import (
     ISTA,
     ClassicalSolver,
+    ConvergenceWarning,
+    SolveStatus,
     SparseRecovery,
     UnfoldedModel,
     UnfoldedModule,
@@ -99,8 +101,17 @@ def test_untied_model_refuses_a_longer_run() -> None:
 def test_solver_reports_divergence() -> None:
     solver = ClassicalSolver(ISTA(), PROBLEM, 1)
     x, _ = PROBLEM.sample(2, seed=0)
-    result = solver.solve(x, tol=1e-30, max_iter=5)
+    with pytest.warns(ConvergenceWarning, match=r"max_iter=5 .*increase max_iter"):
+        result = solver.solve(x, tol=1e-30, max_iter=5)
     assert not result.converged and result.iterations == 5
+    assert result.status is SolveStatus.MAX_ITER and result.final_change > result.tol
+    # a caller that stops early on purpose gets the status without the warning
+    quiet = solver.solve(x, tol=1e-30, max_iter=5, warn=False)  # warnings are errors here
+    assert quiet.status is SolveStatus.MAX_ITER
+    done = ClassicalSolver(ISTA(), PROBLEM, 1, dtype=torch.float64).solve(
+        x.double(), tol=1e-6, max_iter=20_000
+    )
+    assert done.status is SolveStatus.CONVERGED and done.final_change <= 1e-6
 
 
 def test_problem_arguments_are_validated() -> None:

@@ -225,7 +225,7 @@ def test_every_bad_file_gives_one_clear_error(name: str, tmp_path: Path) -> None
 
 
 def test_detection_specific_errors_name_the_row(tmp_path: Path) -> None:
-    prob = MIMODetection(users=2, antennas=3, snr_db=10.0)
+    prob = MIMODetection(n_users=2, n_antennas=3, snr_db=10.0)
     x, s = prob.sample(20, seed=0, dtype=torch.float64)
     # the problem's own check (noise variance > 0) runs too, and the failing row is named
     bad = x.clone()
@@ -306,7 +306,7 @@ def test_partly_labelled_data_trains_semi_supervised_and_scores_labelled_rows_on
 
 
 def test_detection_targets_with_unlabelled_rows(tmp_path: Path) -> None:
-    prob = MIMODetection(users=2, antennas=3, snr_db=10.0)
+    prob = MIMODetection(n_users=2, n_antennas=3, snr_db=10.0)
     x, s = prob.sample(40, seed=0)
     s[::4] = -1
     torch.save({"x": x, "s": s}, tmp_path / "rx.pt")
@@ -384,7 +384,9 @@ data:
 """
 
 
-def test_cli_fit_on_a_user_npz(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_fit_on_a_user_npz(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     x, s = _data(120)
     np.savez(tmp_path / "obs.npz", x=x, s=s)
     (tmp_path / "config.yaml").write_text(CONFIG)
@@ -395,8 +397,10 @@ def test_cli_fit_on_a_user_npz(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     # a bad file through the same command: the error names the file and the entry
     x[17, 3] = np.nan
     np.savez(tmp_path / "bad.npz", x=x, s=s)
-    with pytest.raises(ValueError, match=r"bad\.npz\['x'\]\[17, 3\] is NaN"):
-        main([*args[:-1], "bad.npz"])
+    capsys.readouterr()
+    assert main([*args[:-1], "bad.npz"]) == 1  # a failed run, reported in one line
+    err = capsys.readouterr().err
+    assert "lightning-unfold fit: error: bad.npz['x'][17, 3] is NaN; observations must be" in err
 
 
 # -- the guide page ------------------------------------------------------------------------------
