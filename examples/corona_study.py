@@ -47,7 +47,7 @@ from torch import Tensor
 
 from lightning_unfold import ClassicalSolver, SyntheticDataModule, UnfoldedModule
 from lightning_unfold.algorithms import FISTARPCA, ISTARPCA, UltrasoundClutter
-from lightning_unfold.core.metrics import layer_curves
+from lightning_unfold.training import layer_metrics, tune_classical
 from lightning_unfold.training.study import median_time, study_trainer, write_json
 
 CLASSICAL: tuple[str, ...] = ("ista_rpca", "fista_rpca")
@@ -87,11 +87,14 @@ PRESETS: dict[str, Preset] = {
 
 
 def _curves(model: torch.nn.Module, problem: UltrasoundClutter, x: Tensor, target: Tensor):
-    """(blood NMSE per layer 1..K, tissue NMSE per layer 1..K, final estimate)."""
-    with torch.no_grad():
-        traj = model(x)
-    c = layer_curves(traj.stacked_estimates(), target, x, problem.metrics())
-    return c["blood_nmse_db"][1:], c["tissue_nmse_db"][1:], traj.final_estimate
+    """(blood NMSE per layer 1..K, tissue NMSE per layer 1..K)."""
+    c = layer_metrics(model, problem, x, target)
+    return c["blood_nmse_db"][1:], c["tissue_nmse_db"][1:]
+
+
+@torch.no_grad()
+def _final(model: torch.nn.Module, x: Tensor) -> Tensor:
+    return model(x).final_estimate
 
 
 def _problem(p: Preset, lam: float, mu: float) -> UltrasoundClutter:
@@ -103,16 +106,16 @@ def _problem(p: Preset, lam: float, mu: float) -> UltrasoundClutter:
 def tune(p: Preset) -> tuple[float, float, dict[str, Any]]:
     """(λ, μ) of the grid with the best blood NMSE of FISTA after ``tune_iter`` iterations on a
     validation stream."""
-    table: dict[str, float] = {}
-    best = (float("inf"), p.lams[0], p.mus[0])
-    x, target = _problem(p, 0.0, 0.0).sample(p.val_size, seed=(2, 0))
-    for lam in p.lams:
-        for mu in p.mus:
-            prob = _problem(p, lam, mu)
-            blood, _, _ = _curves(ClassicalSolver(FISTARPCA(), prob, p.tune_iter), prob, x, target)
-            table[f"lam={lam:g},mu={mu:g}"] = blood[-1]
-            best = min(best, (blood[-1], lam, mu))
-    return best[1], best[2], {"fista_iterations": p.tune_iter, "blood_nmse_db": table}
+    base = _problem(p, 0.0, 0.0)
+    x, target = base.sample(p.val_size, seed=(2, 0))
+    grid = {"lam": p.lams, "mu": p.mus}
+    found = tune_classical(base, FISTARPCA, grid, x, target, p.tune_iter, dtype=None)
+    table = {f"lam={pt['lam']:g},mu={pt['mu']:g}": v for pt, v in found.scores}
+    return (
+        found.best["lam"],
+        found.best["mu"],
+        {"fista_iterations": p.tune_iter, "blood_nmse_db": table},
+    )
 
 
 def train(p: Preset, problem: UltrasoundClutter, method: str, seed: int):
@@ -152,7 +155,7 @@ def efficiency(
 ) -> tuple[dict[str, Any], list[float]]:
     """Iterations and wall time FISTA needs to reach each learned model's layer-K blood NMSE."""
     long = ClassicalSolver(FISTARPCA(), problem, p.max_fista_iter)
-    curve, tissue, _ = _curves(long, problem, x, target)
+    curve, tissue = _curves(long, problem, x, target)
     out: dict[str, Any] = {
         "protocol": (
             f"blood NMSE of the {x.shape[0]} held-out sequences; FISTA-RPCA (step 1/L_f, tuned "
@@ -276,8 +279,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     finals: dict[str, Tensor] = {}
     for name, alg in (("ista_rpca", ISTARPCA()), ("fista_rpca", FISTARPCA())):
         model = ClassicalSolver(alg, problem, p.depth)
-        blood, tissue, est = _curves(model, problem, x, target)
-        finals[name] = est
+        blood, tissue = _curves(model, problem, x, target)
+        finals[name] = _final(model, x)
         methods[name] = {
             "blood_nmse_db": blood,
             "tissue_nmse_db": tissue,
@@ -291,8 +294,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         module, seconds = train(p, problem, name, seed=i)
         model = module.model.eval()
         learned[name], modules[name] = model, module
-        blood, tissue, est = _curves(model, problem, x, target)
-        finals[name] = est
+        blood, tissue = _curves(model, problem, x, target)
+        finals[name] = _final(model, x)
         methods[name] = {
             "blood_nmse_db": blood,
             "tissue_nmse_db": tissue,

@@ -35,7 +35,6 @@ Writes ``DIR/results.json`` (``{"methods": {name: {"psnr_db": [stage 0..K], "ssi
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import os
 import time
@@ -50,7 +49,7 @@ from torch import Tensor
 
 from lightning_unfold import ClassicalSolver, SyntheticDataModule, UnfoldedModule
 from lightning_unfold.algorithms import ADMMTV, CompressiveImaging
-from lightning_unfold.core.metrics import layer_curves
+from lightning_unfold.training import layer_metrics, tune_classical
 from lightning_unfold.training.study import median_time, study_trainer, write_json
 
 CLASSICAL: tuple[str, ...] = ("admm_tv", "admm_tv_long")
@@ -97,58 +96,24 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-class RelativeStepModule(UnfoldedModule):
-    """Adam with each trainable tensor's learning rate scaled by its initial mean magnitude
-    (λ ≈ 10⁻³, ρ ≈ 10⁻², filters and shrinkage values ≈ 1), so that one ``lr`` moves every
-    parameter by about the same *relative* amount per step."""
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        base = float(self.hparams["lr"])
-        groups = []
-        for p in self.parameters():
-            if p.requires_grad:
-                scale = float(p.detach().abs().mean())
-                groups.append({"params": [p], "lr": base * (scale if scale > 0 else 1.0)})
-        return torch.optim.Adam(groups)
-
-
-def curves(model: torch.nn.Module, problem: CompressiveImaging, y: Tensor, x: Tensor):
-    """Per-stage ``(psnr, ssim)`` lists, stage 0 (zero-filled) to K."""
-    with torch.no_grad():
-        traj = model(y)
-    c = layer_curves(traj.stacked_estimates(), x, y, problem.metrics())
+def curves(
+    model: torch.nn.Module, problem: CompressiveImaging, y: Tensor, x: Tensor, k: int | None = None
+):
+    """Per-stage mean ``(psnr, ssim)`` lists, stage 0 (zero-filled) to K (or ``k``)."""
+    c = layer_metrics(model, problem, y, x, depth=k)
     return c["psnr_db"], c["ssim"]
 
 
-@torch.no_grad()
-def stream_curves(
-    problem: CompressiveImaging,
-    rho: float,
-    filters: str,
-    y: Tensor,
-    x: Tensor,
-    k: int,
-    with_ssim: bool = True,
-) -> tuple[list[float], list[float]]:
-    """Mean PSNR and SSIM (empty without ``with_ssim``) at iterations 0..k of classical ADMM-TV,
-    scored iterate by iterate (no trajectory kept in memory)."""
-    solver = ClassicalSolver(ADMMTV(penalty=rho, filters=filters), problem, 1)
-    alg, params = solver.algorithm, solver.layer_params(1)
-    psnr_fn, ssim_fn = (m.fn for m in problem.metrics())  # type: ignore[attr-defined]
-    ps: list[float] = []
-    ss: list[float] = []
-    s = alg.init(y, params)
-    for i in range(k + 1):
-        s = s if i == 0 else alg.step(s, y, params, i)
-        ps.append(float(psnr_fn(s.x, x, y).mean()))
-        if with_ssim:
-            ss.append(float(ssim_fn(s.x, x, y).mean()))
-    return ps, ss
+def admm_tv(problem: CompressiveImaging, rho: float, filters: str) -> ClassicalSolver:
+    """Classical ADMM-TV (tied: runs at any depth; scored iterate by iterate)."""
+    return ClassicalSolver(ADMMTV(penalty=rho, filters=filters), problem, 1)
 
 
 def psnr_curve(problem: CompressiveImaging, rho: float, filters: str, y: Tensor, x: Tensor, k: int):
     """Mean PSNR at iterations 0..k of classical ADMM-TV."""
-    return stream_curves(problem, rho, filters, y, x, k, with_ssim=False)[0]
+    return layer_metrics(
+        admm_tv(problem, rho, filters), problem, y, x, depth=k, metrics=["psnr_db"]
+    )["psnr_db"]
 
 
 def with_weight(problem: CompressiveImaging, weight: float) -> CompressiveImaging:
@@ -157,31 +122,42 @@ def with_weight(problem: CompressiveImaging, weight: float) -> CompressiveImagin
 
 def tune(p: Preset, base: CompressiveImaging, y: Tensor, x: Tensor) -> dict[str, Any]:
     """Grid search over (λ, ρ) on the validation set: best PSNR at K, best within the budget."""
-    grid: dict[str, list[float]] = {}
-    for lam, rho in itertools.product(p.weights, p.penalties):
-        grid[f"{lam:g},{rho:g}"] = psnr_curve(
-            with_weight(base, lam), rho, p.filters, y, x, p.max_classical_iter
-        )
-    at_k = max(grid, key=lambda key: grid[key][p.depth])
-    best = max(grid, key=lambda key: max(grid[key]))
-    parse = lambda key: tuple(float(v) for v in key.split(","))  # noqa: E731
+    grid = {"tv_weight": p.weights, "penalty": p.penalties}
+    found = tune_classical(
+        base,
+        ADMMTV,
+        grid,
+        y,
+        x,
+        p.depth,
+        options={"filters": p.filters},
+        curve_to=p.max_classical_iter,
+        dtype=None,
+    )
+    key = lambda pt: f"{pt['tv_weight']:g},{pt['penalty']:g}"  # noqa: E731
+    pairs = [(key(pt), c) for (pt, _), c in zip(found.scores, found.curves, strict=True)]
+    best = max(pairs, key=lambda kc: max(kc[1]))[0]
+    parse = lambda k: tuple(float(v) for v in k.split(","))  # noqa: E731
     return {
-        "at_K": parse(at_k),
+        "at_K": (found.best["tv_weight"], found.best["penalty"]),
         "best": parse(best),
-        "val_psnr_at_K": {key: c[p.depth] for key, c in grid.items()},
-        "val_psnr_best": {key: max(c) for key, c in grid.items()},
+        "val_psnr_at_K": {k: c[p.depth] for k, c in pairs},
+        "val_psnr_best": {k: max(c) for k, c in pairs},
     }
 
 
 def train(p: Preset, problem: CompressiveImaging, rho: float, method: str, seed: int):
     L.seed_everything(seed, verbose=False)
-    module = RelativeStepModule(
+    module = UnfoldedModule(
         problem,
         algorithm="admm_tv",
         algorithm_options={"penalty": rho, "filters": p.filters},
         paradigm=LEARNED[method],
         depth=p.depth,
         lr=p.lr,
+        # each tensor's rate scaled by its initial mean magnitude (λ ≈ 1e-3, ρ ≈ 1e-2, filters
+        # ≈ 1): one lr moves every parameter by about the same relative amount per step
+        lr_scaling="magnitude",
     )
     data = SyntheticDataModule(
         problem, batch_size=p.batch, train_batches=p.steps, val_size=p.batch, seed=seed
@@ -255,8 +231,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     solver_k = ClassicalSolver(ADMMTV(penalty=rho_k, filters=p.filters), problem, p.depth)
     long_problem = with_weight(base, lam_b)
     solver_long = ClassicalSolver(ADMMTV(penalty=rho_b, filters=p.filters), long_problem, p.depth)
-    long_curve, long_ssim = stream_curves(
-        long_problem, rho_b, p.filters, y, x, p.max_classical_iter
+    long_curve, long_ssim = curves(
+        admm_tv(long_problem, rho_b, p.filters), long_problem, y, x, p.max_classical_iter
     )
     for name, solver in (("admm_tv", solver_k), ("admm_tv_long", solver_long)):
         ps, ss = curves(solver, solver.problem, y, x)  # type: ignore[arg-type]

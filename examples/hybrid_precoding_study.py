@@ -53,9 +53,8 @@ import torch
 from torch import Tensor
 
 from lightning_unfold.algorithms.precoding import HybridPGA, HybridPrecoding, tune_step
-from lightning_unfold.core.metrics import layer_curves
 from lightning_unfold.core.unfolded import BlackBoxModel, ClassicalSolver
-from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
+from lightning_unfold.training import SyntheticDataModule, UnfoldedModule, layer_metrics
 from lightning_unfold.training.study import median_time, study_trainer, write_json
 
 SETTINGS: dict[str, str] = {"unit_modulus": "unit_modulus", "unconstrained_analog": "unconstrained"}
@@ -148,14 +147,11 @@ PRESETS: dict[str, Preset] = {
 
 def rates(model: torch.nn.Module, problem: HybridPrecoding, x: Tensor) -> list[float]:
     """Mean rate (nats) at every iterate ``k = 0..K`` (the problem's primary metric)."""
-    with torch.no_grad():
-        traj = model(x)
-    metric = problem.metrics()[0]
-    est = traj.stacked_estimates()
-    if isinstance(model, BlackBoxModel):
-        est = est[-1:]  # the black box: one output (its iterate 0 is a placeholder)
-    target = torch.full((x.shape[0], 1), float("nan"))
-    return layer_curves(est, target, x, [metric])[metric.name]
+    target = torch.full((x.shape[0], 1), float("nan"))  # the rate needs no target
+    name = problem.metrics()[0].name
+    curve = layer_metrics(model, problem, x, target, metrics=[name])[name]
+    # the black box: one output (its iterate 0 is a placeholder)
+    return curve[-1:] if isinstance(model, BlackBoxModel) else curve
 
 
 def train(

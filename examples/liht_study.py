@@ -38,8 +38,6 @@ Writes ``DIR/results.json`` (``{"methods": {name: {"nmse_db": [layer 1..K], "par
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -54,10 +52,9 @@ from torch import Tensor
 
 from lightning_unfold import ClassicalSolver, SparseRecovery, SyntheticDataModule, UnfoldedModule
 from lightning_unfold.algorithms import FISTA, IHT, ISTA
-from lightning_unfold.core.metrics import NMSE, layer_curves
-from lightning_unfold.training import StagewiseSchedule
+from lightning_unfold.training import StagewiseSchedule, layer_metrics, tune_classical
 from lightning_unfold.training.study import median_time as _timed
-from lightning_unfold.training.study import plot_layer_curves, study_trainer
+from lightning_unfold.training.study import plot_layer_curves, study_trainer, write_json
 
 CLASSICAL: tuple[str, ...] = ("iht", "ista", "fista")
 LEARNED: tuple[str, ...] = ("iht_hyperparameters", "liht_cp", "liht", "lista_cp", "lista")
@@ -112,11 +109,10 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def _nmse(model: torch.nn.Module, x: Tensor, s: Tensor) -> list[float]:
-    """Pooled NMSE (dB) at layers 1..K."""
-    with torch.no_grad():
-        est = model(x).stacked_estimates()
-    return layer_curves(est, s, x, [NMSE()])["nmse_db"][1:]
+def _nmse(model: torch.nn.Module, x: Tensor, s: Tensor, depth: int | None = None) -> list[float]:
+    """Pooled NMSE (dB) at layers 1..K (or ``depth``)."""
+    problem = model.problem  # type: ignore[union-attr]
+    return layer_metrics(model, problem, x, s, depth=depth, metrics=["nmse_db"])["nmse_db"][1:]
 
 
 def tune_iht(p: Preset, problem: SparseRecovery) -> dict[str, Any]:
@@ -124,13 +120,13 @@ def tune_iht(p: Preset, problem: SparseRecovery) -> dict[str, Any]:
     on a validation set drawn from its own seed stream."""
     x, s = problem.sample(p.val_size, seed=(9, 0))
     mu = 1.0 / problem.lipschitz
-    scores = []
-    for theta in p.thresholds:
-        lam0 = theta**2 / (2 * mu)
-        nmse = _nmse(ClassicalSolver(IHT(l0_weight=lam0), problem, p.depth), x, s)[-1]
-        scores.append({"theta": theta, "l0_weight": lam0, "nmse_db": nmse})
-    best = min(scores, key=lambda r: r["nmse_db"] if math.isfinite(r["nmse_db"]) else math.inf)
-    return {"grid": scores, "best": best}
+    weights = [theta**2 / (2 * mu) for theta in p.thresholds]
+    found = tune_classical(problem, IHT, {"l0_weight": weights}, x, s, p.depth, dtype=None)
+    scores = [
+        {"theta": theta, "l0_weight": point["l0_weight"], "nmse_db": value}
+        for theta, (point, value) in zip(p.thresholds, found.scores, strict=True)
+    ]
+    return {"grid": scores, "best": scores[weights.index(found.best["l0_weight"])]}
 
 
 def train(
@@ -170,18 +166,10 @@ def efficiency(
 ) -> dict[str, Any]:
     """Iterations and wall time of the classical counterpart to reach each learned model's
     layer-K NMSE on the same codes (one process, one after the other)."""
-    curves: dict[str, list[float]] = {}
-    for name, model in classical.items():
-        alg, prm = model.algorithm, model.layer_params(1)
-        out = []
-        with torch.no_grad():
-            it = alg.init(x, prm)
-            den = float((s**2).sum())
-            for k in range(1, p.max_classical_iter + 1):
-                it = alg.step(it, x, prm, k)
-                err = float(((alg.estimate(it) - s) ** 2).sum())
-                out.append(10 * math.log10(max(err, 1e-300) / den))
-        curves[name] = out
+    curves = {
+        name: _nmse(ClassicalSolver(model.algorithm, problem, 1), x, s, p.max_classical_iter)
+        for name, model in classical.items()
+    }
     result: dict[str, Any] = {
         "protocol": (
             f"NMSE on the first {x.shape[0]} test codes; the classical solver is iterated up to "
@@ -316,8 +304,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         },
         "wall_s": wall,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    write_json(args.out, "results.json", results)
     plot(
         methods,
         args.out / "nmse_vs_layer.png",

@@ -55,7 +55,7 @@ from lightning_unfold.algorithms.detection import (
 )
 from lightning_unfold.core.unfolded import ClassicalSolver
 from lightning_unfold.training import SequentialSchedule, SyntheticDataModule, UnfoldedModule
-from lightning_unfold.training.study import median_time, study_trainer
+from lightning_unfold.training.study import median_time, study_trainer, write_json
 
 DEEPSIC_METHODS: tuple[str, ...] = ("soft_ic", "deepsic", "lmmse", "zf", "ml", "black_box")
 DETNET_METHODS: tuple[str, ...] = ("detnet", "lmmse", "zf")
@@ -474,9 +474,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         extras["wall_s"] = time.perf_counter() - t0
         log(f"done in {extras['wall_s']:.1f} s")
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps(results, indent=2))
-        (args.out / "extras.json").write_text(json.dumps(extras, indent=2))
+        write_json(args.out, "results.json", results)
+        write_json(args.out, "extras.json", extras)
         plot(results, args.out / "ber_vs_snr.png")  # one panel per setting present
     return {"results": results, "extras": extras}
 

@@ -43,7 +43,8 @@ time per call, which a loaded machine does not inflate, the paired per-round spe
 PyTorch WMMSE-100 (:func:`bare_wmmse`, ``wmmse_100_bare``) timed alongside, the same table at
 every ``timing_batches`` size (``latency_by_batch``) and one timing with subnormals kept
 (``latency_subnormals_kept``). Training uses a cosine-decaying learning
-rate and keeps the best validated state.
+rate and keeps the best validated state, the untrained model (= WMMSE-4 for most paradigms)
+scored too.
 """
 
 # %%
@@ -63,9 +64,14 @@ import torch
 from torch import Tensor, nn
 
 from lightning_unfold.algorithms.power import WMMSE, InterferenceChannel, full_power, sum_rate
-from lightning_unfold.core.metrics import layer_curves
 from lightning_unfold.core.unfolded import ClassicalSolver
-from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
+from lightning_unfold.training import (
+    KeepBest,
+    LRScheduler,
+    SyntheticDataModule,
+    UnfoldedModule,
+    layer_metrics,
+)
 from lightning_unfold.training.study import (
     flush_denormals,
     median_time,
@@ -154,13 +160,16 @@ _TEST = 3  # seed stream of held-out channels (SyntheticDataModule: 1 train, 2 v
 
 
 # %%
-@torch.no_grad()
+def sum_rates(model: nn.Module, prob: InterferenceChannel, x: Tensor, K: int) -> list[float]:
+    """Mean sum-rate at layers 0..K (the black box: its one output repeated, layer 0 = no power)."""
+    return layer_metrics(model, prob, x, torch.zeros(x.shape[:2]), depth=K, metrics=["sum_rate"])[
+        "sum_rate"
+    ]
+
+
 def classical_curve(prob: InterferenceChannel, x: Tensor, K: int) -> list[float]:
     """Mean sum-rate at WMMSE iterations 0..K (float64)."""
-    traj = ClassicalSolver(WMMSE(), prob, K, dtype=torch.float64)(x.double())
-    return layer_curves(
-        traj.stacked_estimates(), torch.zeros(x.shape[:2]), x.double(), prob.metrics()[:1]
-    )["sum_rate"]
+    return sum_rates(ClassicalSolver(WMMSE(), prob, K, dtype=torch.float64), prob, x.double(), K)
 
 
 @torch.no_grad()
@@ -202,72 +211,25 @@ def train(
         black_box_params=black_box_params,
         supervision="unsupervised",
         lr=cfg.lr,
+        # large steps early, small ones late, where a constant rate kept undoing the progress
+        scheduler=LRScheduler("cosine", steps=cfg.steps[paradigm], floor=cfg.lr_floor),
     )
     steps = cfg.steps[paradigm]
     data = SyntheticDataModule(prob, batch_size=cfg.batch, train_batches=steps, val_size=cfg.n_val)
-    best = KeepBest()
     trainer = study_trainer(
         steps,
-        callbacks=[CosineLR(cfg.lr, cfg.lr * cfg.lr_floor, steps), best],
+        callbacks=[KeepBest()],  # the best validated sum-rate, the initial model's included
         limit_val_batches=None,
         val_check_interval=min(cfg.val_every, steps),
         gradient_clip_val=cfg.clip,
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=data)
-    seconds = time.perf_counter() - start
-    best.restore(module)
-    return module.eval(), seconds
-
-
-class CosineLR(L.Callback):
-    """Cosine decay of the learning rate from ``lr`` to ``floor`` over ``steps`` optimizer steps:
-    large steps early, small ones late, where a constant rate kept undoing the sum-rate's
-    progress."""
-
-    def __init__(self, lr: float, floor: float, steps: int) -> None:
-        self.lr, self.floor, self.steps = lr, floor, max(steps, 1)
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        t = min(trainer.global_step / self.steps, 1.0)
-        lr = self.floor + 0.5 * (self.lr - self.floor) * (1.0 + math.cos(math.pi * t))
-        for opt in trainer.optimizers:
-            for group in opt.param_groups:
-                group["lr"] = lr
-
-
-class KeepBest(L.Callback):
-    """Keep the parameters of the best validated sum-rate (model selection on the validation
-    stream): training on the sum-rate with a constant learning rate can undo its progress late."""
-
-    def __init__(self) -> None:
-        self.best = -float("inf")
-        self.state: dict[str, Tensor] | None = None
-        self.history: list[float] = []
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        value = float(trainer.callback_metrics["val/sum_rate"])
-        self.history.append(value)
-        if value > self.best:
-            self.best = value
-            self.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
-
-    def restore(self, module: L.LightningModule) -> None:
-        if self.state is not None:
-            module.load_state_dict(self.state)
+    return module.eval(), time.perf_counter() - start
 
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-@torch.no_grad()
-def model_curve(module: UnfoldedModule, prob: InterferenceChannel, x: Tensor) -> list[float]:
-    """Mean sum-rate at layers 0..K (the black box: its output repeated, layer 0 = no power)."""
-    est = module._padded(module.model(x))
-    return layer_curves(est, torch.zeros(x.shape[:2]), x, prob.metrics()[:1])["sum_rate"]
 
 
 # %% [markdown]
@@ -396,7 +358,7 @@ def run(cfg: Preset, out: Path, device: str = "cpu") -> dict[str, Any]:
             module, seconds = train(prob, paradigm, cfg, bb_params)
             if paradigm == "correction":
                 bb_params = n_params(module.model)  # the black box matches UWMMSE's size
-            curves[paradigm].append(model_curve(module, prob, x))
+            curves[paradigm].append(sum_rates(module.model, prob, x, K))
             train_s[paradigm].append(seconds)
             params[paradigm] = n_params(module.model)
             first.setdefault(paradigm, module)
@@ -483,7 +445,7 @@ def run(cfg: Preset, out: Path, device: str = "cpu") -> dict[str, Any]:
         }
         for p in LEARNED:
             try:
-                entry[p] = {"sum_rate": model_curve(first[p], prob_m, xm)}
+                entry[p] = {"sum_rate": sum_rates(first[p].model, prob_m, xm, K)}
             except ValueError as err:  # a model with per-user parameters cannot change size
                 entry[p] = {"sum_rate": None, "error": str(err)}
         size_gen[str(M)] = entry

@@ -35,9 +35,6 @@ two loss-vs-iteration plots ``DIR/matched.png``, ``DIR/mismatched.png``.
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -55,13 +52,18 @@ from lightning_unfold.algorithms.rpca import (
     promote_hyperparameters,
     relative_frobenius_error,
 )
-from lightning_unfold.core.metrics import layer_curves, primary_metric
-from lightning_unfold.core.trajectory import Trajectory
+from lightning_unfold.core.metrics import primary_metric
 from lightning_unfold.core.unfolded import ClassicalSolver
-from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
+from lightning_unfold.training import (
+    SyntheticDataModule,
+    UnfoldedModule,
+    layer_metrics,
+    tune_classical,
+    warm_start,
+)
 from lightning_unfold.training.schedules import TwoStageSchedule
 from lightning_unfold.training.study import median_time as _timed
-from lightning_unfold.training.study import study_trainer
+from lightning_unfold.training.study import plot_layer_curves, study_trainer, write_json
 
 METHODS: tuple[str, ...] = (
     "classical",
@@ -173,14 +175,6 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-class RPCAModule(UnfoldedModule):
-    r""":class:`UnfoldedModule` with the study's supervised loss, the mean relative error
-    :math:`\|\hat M - M^\star\|_F/\|M^\star\|_F` (scale-free, as in Cai et al. 2021)."""
-
-    def layer_loss(self, traj: Trajectory[Any], x: Tensor, target: Tensor, k: int) -> Tensor:
-        return relative_frobenius_error(traj.estimates[k], target).mean()
-
-
 def _problem(p: Preset, mismatched: bool) -> RPCAProblem:
     return RPCAProblem(
         n1=p.n1,
@@ -196,27 +190,17 @@ def _problem(p: Preset, mismatched: bool) -> RPCAProblem:
 def _errors(model: torch.nn.Module, x: Tensor, target: Tensor, depth: int) -> list[float]:
     """The problem's primary metric (mean relative error) at layers 1..K (the black box has one
     output: repeated K times)."""
-    with torch.no_grad():
-        traj = model(x)
-    metric = primary_metric(model.problem.metrics())
-    d = layer_curves(traj.stacked_estimates(), target, x, [metric])[metric.name][1:]
-    return d + d[-1:] * (depth - len(d))
+    problem = model.problem  # type: ignore[union-attr]
+    metric = primary_metric(problem.metrics()).name
+    return layer_metrics(model, problem, x, target, depth=depth, metrics=[metric])[metric][1:]
 
 
 def grid_search(p: Preset, problem: RPCAProblem, device: torch.device) -> dict[str, Any]:
     """Hand-tuning of the classical solver: the grid point with the lowest mean relative error at
     layer K on a validation batch (its own seed stream, disjoint from training and test)."""
     x, target = problem.sample(p.grid_size, seed=(9, 0), dtype=torch.float64)
-    x, target = x.to(device), target.to(device)
-    scores = []
-    keys = list(p.grid)
-    for values in itertools.product(*(p.grid[k] for k in keys)):
-        opts = dict(zip(keys, values, strict=True))
-        solver = ClassicalSolver(RPCA(**opts), problem, p.depth, dtype=torch.float64).to(device)
-        err = _errors(solver, x, target, p.depth)[-1]
-        scores.append((err if math.isfinite(err) else math.inf, opts))
-    scores.sort(key=lambda t: t[0])
-    return {"best": scores[0][1], "best_error": scores[0][0], "evaluated": len(scores)}
+    found = tune_classical(problem, RPCA, p.grid, x.to(device), target.to(device), p.depth)
+    return {"best": found.best, "best_error": found.score, "evaluated": len(found.scores)}
 
 
 def latency(
@@ -259,29 +243,6 @@ def latency(
     return out
 
 
-def warm_start(model: torch.nn.Module, learned: torch.nn.Module) -> None:
-    r"""Copy a trained ``hyperparameters`` model's per-layer :math:`\eta_L, \eta_R, \zeta` into
-    ``model`` (objective / correction: the same parameters; inductive bias: each layer's
-    :class:`RPCAConvIteration`, whose ζ is the absolute relative threshold :math:`\zeta_k q^{k-1}`).
-
-    Variants 2–4 extend variant 1, and the schedules train every parameter of a model at one
-    learning rate: a rate small enough for Ψ_k and the conv nets (1e-3) barely moves the step
-    sizes and thresholds within the budget, so they start where variant 1 ended.
-    """
-    with torch.no_grad():
-        for k in range(1, learned.depth + 1):
-            src = learned.layer_params(k)
-            nets = getattr(model, "nets", None)
-            if getattr(model, "paradigm", "") == "inductive_bias" and nets is not None:
-                net = nets[k - 1]
-                net.eta_L.copy_(src["eta_L"])
-                net.eta_R.copy_(src["eta_R"])
-                net.zeta.copy_(src["zeta"] * learned.algorithm.decay ** (k - 1))
-            else:
-                for name in ("eta_L", "eta_R", "zeta"):
-                    model.learned[name][k - 1].copy_(src[name])
-
-
 def train(
     p: Preset,
     problem: RPCAProblem,
@@ -289,13 +250,13 @@ def train(
     opts: dict[str, float],
     accelerator: str,
     seed: int,
-    warm: RPCAModule | None = None,
-) -> tuple[RPCAModule, float]:
+    warm: UnfoldedModule | None = None,
+) -> tuple[UnfoldedModule, float]:
     """Build and train one learned method (warm-started from ``warm``'s learned step sizes and
     thresholds when given); returns the module and the training wall time."""
     torch.manual_seed(seed)
     paradigm = method
-    module = RPCAModule(
+    module = UnfoldedModule(
         problem,
         algorithm="rpca",
         algorithm_options=dict(opts),
@@ -309,7 +270,9 @@ def train(
     if method == "inductive_bias":
         init_layer_thresholds(module.model, module.model.algorithm)
     if warm is not None:
-        warm_start(module.model, warm.model)
+        # variants 2-4 extend variant 1, and one learning rate small enough for Ψ_k and the conv
+        # nets (1e-3) barely moves step sizes and thresholds: they start where variant 1 ended
+        warm_start(module, warm, names=("eta_L", "eta_R", "zeta"))
     callbacks: list[L.Callback] = []
     if method == "black_box":
         max_steps = p.black_box_steps
@@ -361,7 +324,7 @@ def run_setting(
             "converged": sol.converged,
         },
     }
-    modules: dict[str, RPCAModule] = {}
+    modules: dict[str, UnfoldedModule] = {}
     for i, method in enumerate(LEARNED):
         warm = modules["hyperparameters"] if method in WARM_STARTED else None
         module, seconds = train(p, problem, method, opts, accelerator, seed=i, warm=warm)
@@ -388,25 +351,14 @@ def run_setting(
 
 
 def plot(results: dict[str, Any], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in METHODS:
-        errs = results[method]["rel_error"]
-        ks = list(range(1, len(errs) + 1))
-        style = "--" if method == "black_box" else "-o"
-        ax.semilogy(ks, errs, style, label=method, markersize=3)
-    ax.set_xlabel("iteration / layer k")
-    ax.set_ylabel(r"relative error $\|LR^T - L^\star R^{\star T}\|_F / \|L^\star R^{\star T}\|_F$")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plot_layer_curves(
+        {method: results[method]["rel_error"] for method in METHODS},
+        path,
+        title=title,
+        ylabel=r"relative error $\|LR^T - L^\star R^{\star T}\|_F / \|L^\star R^{\star T}\|_F$",
+        dashed=("classical", "black_box"),
+        logy=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -437,9 +389,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     extras["wall_s"] = time.perf_counter() - t0
     log(f"done in {extras['wall_s']:.1f} s")
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps(results, indent=2))
-        (args.out / "extras.json").write_text(json.dumps(extras, indent=2))
+        write_json(args.out, "results.json", results)
+        write_json(args.out, "extras.json", extras)
         for name in ("matched", "mismatched"):
             sigma = f", Ψ noise σ = {p.sigma}" if name == "mismatched" else ""
             plot(

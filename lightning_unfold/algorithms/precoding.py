@@ -710,15 +710,19 @@ def tune_step(
     dtype: torch.dtype = torch.float64,
 ) -> float:
     """The constant step among ``candidates`` with the highest mean rate after ``depth``
-    classical iterations on the tuning channels ``x`` (a grid search; ties: the smaller step)."""
-    from lightning_unfold.core.unfolded import ClassicalSolver
+    classical iterations on the tuning channels ``x`` (a grid search; ties: the earlier
+    candidate) — :func:`~lightning_unfold.training.tune_classical` over ``step``."""
+    from lightning_unfold.training.evaluation import tune_classical
 
-    best, best_rate = float(candidates[0]), -math.inf
-    for mu in candidates:
-        solver = ClassicalSolver(HybridPGA(mu, digital_init), problem, depth, dtype=dtype)
-        with torch.no_grad():
-            est = solver(x.to(complex_dtype(dtype))).final_estimate
-        rate = float(problem.rate_of_estimate(est, x).mean())
-        if rate > best_rate + 1e-12:
-            best, best_rate = float(mu), rate
-    return best
+    unlabelled = torch.full((x.shape[0], 1), float("nan"))  # the rate needs no target
+    found = tune_classical(
+        problem,
+        HybridPGA,
+        {"step": [float(mu) for mu in candidates]},
+        x,
+        unlabelled,
+        depth,
+        options={"digital_init": digital_init},
+        dtype=dtype,
+    )
+    return float(found.best["step"])

@@ -69,7 +69,7 @@ from lightning_unfold.core.algorithm import (
     seeded_rng,
 )
 from lightning_unfold.core.iterate import require_finite
-from lightning_unfold.core.metrics import NMSE, ProblemMetric, RelativeError
+from lightning_unfold.core.metrics import NMSE, ProblemMetric, RelativeError, labelled_rows
 from lightning_unfold.core.networks import ConvDenoiserNet
 from lightning_unfold.core.unfolded import promote_hyperparameters
 
@@ -287,6 +287,16 @@ class RPCAProblem(ProblemSpec):
         r"""Mean relative error :math:`\|\hat L - L^\star\|_F / \|L^\star\|_F` (primary, the
         LRPCA literature's figure), then pooled NMSE in dB."""
         return (RelativeError(), NMSE())
+
+    def supervised_loss(self, estimate: Tensor, target: Tensor) -> Tensor | None:
+        r"""The mean relative error over labelled rows,
+        :math:`\frac1{|\mathcal B_\ell|}\sum_i\|\hat M_i - M^\star_i\|_F/\|M^\star_i\|_F` —
+        scale-free, the LRPCA literature's training loss (Cai et al. 2021); ``None`` when no row
+        is labelled."""
+        labelled = labelled_rows(target)
+        if not bool(labelled.any()):
+            return None
+        return relative_frobenius_error(estimate[labelled], target[labelled]).mean()
 
     def validate_observation(self, x: Tensor) -> None:
         shape = (self.n1, self.n2)
@@ -545,6 +555,15 @@ class RPCAConvIteration(nn.Module):
         self.eta_L = nn.Parameter(torch.tensor(float(step)))
         self.eta_R = nn.Parameter(torch.tensor(float(step)))
         self.zeta = nn.Parameter(torch.tensor(float(zeta)))
+
+    @torch.no_grad()
+    def warm_start_(self, params: Mapping[str, Tensor], k: int, algorithm: RPCA) -> None:
+        r"""Take layer ``k``'s classical hyperparameters :math:`\eta_L, \eta_R, \zeta` of an
+        RPCA model (for :func:`~lightning_unfold.training.warm_start`); this layer's ζ is the
+        absolute relative threshold :math:`\zeta_k q^{k-1}` of the algorithm's schedule."""
+        self.eta_L.copy_(params["eta_L"])
+        self.eta_R.copy_(params["eta_R"])
+        self.zeta.copy_(params["zeta"] * algorithm.decay ** (k - 1))
 
     def forward(self, features: Tensor, flat_iterate: Tensor) -> Tensor:
         L, R, Y, X, _ = _unpack(features, self.n1, self.n2, self.rank)

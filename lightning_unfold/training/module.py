@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ from lightning_unfold.training.losses import (
     layer_weights as _layer_weights,
 )
 from lightning_unfold.training.metrics import LayerwiseMetric
+from lightning_unfold.training.optim import LRScheduler, as_scheduler, parameter_groups
 
 __all__ = ["BASELINES", "UnfoldedModule", "build_model"]
 
@@ -105,6 +107,14 @@ class UnfoldedModule(L.LightningModule):
             latter (default log(1 + k)).
         unsupervised_weight: w of the semi-supervised mix (1 − w)·supervised + w·objective.
         lr: Adam learning rate.
+        scheduler: a learning-rate schedule (:class:`~lightning_unfold.training.optim.LRScheduler`,
+            e.g. ``LRScheduler("cosine", floor=0.02)``; from YAML ``{name: cosine, floor: 0.02}``),
+            stepped after every optimizer step; ``None`` = constant.
+        param_group_lr: ``{fnmatch pattern of a parameter name: multiplier of lr}``, e.g.
+            ``{"model.nets.*": 0.1}``; the first matching pattern wins.
+        lr_scaling: ``"magnitude"`` scales each parameter tensor's rate by its mean absolute
+            value at the start of the fit (parameters of very different scales then move by
+            about the same relative amount per step); ``"none"`` (default) does not.
         check_finite_every: the training loss is tested for NaN/Inf on the device every step,
             but read on the host (a synchronisation) only every this many steps and at the end
             of each epoch; the error then names the window of steps. 1 = every step.
@@ -142,6 +152,9 @@ class UnfoldedModule(L.LightningModule):
         lr: float = 1e-3,
         check_finite_every: int = 50,
         compile: bool = False,
+        scheduler: LRScheduler | None = None,
+        param_group_lr: dict[str, float] | None = None,
+        lr_scaling: str = "none",
     ) -> None:
         super().__init__()
         if supervision not in SUPERVISIONS:
@@ -157,6 +170,8 @@ class UnfoldedModule(L.LightningModule):
                 "check_finite_every must be an integer >= 1 (1 = every step), "
                 f"got {check_finite_every!r}."
             )
+        self.scheduler = as_scheduler(scheduler)
+        parameter_groups([], lr, None, lr_scaling)  # validates lr_scaling now, not at fit time
         prob = problem_from_config(problem)
         self.save_hyperparameters(ignore=["problem"])
         self.hparams["problem"] = prob.to_config()
@@ -313,7 +328,7 @@ class UnfoldedModule(L.LightningModule):
     def _eval_step(self, batch: tuple[Tensor, Tensor], metrics: nn.ModuleDict, prefix: str) -> None:
         x, target = batch
         traj = self.model(x)
-        est = self._padded(traj)
+        est = self.padded_estimates(traj)
         for metric in metrics.values():
             metric.update(est, target, x)
         if self.hparams["supervision"] != "supervised" or bool(labelled_rows(target).all()):
@@ -321,11 +336,15 @@ class UnfoldedModule(L.LightningModule):
                 f"{prefix}/loss", self.loss(traj, x, target), batch_size=x.shape[0], sync_dist=True
             )
 
-    def _padded(self, traj: Trajectory[Any]) -> Tensor:
+    def padded_estimates(self, traj: Trajectory[Any]) -> Tensor:
+        """The trajectory's estimates stacked ``(K + 1, B, ...)``; a shorter trajectory (the
+        black box's one output) has its final estimate repeated up to the module's depth K."""
         est = traj.stacked_estimates()
         if est.shape[0] < self.depth + 1:  # e.g. the black box: repeat its output per layer
             est = torch.cat([est, est[-1:].expand(self.depth + 1 - est.shape[0], *est.shape[1:])])
         return est
+
+    _padded = padded_estimates  # the former private name
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.val_metrics, "val")
@@ -351,11 +370,29 @@ class UnfoldedModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_curves(self.test_metrics, "test")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
-        if not params:
+    def configure_optimizers(self) -> Any:
+        """Adam over the trainable parameters, in the groups of ``param_group_lr`` /
+        ``lr_scaling``, with the ``scheduler`` stepped after every optimizer step."""
+        if not any(p.requires_grad for p in self.parameters()):
             raise ValueError(
                 f"paradigm={self.hparams['paradigm']!r} has no trainable parameters; the classical "
                 "baseline is evaluated with `validate`/`test`, not trained."
             )
-        return torch.optim.Adam(params, lr=float(self.hparams["lr"]))
+        groups = parameter_groups(
+            self.named_parameters(),
+            float(self.hparams["lr"]),
+            self.hparams.get("param_group_lr"),
+            str(self.hparams.get("lr_scaling", "none")),
+        )
+        optimizer = torch.optim.Adam(groups)  # type: ignore[arg-type]
+        if self.scheduler is None:
+            return optimizer
+        total = float(self.trainer.estimated_stepping_batches) if self._trainer else 1.0
+        horizon = int(total) if math.isfinite(total) else 0
+        if self.scheduler.steps is None and horizon < 1:
+            raise ValueError(
+                "The scheduler's horizon is the fit's number of optimizer steps, but this fit has "
+                "no limit (max_steps=-1 and max_epochs=-1); give LRScheduler(steps=...)."
+            )
+        sched = self.scheduler.build(optimizer, horizon)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

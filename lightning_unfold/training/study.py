@@ -127,11 +127,13 @@ def plot_layer_curves(
     title: str,
     ylabel: str,
     dashed: Collection[str] = (),
+    logy: bool = False,
 ) -> None:
     """Plot each method's metric against the layer (1..K) into ``path`` (PNG).
 
     ``dashed`` names the classical baselines, drawn dashed next to the learned models' solid
-    lines; ``ylabel`` should carry the metric's unit (e.g. "NMSE (dB)").
+    lines; ``ylabel`` should carry the metric's unit (e.g. "NMSE (dB)"); ``logy`` draws the
+    metric on a log scale (e.g. a relative error).
     """
     import matplotlib
 
@@ -142,10 +144,12 @@ def plot_layer_curves(
     for name, curve in curves.items():
         style = "--" if name in dashed else "-"
         ax.plot(range(1, len(curve) + 1), list(curve), style, marker="o", ms=3, label=name)
+    if logy:
+        ax.set_yscale("log")
     ax.set_xlabel("layer / iteration k")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3, which="both" if logy else "major")
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

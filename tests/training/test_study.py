@@ -91,6 +91,7 @@ def test_plot_layer_curves_draws_every_method_with_labelled_axes(
         seen["labels"] = [line.get_label() for line in ax.get_lines()]
         seen["styles"] = [line.get_linestyle() for line in ax.get_lines()]
         seen["axes"] = (ax.get_xlabel(), ax.get_ylabel())
+        seen["yscale"] = ax.get_yscale()
         real_close(fig)
 
     monkeypatch.setattr(plt, "close", keep)
@@ -104,4 +105,6 @@ def test_plot_layer_curves_draws_every_method_with_labelled_axes(
     )
     assert path.stat().st_size > 5000
     assert seen["labels"] == ["ista", "lista"] and seen["styles"] == ["--", "-"]
-    assert seen["axes"] == ("layer / iteration k", "NMSE (dB)")
+    assert seen["axes"] == ("layer / iteration k", "NMSE (dB)") and seen["yscale"] == "linear"
+    plot_layer_curves({"rpca": [0.5, 0.01]}, path, title="t", ylabel="relative error", logy=True)
+    assert seen["yscale"] == "log"
