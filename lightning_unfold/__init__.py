@@ -45,6 +45,7 @@ _TRAINING_NAMES = (
     "BASELINES",
     "SyntheticDataModule",
     "UnfoldedModule",
+    "UserDataModule",
     "build_model",
     "DescendingConstraints",
 )
@@ -89,6 +90,7 @@ __all__ = [
     "Trajectory",
     "UnfoldedModel",
     "UnfoldedModule",
+    "UserDataModule",
     "__version__",
     "build_model",
     "make_algorithm",

@@ -2,8 +2,9 @@
 
 * ``lightning-unfold fit|validate|test --config FILE.yaml`` — LightningCLI over
   :class:`~lightning_unfold.training.UnfoldedModule` and
-  :class:`~lightning_unfold.training.SyntheticDataModule`; ``model.problem`` is linked to
-  ``data.problem`` so the YAML names the problem once.
+  :class:`~lightning_unfold.training.SyntheticDataModule` (or any data module that takes a
+  ``problem``: ``--data UserDataModule --data.path obs.npz`` for the user's own data);
+  ``model.problem`` is linked to ``data.problem`` so the YAML names the problem once.
 * ``lightning-unfold demo`` — train a small ALISTA on CPU, print its per-layer NMSE against
   ISTA and FISTA at equal iteration counts, save the checkpoint and print its verification report.
 * ``lightning-unfold check CHECKPOINT`` — run the verification checks on a checkpoint.
@@ -32,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from jsonargparse import ArgumentError, Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -220,6 +222,11 @@ class UnfoldCLI(LightningCLI):
 
     ``phase`` (a list) receives ``"run"`` when the trainer is about to start: an error after
     that is a failed run (exit 1), one before it a bad command or configuration (exit 2).
+
+    ``data`` is any ``LightningDataModule`` that takes a ``problem``, by default
+    :class:`~lightning_unfold.training.SyntheticDataModule` (a config's ``data:`` block without
+    ``class_path`` configures it); ``--data UserDataModule --data.path obs.npz`` trains on the
+    user's own file (:class:`~lightning_unfold.training.UserDataModule`).
     """
 
     def __init__(self, *args: Any, phase: list[str] | None = None, **kwargs: Any) -> None:
@@ -231,7 +238,12 @@ class UnfoldCLI(LightningCLI):
         return super().init_parser(**kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("model.problem", "data.problem", apply_on="instantiate")
+        if not self.subclass_mode_data:  # a fixed data module class (as tests build it)
+            parser.link_arguments("model.problem", "data.problem", apply_on="instantiate")
+            return
+        parser.link_arguments("model.problem", "data.init_args.problem", apply_on="instantiate")
+        default = f"{SyntheticDataModule.__module__}.{SyntheticDataModule.__name__}"
+        parser.set_defaults({"data": {"class_path": default}})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse ``args`` (never also ``sys.argv``: :func:`main` passes the command line), then
@@ -347,7 +359,8 @@ def _cli(argv: list[str], traceback: bool) -> int:
     try:
         UnfoldCLI(
             UnfoldedModule,
-            SyntheticDataModule,
+            L.LightningDataModule,
+            subclass_mode_data=True,
             args=argv,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,

@@ -13,6 +13,12 @@ from lightning_unfold.algorithms.corona import (
     LowRankSparseState,
     UltrasoundClutter,
 )
+from lightning_unfold.algorithms.crf import (
+    CRFState,
+    MeanFieldCRF,
+    Segmentation,
+    SegmentationBlackBoxNet,
+)
 from lightning_unfold.algorithms.detection import (
     DeepSICLayer,
     DetectionBlackBoxNet,
@@ -99,6 +105,7 @@ ALGORITHMS.update({cls.name: cls for cls in (SoftIC, ProjectedGradientDetector)}
 ALGORITHMS.update({cls.name: cls for cls in (IHT, LIHT, LIHTCP, NMF)})
 ALGORITHMS[ADMMTV.name] = ADMMTV
 ALGORITHMS.update({cls.name: cls for cls in (ISTARPCA, FISTARPCA, CORONA)})
+ALGORITHMS[MeanFieldCRF.name] = MeanFieldCRF
 
 
 def register_algorithm(cls: type[Algorithm[Any]]) -> type[Algorithm[Any]]:
@@ -138,6 +145,7 @@ __all__ = [
     "WMMSE",
     "ADMMLasso",
     "ADMMState",
+    "CRFState",
     "CompressiveImaging",
     "DeepSICLayer",
     "DetNetLayer",
@@ -157,6 +165,7 @@ __all__ = [
     "InterferenceChannel",
     "LowRankSparseState",
     "MIMODetection",
+    "MeanFieldCRF",
     "NMFBlackBoxNet",
     "NMFCorrectionNet",
     "NMFNetIteration",
@@ -172,6 +181,8 @@ __all__ = [
     "RPCACorrectionNet",
     "RPCAProblem",
     "RPCAState",
+    "Segmentation",
+    "SegmentationBlackBoxNet",
     "SoftIC",
     "SparseRecovery",
     "UWMMSECorrection",

@@ -92,13 +92,14 @@ __all__ = [
     "lmmse",
     "maximum_likelihood",
     "one_hot_nearest",
+    "toeplitz_correlation",
     "zero_forcing",
 ]
 
 #: the constellations :class:`MIMODetection` knows
 CONSTELLATIONS: tuple[str, ...] = ("bpsk", "qpsk", "16qam")
 #: the channel models :class:`MIMODetection` knows
-CHANNELS: tuple[str, ...] = ("deepsic", "gaussian", "correlated")
+CHANNELS: tuple[str, ...] = ("deepsic", "gaussian", "correlated", "toeplitz")
 
 _MAX_HYPOTHESES = 1 << 16  # exact ML enumerates M^U hypotheses
 
@@ -187,13 +188,21 @@ class MIMODetection(ProblemSpec):
         channel: ``"deepsic"`` — fixed :math:`H_{ij} = e^{-|i-j|}` (Shlezinger et al. 2021);
             ``"gaussian"`` — i.i.d. :math:`\mathcal N(0, 1/N)` (BPSK) or :math:`\mathcal{CN}(0, 1/N)`
             entries drawn per sample; ``"correlated"`` — a fixed Kronecker-correlated channel
-            :math:`R_r^{1/2} G R_t^{1/2}/\sqrt N`, :math:`[R]_{ij} = \rho^{|i-j|}`, G drawn from ``seed``.
+            :math:`R_r^{1/2} G R_t^{1/2}/\sqrt N`, :math:`[R]_{ij} = \rho^{|i-j|}`, G drawn from ``seed``;
+            ``"toeplitz"`` — DetNet's fixed-channel case (Samuel, Diskin & Wiesel 2019): the fixed
+            :math:`H = \begin{psmallmatrix}R^{1/2}\\ 0\end{psmallmatrix}` (:math:`N\times U`,
+            :math:`R^{1/2}` the symmetric square root of :math:`[R]_{ij} = \rho^{|i-j|}`,
+            :math:`U\times U`), so that :math:`H^H H = R` exactly (unit-norm columns, like the
+            ``"gaussian"`` channel on average). Every detector here depends on the channel only
+            through :math:`H^H H` and :math:`H^H y` (sufficient statistics), so the zero rows cost
+            nothing and any other :math:`QR^{1/2}` with orthonormal :math:`Q` gives the same error
+            rates. Needs :math:`U \le N`.
         snr_db: one SNR (dB) or a list to draw from uniformly per sample (SNR = 1/σ²).
         snr_range: ``(lo, hi)`` dB, drawn uniformly per sample (instead of ``snr_db``).
         csi_noise: :math:`\epsilon^2`; the detector is given :math:`H \odot (1 + \epsilon N(0, 1))`,
             redrawn per frame, while the data follow the true H (0: perfect CSI).
         frame: symbols per frame (within one ``sample`` call, rows ``[f·frame, (f+1)·frame)``).
-        correlation: ρ of the ``"correlated"`` channel.
+        correlation: ρ of the ``"correlated"`` and ``"toeplitz"`` channels (DetNet's: 0.55).
         loss: ``"cross_entropy"`` (mean over symbols of :math:`-\log p_u(s_u)`, DeepSIC's) or
             ``"symbol_mse"`` (:math:`\sum_u |\mathbb E_{p_u}[s] - s_u|^2` per sample, DetNet's).
         seed: seeds the fixed channels and, with ``sample``'s seed, the data.
@@ -258,6 +267,12 @@ class MIMODetection(ProblemSpec):
             raise ValueError(f"frame must be an integer >= 1, got {frame!r}.")
         if not -1.0 < correlation < 1.0:
             raise ValueError(f"correlation must lie in (-1, 1), got {correlation}.")
+        if channel == "toeplitz" and n_users > n_antennas:
+            raise ValueError(
+                f'channel="toeplitz" gives H^T H = R ({n_users}x{n_users}, full rank), which needs '
+                f"at least as many antennas as users; got n_users = {n_users} > n_antennas = "
+                f"{n_antennas}."
+            )
         if loss not in ("cross_entropy", "symbol_mse"):
             raise ValueError(f"Unknown loss {loss!r}; valid: ['cross_entropy', 'symbol_mse'].")
         self.n_users, self.n_antennas, self.channel = n_users, n_antennas, channel
@@ -342,6 +357,10 @@ class MIMODetection(ProblemSpec):
             Rr = self.correlation ** np.abs(np.subtract.outer(np.arange(N), np.arange(N)))
             Rt = self.correlation ** np.abs(np.subtract.outer(np.arange(U), np.arange(U)))
             return _sqrtm(Rr) @ G @ _sqrtm(Rt) / math.sqrt(N)
+        if self.channel == "toeplitz":
+            H = np.zeros((N, U), dtype=np.complex128)
+            H[:U] = _sqrtm(toeplitz_correlation(U, self.correlation))
+            return H
         return None
 
     def _fixed_channel(self) -> Tensor | None:
@@ -482,6 +501,12 @@ def _constellation_or_raise(name: str) -> Constellation:
     return constellation(name)
 
 
+def toeplitz_correlation(n: int, rho: float) -> np.ndarray:
+    r"""The ``n × n`` Toeplitz correlation :math:`[R]_{ij} = \rho^{|i-j|}` (positive definite for
+    :math:`|\rho| < 1`)."""
+    return rho ** np.abs(np.subtract.outer(np.arange(n), np.arange(n))).astype(np.float64)
+
+
 def _sqrtm(R: np.ndarray) -> np.ndarray:
     w, V = np.linalg.eigh(R)
     return (V * np.sqrt(np.clip(w, 0, None))) @ V.T
@@ -565,19 +590,70 @@ class SoftIC(Algorithm[Tensor]):
         return x.new_full((x.shape[0], prob.users, M), 1.0 / M)
 
     def posteriors(self, s: Tensor, x: Tensor, points: Tensor, var_scale: Tensor | float) -> Tensor:
-        """One undamped soft-IC update :math:`\\tilde p` of the posteriors ``s`` ``(B, U, M)``."""
+        r"""One undamped soft-IC update :math:`\tilde p` of the posteriors ``s`` ``(B, U, M)``.
+
+        Computed with one factorisation per sample instead of one solve per user: with
+        :math:`D_j = \nu C_j`, :math:`\Sigma = \sigma_r^2 I + \sum_j H_j D_j H_j^\top` and
+        :math:`\Sigma_u = \Sigma - H_u D_u H_u^\top`, Woodbury's identity gives for the residual
+        :math:`r = z_u - H_u c = e + H_u(m_u - c)` (:math:`e = y - \sum_j H_j m_j`)
+
+        .. math:: r^\top\Sigma_u^{-1}r = r^\top\Sigma^{-1}r + t^\top D_u (I - G_u D_u)^{-1} t,
+            \qquad t = H_u^\top\Sigma^{-1}r,\quad G_u = H_u^\top\Sigma^{-1}H_u,
+
+        where :math:`I - G_uD_u` is invertible because :math:`\Sigma_u \succ 0`
+        (:math:`\det\Sigma_u = \det\Sigma\,\det(I - G_uD_u)`). The common term
+        :math:`e^\top\Sigma^{-1}e` is dropped (the softmax is shift invariant). :math:`t` and
+        :math:`G_u` come from one :math:`U_r\times U_r` solve per sample when
+        :math:`U_r \le N_r` (``_push_through``), otherwise from one Cholesky
+        factorisation of :math:`\Sigma`. Equal to the per-user solves to rounding (tested in
+        float64 against them and against the exact marginals); one update of 500 channel uses at
+        30 × 60 BPSK took 0.018 s of CPU instead of 1.39 s (one thread).
+        """
         prob = self.problem
         y, H, var_r = prob.split(x)
         Hb = _user_blocks(H, prob.users)  # (B, U, Nr, d)
-        m, C = _moments(s, points)
-        own = torch.einsum("bund,bud->bun", Hb, m)  # each user's mean contribution
-        z = y.unsqueeze(1) - own.sum(dim=1, keepdim=True) + own  # (B, U, Nr)
-        cov_u = torch.einsum("bund,bude,bume->bunm", Hb, C, Hb)  # (B, U, Nr, Nr)
-        eye = torch.eye(prob.n_obs, dtype=x.dtype, device=x.device)
-        sigma = var_r[:, None, None, None] * eye + var_scale * (cov_u.sum(1, keepdim=True) - cov_u)
-        r = z.unsqueeze(-1) - Hb @ points.T  # (B, U, Nr, M)
-        quad = (r * torch.linalg.solve(sigma, r)).sum(dim=2)  # (B, U, M)
+        m, C = _moments(s, points)  # (B, U, d), (B, U, d, d)
+        D = var_scale * C
+        e = y - torch.einsum("bund,bud->bn", Hb, m)  # y - H m
+        if prob.n_sym <= prob.n_obs:
+            ha, G = self._push_through(H, e, D, var_r)
+        else:
+            eye = torch.eye(prob.n_obs, dtype=x.dtype, device=x.device)
+            sigma = var_r[:, None, None] * eye + torch.einsum("bund,bude,bume->bnm", Hb, D, Hb)
+            sol = torch.cholesky_solve(
+                torch.cat([e.unsqueeze(-1), H], dim=-1), torch.linalg.cholesky(sigma)
+            )
+            a, W = sol[..., 0], _user_blocks(sol[..., 1:], prob.users)  # Σ⁻¹e, Σ⁻¹H_u
+            ha = torch.einsum("bund,bn->bud", Hb, a)  # H_uᵀΣ⁻¹e  (B, U, d)
+            G = torch.einsum("bund,bune->bude", Hb, W)  # H_uᵀΣ⁻¹H_u  (B, U, d, d)
+        delta = m.unsqueeze(2) - points  # m_u - c  (B, U, M, d)
+        Gdelta = torch.einsum("bude,bume->bumd", G, delta)
+        t = ha.unsqueeze(2) + Gdelta  # H_uᵀΣ⁻¹r  (B, U, M, d)
+        quad = (delta * (2.0 * ha.unsqueeze(2) + Gdelta)).sum(-1)  # rᵀΣ⁻¹r - eᵀΣ⁻¹e
+        eye_d = torch.eye(prob.d, dtype=x.dtype, device=x.device)
+        v = torch.linalg.solve(eye_d - G @ D, t.transpose(-1, -2))  # (I - G_u D_u)⁻¹ t
+        quad = quad + ((D @ t.transpose(-1, -2)) * v).sum(-2)
         return torch.softmax(-0.5 * quad, dim=-1)
+
+    def _push_through(
+        self, H: Tensor, e: Tensor, D: Tensor, var_r: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        r""":math:`H_u^\top\Sigma^{-1}e` ``(B, U, d)`` and :math:`H_u^\top\Sigma^{-1}H_u`
+        ``(B, U, d, d)`` from one :math:`U_r\times U_r` solve per sample (for
+        :math:`U_r \le N_r`), by the push-through identity
+        :math:`H^\top(\sigma_r^2 I + H\tilde DH^\top)^{-1} = (\sigma_r^2 I + H^\top H\tilde D)^{-1}H^\top`,
+        :math:`\tilde D` the block diagonal of the :math:`D_u`."""
+        prob = self.problem
+        B, U, d, Ur = H.shape[0], prob.users, prob.d, prob.n_sym
+        A = H.mT @ H
+        eye_u = torch.eye(U, dtype=H.dtype, device=H.device)
+        Dt = torch.einsum("buij,uv->buivj", D, eye_u).reshape(B, Ur, Ur)
+        K = var_r[:, None, None] * torch.eye(Ur, dtype=H.dtype, device=H.device) + A @ Dt
+        sol = torch.linalg.solve(K, torch.cat([H.mT @ e.unsqueeze(-1), A], dim=-1))
+        ha = sol[..., 0].reshape(B, U, d)
+        blocks = sol[..., 1:].reshape(B, U, d, U, d)
+        G = torch.diagonal(blocks, dim1=1, dim2=3).permute(0, 3, 1, 2)
+        return ha, G
 
     def step(self, s: Tensor, x: Tensor, p: Mapping[str, Tensor], k: int) -> Tensor:
         check_probabilities(s)

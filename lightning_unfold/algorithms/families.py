@@ -40,6 +40,7 @@ from torch import nn
 
 from lightning_unfold.algorithms.admm import ADMMLasso
 from lightning_unfold.algorithms.corona import CORONA, FISTARPCA, ISTARPCA, UltrasoundClutter
+from lightning_unfold.algorithms.crf import MeanFieldCRF, Segmentation
 from lightning_unfold.algorithms.detection import (
     MIMODetection,
     ProjectedGradientDetector,
@@ -578,5 +579,23 @@ register_family(
         ),
         batch=3,
         hidden=2,
+    )
+)
+
+# -- dense-CRF segmentation: mean-field inference, CRF-RNN -------------------------------------
+register_family(
+    ProblemFamily(
+        name="mean_field_crf",
+        problem=partial(Segmentation, size=8, n_labels=3, seed=1),
+        algorithm=partial(MeanFieldCRF, spatial_weight=2.0, bilateral_weight=1.0),
+        keeps_classical=(*_GENERIC_KEEPS, _S("objective", tied=True)),
+        others=(_S("inductive_bias"),),
+        cases=(  # damped first: the round trip perturbs eta, and eta = 1 sits on its clamp
+            FamilyCase("damped", algorithm={"step": 0.6}),
+            FamilyCase("crf_rnn_update", algorithm={"step": 1.0}),
+        ),
+        depth=6,
+        batch=4,
+        hidden=4,
     )
 )

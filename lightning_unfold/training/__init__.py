@@ -15,6 +15,7 @@ from lightning_unfold.training.schedules import (
     StagewiseSchedule,
     TwoStageSchedule,
 )
+from lightning_unfold.training.user_data import UserDataModule
 from lightning_unfold.training.warm_start import warm_start
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "TuneResult",
     "TwoStageSchedule",
     "UnfoldedModule",
+    "UserDataModule",
     "build_model",
     "layer_metrics",
     "layer_weights",

@@ -32,6 +32,7 @@ from lightning_unfold.algorithms import (
     MIMODetection,
     NMFSeparation,
     RPCAProblem,
+    Segmentation,
     SparseRecovery,
     UltrasoundClutter,
 )
@@ -130,6 +131,12 @@ CASES: list[tuple[str, Callable[[], ProblemSpec], str | None]] = [
     ),
     ("nmf", lambda: NMFSeparation(n_freq=16, n_frames=8, seed=1), None),
     ("clutter", lambda: UltrasoundClutter(n_x=6, n_z=6, n_frames=8, rank=2, seed=1), None),
+    ("segmentation", lambda: Segmentation(size=8, n_labels=3, snr_db=None, seed=1), None),
+    (
+        "segmentation_shipped",
+        lambda: Segmentation(size=8, source="skimage", split="test", loss="soft_iou", seed=2),
+        None,
+    ),
 ]
 
 
