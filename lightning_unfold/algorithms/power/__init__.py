@@ -75,7 +75,7 @@ from lightning_unfold.algorithms.power.problem import (
     sum_rate,
     user_rates,
 )
-from lightning_unfold.algorithms.power.solvers import WMMSE
+from lightning_unfold.algorithms.power.solvers import WMMSE, WMMSECorrectionHook
 
 __all__ = [
     "CHANNEL_MODELS",
@@ -86,6 +86,7 @@ __all__ = [
     "PowerBlackBoxNet",
     "PowerGains",
     "UWMMSECorrection",
+    "WMMSECorrectionHook",
     "WMMSEState",
     "full_power",
     "graph_matrix",

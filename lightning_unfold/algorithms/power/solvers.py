@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, cast, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +33,37 @@ from lightning_unfold.core.algorithm import (
     SolverTheory,
     require_problem,
 )
+
+
+@runtime_checkable
+class WMMSECorrectionHook(Protocol):
+    r"""A UWMMSE correction network that works *inside* the WMMSE step.
+
+    :meth:`WMMSE.corrected_step` calls ``coefficients`` with the previous iterate
+    :math:`s^{(k-1)}`, the channel ``H``, its :class:`PowerGains` (computed once per forward pass)
+    and the problem's ``noise`` and ``p_max``, and expects ``(u, w_class, a, b)``, each
+    ``(B, M)``: the WMMSE receiver and weight of :math:`v^{(k-1)}` (the ones :meth:`WMMSE.step`
+    would compute) and the coefficients of :math:`w = \max(a\odot w_{\text{class}} + b, 0)`. The
+    v-update then runs with that :math:`w`. Reduces to WMMSE when :math:`a = 1, b = 0`.
+
+    The check is structural: a module qualifies by having a callable ``coefficients`` (it need not
+    inherit from this class); :class:`UWMMSECorrection` is one. A module without it is called on
+    :meth:`WMMSE.features` instead and returns ``(a, b)``.
+    """
+
+    def coefficients(
+        self, s: WMMSEState, H: Tensor, gains: PowerGains, noise: Tensor, p_max: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(u, w_class, a, b)`` for iterate ``s`` and channel ``H`` (see the class)."""
+        ...
+
+
+def _correction_hook(net: nn.Module) -> WMMSECorrectionHook | None:
+    """``net`` as a :class:`WMMSECorrectionHook` when it has a callable ``coefficients``, else
+    ``None``. One attribute lookup: ``isinstance`` on the runtime protocol gives the same answer
+    but costs 4 to 19 µs per call on Python 3.11 (measured), once per layer of every forward."""
+    hook = getattr(net, "coefficients", None)
+    return cast(WMMSECorrectionHook, net) if callable(hook) else None
 
 
 class WMMSE(Algorithm[WMMSEState]):
@@ -151,13 +182,15 @@ class WMMSE(Algorithm[WMMSEState]):
         r"""UWMMSE: :math:`w = \max(a\odot w_{\text{class}} + b, 0)` with :math:`(a, b)` from the
         correction network, then the classical v-update with that :math:`w`.
 
-        A :class:`UWMMSECorrection` reads the quantities this step computes anyway (the received
-        powers :math:`h_{ij}^2 v_j^2`, :math:`w_{\text{class}}`) through :meth:`UWMMSECorrection.
-        coefficients`; any other module gets ``net(features(s^{(k-1)}))`` and returns ``(a, b)``.
+        A network with the in-step hook of :class:`WMMSECorrectionHook` (such as
+        :class:`UWMMSECorrection`) reads the quantities this step computes anyway (the received
+        powers :math:`h_{ij}^2 v_j^2`, :math:`w_{\text{class}}`) through its ``coefficients``;
+        any other module gets ``net(features(s^{(k-1)}))`` and returns ``(a, b)``.
         """
         gains = PowerGains.for_iterate(s, x)
-        if isinstance(net, UWMMSECorrection):
-            u, w, a, b = net.coefficients(s, x, gains, p["noise"], p["p_max"])
+        hook = _correction_hook(net)
+        if hook is not None:
+            u, w, a, b = hook.coefficients(s, x, gains, p["noise"], p["p_max"])
             return self._v_step(u, torch.addcmul(b, a, w).clamp_min(0.0), s, x, p, gains)
         u, w = _receiver(s.v, x, p["noise"], gains)
         a, b = net(self.features(s, x, p))
