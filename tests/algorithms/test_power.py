@@ -22,6 +22,7 @@ from lightning_unfold.algorithms.power import (
     PowerBlackBoxNet,
     PowerGains,
     UWMMSECorrection,
+    WMMSECorrectionHook,
     WMMSEState,
     full_power,
     sum_rate,
@@ -189,6 +190,62 @@ def test_uwmmse_correction_is_affine_in_w_and_trains_its_graph_nets() -> None:
         net(model.algorithm.features(s0, x, p))
     with pytest.raises(ValueError, match="hidden >= 1"):
         UWMMSECorrection(hidden=0)
+
+
+class _ScaledWeights(torch.nn.Module):
+    """A correction with the in-step hook that is not a UWMMSECorrection: a = 2, b = 0.5."""
+
+    def coefficients(
+        self, s: WMMSEState, H: torch.Tensor, gains: PowerGains, noise: torch.Tensor, p_max: Any
+    ) -> tuple[torch.Tensor, ...]:
+        classical = WMMSE().step(s, H, {"noise": noise, "p_max": p_max, **_CLASSICAL}, 1)
+        ones = torch.ones_like(classical.w)
+        return classical.u, classical.w, 2.0 * ones, 0.5 * ones
+
+    def forward(self, features: torch.Tensor) -> Any:
+        raise AssertionError("a network with the hook is never called on features")
+
+
+class _FeatureCorrection(torch.nn.Module):
+    """A correction without the hook: (a, b) from the features, here constants of shape (B, M)."""
+
+    def __init__(self, a: float, b: float) -> None:
+        super().__init__()
+        self.a, self.b = a, b
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = (math.isqrt(16 + 4 * features.shape[1]) - 4) // 2  # width 4M + M²
+        ones = features.new_ones(features.shape[0], m)
+        return self.a * ones, self.b * ones
+
+
+_CLASSICAL = {"weights": torch.ones(1, dtype=F64), "relax": torch.tensor(1.0, dtype=F64)}
+
+
+def test_corrected_step_uses_the_in_step_hook_by_its_protocol_not_its_class() -> None:
+    """WMMSE.corrected_step takes the in-step path for any module with the hook of
+    WMMSECorrectionHook (checked structurally), and the features path for any other module."""
+    assert isinstance(UWMMSECorrection(hidden=3), WMMSECorrectionHook)
+    assert isinstance(_ScaledWeights(), WMMSECorrectionHook)
+    assert not isinstance(_FeatureCorrection(1.0, 0.0), WMMSECorrectionHook)
+    assert not isinstance(torch.nn.Linear(2, 2), WMMSECorrectionHook)
+    prob, alg = InterferenceChannel(M=5, seed=1), WMMSE()
+    x, _ = prob.sample(3, seed=0, dtype=F64)
+    p = {**prob.constants(), **alg.classical_params(prob)}
+    s0 = alg.init(x, p)
+    classical = alg.step(s0, x, p, 1)
+    # the hook: w = 2 w_class + 0.5, u the classical receiver, v from that w
+    hooked = alg.corrected_step(s0, x, p, 1, _ScaledWeights())
+    torch.testing.assert_close(hooked.u, classical.u)
+    torch.testing.assert_close(hooked.w, 2.0 * classical.w + 0.5)
+    # no hook: net(features) gives (a, b); (1, 0) is the classical step exactly
+    plain = alg.corrected_step(s0, x, p, 1, _FeatureCorrection(1.0, 0.0))
+    for got, want in ((plain.u, classical.u), (plain.w, classical.w), (plain.v, classical.v)):
+        torch.testing.assert_close(got, want, rtol=0.0, atol=0.0)
+    scaled = alg.corrected_step(s0, x, p, 1, _FeatureCorrection(2.0, 0.5))
+    for got, want in ((scaled.u, hooked.u), (scaled.w, hooked.w), (scaled.v, hooked.v)):
+        torch.testing.assert_close(got, want)
+    assert not torch.allclose(scaled.v, classical.v)  # the correction reaches the v-update
 
 
 def test_uwmmse_messages_follow_the_received_power_graph() -> None:
