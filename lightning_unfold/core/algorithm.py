@@ -251,9 +251,8 @@ class ProblemSpec(ABC):
         """``{"class_path": ..., "init_args": ...}`` with only YAML/JSON-safe values: tensors and
         arrays become tagged entries (:func:`encode_config_value`) that :func:`problem_from_config`
         restores bit for bit, with their dtype."""
-        cls = type(self)
         return {
-            "class_path": f"{cls.__module__}.{cls.__qualname__}",
+            "class_path": public_class_path(type(self)),
             "init_args": encode_config_value(self.init_args()),
         }
 
@@ -440,6 +439,26 @@ def require_problem(problem: ProblemSpec, cls: type[P], who: str) -> P:
             f"model with a {cls.__name__} (or the algorithm meant for your problem)."
         )
     return problem
+
+
+def public_class_path(cls: type) -> str:
+    """The shortest dotted path that names ``cls``: its module's outermost ancestor package that
+    still exposes the very same class under its name (``lightning_unfold.MIMODetection``, not the
+    submodule ``lightning_unfold.algorithms.detection.problem`` it is defined in), so configs and
+    checkpoints name the public path, which survives a reorganisation of the modules."""
+    name = cls.__qualname__
+    parts = cls.__module__.split(".")
+    best = cls.__module__
+    for i in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:i])
+        try:
+            module = importlib.import_module(prefix)
+        except ImportError:
+            break
+        if getattr(module, name, None) is not cls:
+            break
+        best = prefix
+    return f"{best}.{name}"
 
 
 def problem_from_config(config: ProblemSpec | Mapping[str, Any]) -> ProblemSpec:
