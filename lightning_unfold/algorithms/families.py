@@ -136,6 +136,19 @@ class FamilyCase:
         )
 
 
+def _keeps(*objective: ParadigmSetting) -> tuple[ParadigmSetting, ...]:
+    """The settings that keep the classical iteration in most families, in the zoo's order:
+    learned hyperparameters (untied and tied), the family's ``objective`` forms, the correction
+    (with and without learned hyperparameters)."""
+    return (
+        ParadigmSetting("hyperparameters"),
+        ParadigmSetting("hyperparameters", tied=True),
+        *objective,
+        ParadigmSetting("correction"),
+        ParadigmSetting("correction", learn_hyperparameters=True),
+    )
+
+
 _GENERIC_KEEPS: tuple[ParadigmSetting, ...] = (
     ParadigmSetting("hyperparameters"),
     ParadigmSetting("hyperparameters", tied=True),
@@ -319,14 +332,8 @@ register_family(
         name="iht",
         problem=partial(SparseRecovery, m=20, n=40, sparsity=0.1, rho=0.1, snr_db=30.0, seed=1),
         algorithm=partial(IHT, l0_weight=0.002),
-        keeps_classical=(
-            _S("hyperparameters"),
-            _S("hyperparameters", tied=True),
-            _S("objective", "liht"),
-            _S("objective", "liht_cp"),
-            _S("objective", "direct"),
-            _S("correction"),
-            _S("correction", learn_hyperparameters=True),
+        keeps_classical=_keeps(
+            _S("objective", "liht"), _S("objective", "liht_cp"), _S("objective", "direct")
         ),
         others=(_S("inductive_bias"),),
         depth=20,
@@ -341,13 +348,7 @@ register_family(
             RPCAProblem, n1=14, n2=10, rank=2, outlier_fraction=0.1, psi_noise=0.2, seed=3
         ),
         algorithm=partial(RPCA, step=0.8, zeta=1.2, decay=0.6),
-        keeps_classical=(
-            _S("hyperparameters"),
-            _S("hyperparameters", tied=True),
-            _S("objective"),
-            _S("correction"),
-            _S("correction", learn_hyperparameters=True),
-        ),
+        keeps_classical=_keeps(_S("objective")),
         others=(_S("inductive_bias"),),
         cases=(
             FamilyCase("identity", problem={"transform": "identity"}),
@@ -364,14 +365,7 @@ register_family(
         name="wmmse",
         problem=partial(InterferenceChannel, M=12, seed=4),
         algorithm=WMMSE,
-        keeps_classical=(
-            _S("hyperparameters"),
-            _S("hyperparameters", tied=True),
-            _S("objective"),
-            _S("correction"),
-            _S("correction", learn_hyperparameters=True),
-            _S("correction", tied=True),
-        ),
+        keeps_classical=(*_keeps(_S("objective")), _S("correction", tied=True)),
         others=(_S("inductive_bias"),),
     )
 )
@@ -409,13 +403,7 @@ register_family(
             seed=0,
         ),
         algorithm=ProjectedGradientDetector,
-        keeps_classical=(
-            _S("hyperparameters"),
-            _S("hyperparameters", tied=True),
-            _S("objective"),
-            _S("correction"),
-            _S("correction", learn_hyperparameters=True),
-        ),
+        keeps_classical=_keeps(_S("objective")),
         others=(_S("inductive_bias"),),
         depth=6,
     )
@@ -429,13 +417,7 @@ register_family(
             HybridPrecoding, n_bands=3, n_users=2, n_rf=3, n_antennas=4, snr_db=10.0, seed=1
         ),
         algorithm=partial(HybridPGA, 0.3),
-        keeps_classical=(
-            _S("hyperparameters"),
-            _S("hyperparameters", tied=True),
-            _S("objective"),
-            _S("correction"),
-            _S("correction", learn_hyperparameters=True),
-        ),
+        keeps_classical=_keeps(_S("objective")),
         others=(_S("inductive_bias"),),
         complex_data=True,
         cases=(
@@ -453,13 +435,7 @@ register_family(
         name="admm_tv",
         problem=partial(CompressiveImaging, size=8, sampling_rate=0.3, tv_weight=0.01, seed=1),
         algorithm=partial(ADMMTV, penalty=0.2),
-        keeps_classical=(
-            _S("hyperparameters"),
-            _S("hyperparameters", tied=True),
-            _S("objective"),
-            _S("correction"),
-            _S("correction", learn_hyperparameters=True),
-        ),
+        keeps_classical=_keeps(_S("objective")),
         complex_data=True,
         cases=(
             FamilyCase("tv", algorithm={"filters": "tv"}),
@@ -477,14 +453,7 @@ register_family(
         name="nmf",
         problem=partial(NMFSeparation, n_freq=24, n_frames=10, combs=3, bands=1, seed=2),
         algorithm=partial(NMF, sparsity=0.01),
-        keeps_classical=(
-            _S("hyperparameters"),
-            _S("hyperparameters", tied=True),
-            _S("objective"),
-            _S("correction"),
-            _S("correction", learn_hyperparameters=True),
-            _S("inductive_bias"),
-        ),
+        keeps_classical=(*_keeps(_S("objective")), _S("inductive_bias")),
         cases=(
             FamilyCase("kl", algorithm={"beta": 1.0}),
             FamilyCase("euclid", algorithm={"beta": 2.0}),
@@ -519,14 +488,8 @@ register_family(
         name="ista_rpca",
         problem=_CLUTTER,
         algorithm=ISTARPCA,
-        keeps_classical=(
-            _S("hyperparameters"),
-            _S("hyperparameters", tied=True),
-            _S("objective"),
-            _S("objective", "corona"),
-            _S("objective", "corona", tied=True),
-            _S("correction"),
-            _S("correction", learn_hyperparameters=True),
+        keeps_classical=_keeps(
+            _S("objective"), _S("objective", "corona"), _S("objective", "corona", tied=True)
         ),
         others=(_S("inductive_bias"),),
         complex_data=True,
@@ -540,13 +503,7 @@ register_family(
         name="fista_rpca",
         problem=_CLUTTER,
         algorithm=FISTARPCA,
-        keeps_classical=(
-            _S("hyperparameters"),
-            _S("hyperparameters", tied=True),
-            _S("objective"),
-            _S("correction"),
-            _S("correction", learn_hyperparameters=True),
-        ),
+        keeps_classical=_keeps(_S("objective")),
         others=(_S("inductive_bias"),),
         complex_data=True,
         cases=(_CLUTTER_CASES[0], _CLUTTER_CASES[3]),
@@ -560,13 +517,7 @@ register_family(
         problem=_CLUTTER,
         algorithm=CORONA,
         reference=ISTARPCA,
-        keeps_classical=(
-            _S("hyperparameters"),
-            _S("hyperparameters", tied=True),
-            _S("objective"),
-            _S("correction"),
-            _S("correction", learn_hyperparameters=True),
-        ),
+        keeps_classical=_keeps(_S("objective")),
         others=(_S("inductive_bias"),),
         complex_data=True,
         cases=(
