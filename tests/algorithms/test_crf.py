@@ -334,3 +334,27 @@ def test_study_tiny_preset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert all(0.0 <= m["miou"] <= 1.0 for m in methods.values())
     assert (tmp_path / "results.json").exists() and (tmp_path / "examples.png").exists()
     assert (tmp_path / "miou_vs_layer.png").exists()
+
+
+def test_an_iterate_cast_to_float64_steps_in_float64() -> None:
+    """The checks cast iterates to float64; the kernels an iterate carries (auxiliary fields,
+    not blocks) stay float32, so the step recomputes them in the observation's precision
+    instead of mixing dtypes — and gives the float64 model's step."""
+    from lightning_unfold.core.iterate import iterate_map
+
+    prob = _problem()
+    x32, _ = prob.sample(2, seed=4)
+    solver32 = ClassicalSolver(MeanFieldCRF(), prob, 2)
+    s32 = solver32(x32).iterates[1]
+    s64 = iterate_map(lambda t: t.double(), s32)
+    assert s64.spatial is not None and s64.spatial.dtype == torch.float32  # carried as it was
+    solver64 = ClassicalSolver(MeanFieldCRF(), prob, 2, dtype=torch.float64)
+    p64 = solver64.layer_params(2)
+    out = solver64.algorithm.step(s64, x32.double(), p64, 2)
+    assert out.q.dtype == torch.float64
+    ref = solver64.algorithm.step(
+        solver64.algorithm.init(x32.double(), p64).__class__(q=s64.q), x32.double(), p64, 2
+    )
+    torch.testing.assert_close(out.q, ref.q, rtol=0, atol=1e-12)
+    residual = solver64.algorithm.fixed_point_residual(s64, x32.double(), p64)
+    assert residual.dtype == torch.float64 and bool(torch.isfinite(residual).all())

@@ -207,7 +207,11 @@ class MeanFieldCRF(Algorithm[CRFState]):
         return CRFState(q=q, features=feats, spatial=spatial, bilateral=bilateral)
 
     def _state(self, s: CRFState, x: Tensor, p: Mapping[str, Tensor]) -> CRFState:
-        if s.features is None or s.spatial is None or s.bilateral is None:
+        """``s`` with the observation-only fields it carries, recomputed from ``x`` when it
+        carries none or carries them in another precision or on another device (an iterate
+        cast to float64 by the checks keeps its float32 kernels: aux fields are not blocks)."""
+        carried = (s.features, s.spatial, s.bilateral)
+        if any(t is None or t.dtype != x.dtype or t.device != x.device for t in carried):
             feats = unary_features(x)
             spatial, bilateral = self.kernels(x, p)
             return CRFState(q=s.q, features=feats, spatial=spatial, bilateral=bilateral)
@@ -237,12 +241,9 @@ class MeanFieldCRF(Algorithm[CRFState]):
     def objective(self, s: CRFState, x: Tensor, c: Mapping[str, Tensor]) -> Tensor:
         """The mean-field free energy :func:`free_energy` per image (θo from ``c``, or the
         classical values where the model learns them)."""
-        q = s.q
-        if s.spatial is None or s.bilateral is None:
-            spatial, bilateral = self.kernels(x, c)
-        else:
-            spatial, bilateral = s.spatial, s.bilateral
-        feats = unary_features(x) if s.features is None else s.features
+        s = self._state(s, x, c)
+        assert s.features is not None and s.spatial is not None and s.bilateral is not None
+        q, spatial, bilateral, feats = s.q, s.spatial, s.bilateral, s.features
         g = {n: self._param(n, c, q) for n in ("unary_weight", "unary_bias", "compatibility")}
         ws, wb = self._param("spatial_weight", c, q), self._param("bilateral_weight", c, q)
         unary = _unary(feats, g["unary_weight"], g["unary_bias"])
