@@ -34,7 +34,6 @@ Writes ``DIR/results.json`` (``{"methods": {name: {"blood_nmse_db": [layer 1..K]
 # %%
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -48,7 +47,7 @@ from torch import Tensor
 from lightning_unfold import ClassicalSolver, SyntheticDataModule, UnfoldedModule
 from lightning_unfold.algorithms import FISTARPCA, ISTARPCA, UltrasoundClutter
 from lightning_unfold.training import layer_metrics, tune_classical
-from lightning_unfold.training.study import median_time, study_trainer, write_json
+from lightning_unfold.training.study import median_time, study_parser, study_trainer, write_json
 
 CLASSICAL: tuple[str, ...] = ("ista_rpca", "fista_rpca")
 #: method -> (paradigm, variant, time_kernel, lr)
@@ -262,10 +261,7 @@ def plot(
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", choices=list(PRESETS), default="cpu")
-    parser.add_argument("--out", type=Path, default=Path("runs/corona_study"))
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser = study_parser(__doc__, PRESETS, out="runs/corona_study")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -36,7 +36,6 @@ Writes ``DIR/results.json`` and ``DIR/miou_vs_layer.png``, ``DIR/examples.png``.
 # %%
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
 import statistics
@@ -57,6 +56,7 @@ from lightning_unfold.core.metrics import layer_curves
 from lightning_unfold.training.study import (
     median_time,
     plot_layer_curves,
+    study_parser,
     study_trainer,
     write_json,
 )
@@ -202,10 +202,7 @@ def plot_examples(x: Tensor, y: Tensor, panels: dict[str, Tensor], path: Path) -
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", choices=list(PRESETS), default="cpu")
-    parser.add_argument("--out", type=Path, default=Path("runs/crf_rnn"))
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser = study_parser(__doc__, PRESETS, out="runs/crf_rnn")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -37,7 +37,6 @@ Writes ``DIR/results.json`` (``{"methods": {name: {"nmse_db": [layer 1..K], "par
 # %%
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from collections.abc import Sequence
@@ -54,7 +53,12 @@ from lightning_unfold import ClassicalSolver, SparseRecovery, SyntheticDataModul
 from lightning_unfold.algorithms import FISTA, IHT, ISTA
 from lightning_unfold.training import StagewiseSchedule, layer_metrics, tune_classical
 from lightning_unfold.training.study import median_time as _timed
-from lightning_unfold.training.study import plot_layer_curves, study_trainer, write_json
+from lightning_unfold.training.study import (
+    plot_layer_curves,
+    study_parser,
+    study_trainer,
+    write_json,
+)
 
 CLASSICAL: tuple[str, ...] = ("iht", "ista", "fista")
 LEARNED: tuple[str, ...] = ("iht_hyperparameters", "liht_cp", "liht", "lista_cp", "lista")
@@ -219,10 +223,7 @@ def plot(results: dict[str, Any], path: Path, title: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", choices=list(PRESETS), default="cpu")
-    parser.add_argument("--out", type=Path, default=Path("runs/liht_study"))
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser = study_parser(__doc__, PRESETS, out="runs/liht_study")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

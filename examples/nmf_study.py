@@ -34,7 +34,6 @@ Writes ``DIR/results.json`` (``{"methods": {name: {"sdr_db": [layer 1..K], "sir_
 # %%
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
@@ -52,7 +51,12 @@ from lightning_unfold.algorithms import NMF, NMFSeparation
 from lightning_unfold.core.iterate import iterate_blocks
 from lightning_unfold.training import layer_metrics
 from lightning_unfold.training.study import median_time as _timed
-from lightning_unfold.training.study import plot_layer_curves, study_trainer, write_json
+from lightning_unfold.training.study import (
+    plot_layer_curves,
+    study_parser,
+    study_trainer,
+    write_json,
+)
 
 CLASSICAL: tuple[str, ...] = ("nmf_kl", "nmf_euc")
 #: method -> (paradigm, beta, lr)
@@ -181,10 +185,7 @@ def plot(results: dict[str, Any], path: Path, title: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", choices=list(PRESETS), default="cpu")
-    parser.add_argument("--out", type=Path, default=Path("runs/nmf_study"))
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser = study_parser(__doc__, PRESETS, out="runs/nmf_study")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -18,6 +18,7 @@ with a quiet Lightning ``Trainer``, times inference side by side in one run, and
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -30,7 +31,34 @@ from typing import Any
 import lightning as L
 import torch
 
-__all__ = ["flush_denormals", "median_time", "plot_layer_curves", "study_trainer", "write_json"]
+__all__ = [
+    "flush_denormals",
+    "median_time",
+    "plot_layer_curves",
+    "study_parser",
+    "study_trainer",
+    "write_json",
+]
+
+
+def study_parser(
+    doc: str | None,
+    presets: Collection[str],
+    *,
+    out: str | os.PathLike[str] | None,
+    default_preset: str = "cpu",
+    threads: int | None = None,
+) -> argparse.ArgumentParser:
+    """The command line every study shares: ``--preset`` (one of ``presets``), ``--out`` (the
+    results folder; default ``out``) and ``--threads`` (torch CPU threads; ``None``: torch's
+    default). The description is the first line of the study's docstring ``doc``; a study adds
+    its own arguments to the parser it gets back. Apply ``--threads`` with
+    ``torch.set_num_threads`` when it is not ``None``."""
+    parser = argparse.ArgumentParser(description=(doc or "").strip().split("\n")[0])
+    parser.add_argument("--preset", choices=sorted(presets), default=default_preset)
+    parser.add_argument("--out", type=Path, default=None if out is None else Path(out))
+    parser.add_argument("--threads", type=int, default=threads, help="torch CPU threads")
+    return parser
 
 
 def median_time(fn: Callable[[], Any], repeats: int = 5, *, warmup: bool = True) -> float:
