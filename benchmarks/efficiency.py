@@ -413,7 +413,7 @@ def to_markdown(results: Mapping[str, Any]) -> str:
         "| params learned / black box (its metric) | review's claim |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in results["rows"].items():
+    for r in results["rows"].values():
         learned = r["learned"]
         bb = "; ".join(
             f"{v['params']} ({_g(v['metric'])})" for v in r.get("black_box", {}).values()
