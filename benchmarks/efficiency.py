@@ -221,6 +221,10 @@ def _plateau(curve: Sequence[float], metric: ProblemMetric) -> int:
     )
 
 
+#: classical curves already measured in this process (same problem, solver, test set, budget)
+_CURVES: dict[tuple[Any, ...], list[float]] = {}
+
+
 def _reaches(metric: ProblemMetric, value: float, goal: float) -> bool:
     return math.isfinite(value) and not metric.better(goal, value)
 
@@ -335,12 +339,21 @@ def measure_row(
             options.update(alg_args)
             if prob_args:
                 cproblem = type(test_problem)(**{**test_problem.init_args(), **prob_args})
-        log(f"{row.name}: {c.label} up to {sz['max_it']} iterations")
-        alg = ALGORITHMS[c.algorithm](**options)
-        solver = ClassicalSolver(alg, cproblem, sz["max_it"])
-        curve = layer_metrics(
-            solver, cproblem, x, target, depth=sz["max_it"], metrics=[metric.name]
-        )[metric.name]
+        key = (
+            type(cproblem).__name__,
+            repr(sorted(cproblem.init_args().items())),
+            c.algorithm,
+            repr(sorted(options.items())),
+            sz["max_it"],
+            sz["test"],
+        )
+        if key not in _CURVES:  # rows sharing a problem and a solver share its run
+            log(f"{row.name}: {c.label} up to {sz['max_it']} iterations")
+            solver = ClassicalSolver(ALGORITHMS[c.algorithm](**options), cproblem, sz["max_it"])
+            _CURVES[key] = layer_metrics(
+                solver, cproblem, x, target, depth=sz["max_it"], metrics=[metric.name]
+            )[metric.name]
+        curve = _CURVES[key]
         body = list(curve[1:])
         finite = [v for v in body if math.isfinite(v)] or [math.nan]
         best_value = max(finite) if metric.higher_is_better else min(finite)

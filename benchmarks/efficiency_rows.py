@@ -15,7 +15,7 @@ _LISTA_CLAIM = "LISTA “may be 20 times faster than ISTA”"
 _ISTA = Classical("ISTA", "ista")
 _FISTA = Classical("FISTA", "fista")
 _SPARSE_TINY = {"problem": {"m": 10, "n": 20}, "depth": 3}
-_SPARSE_CPU = {"steps": 1500, "batch": 64, "test": 1000, "max_it": 3000}
+_SPARSE_CPU = {"steps": 600, "batch": 64, "test": 500, "max_it": 2000}
 
 # -- sparse recovery: LISTA, LISTA-CP, ALISTA against ISTA, FISTA (and ADMM) ---------------------
 register_row(
