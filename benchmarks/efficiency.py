@@ -497,7 +497,10 @@ def run(preset: str, rows: Sequence[str], out: Path | None) -> dict[str, Any]:
         results["rows"][name] = measure_row(
             ROWS[name],
             preset,
-            log=lambda m: print(f"[{time.perf_counter() - t0:7.1f}s] {m}", flush=True),
+            log=lambda m: print(
+                f"[{time.perf_counter() - t0:7.1f} s, CPU {time.process_time() - c0:7.1f} s] {m}",
+                flush=True,
+            ),
         )
         results["rows"][name]["seconds"] = time.perf_counter() - s0
         results["rows"][name]["cpu_seconds"] = time.process_time() - p0

@@ -105,12 +105,13 @@ register_row(
             # the paper's patch size, 32 × 32 pixels × 20 frames
             "cpu": {
                 "problem": {"n_x": 32, "n_z": 32, "n_frames": 20},
-                "steps": 120,
-                "batch": 8,
-                "test": 32,
-                "val": 16,
-                "max_it": 1500,
-                "tune_it": 150,
+                "steps": 60,
+                "batch": 4,
+                "test": 16,
+                "val": 8,
+                "max_it": 1000,
+                "tune_it": 100,
+                "black_box_scales": (1,),
             },
         },
     )
@@ -126,7 +127,7 @@ register_row(
         classical=(Classical("WMMSE", "wmmse"),),
         presets={
             "tiny": {"problem": {"M": 5}, "depth": 2},
-            "cpu": {"steps": 600, "batch": 64, "test": 1000, "max_it": 300},
+            "cpu": {"steps": 400, "batch": 64, "test": 500, "max_it": 200},
         },
     )
 )
@@ -141,7 +142,7 @@ register_row(
         classical=(Classical("soft IC", "soft_ic"),),
         presets={
             "tiny": {"problem": {"frame": 20}, "depth": 2},
-            "cpu": {"steps": 400, "batch": 500, "test": 5000, "max_it": 100},
+            "cpu": {"steps": 300, "batch": 500, "test": 4000, "max_it": 50},
         },
     )
 )
@@ -158,7 +159,13 @@ register_row(
                 "depth": 2,
                 "model": {"algorithm_options": {"hidden": 8}},
             },
-            "cpu": {"steps": 1500, "batch": 256, "test": 5000, "max_it": 500},
+            "cpu": {
+                "steps": 800,
+                "batch": 128,
+                "test": 2000,
+                "max_it": 300,
+                "black_box_scales": (1,),
+            },
         },
     )
 )
@@ -176,7 +183,7 @@ register_row(
                 "problem": {"n_bands": 2, "n_users": 2, "n_rf": 3, "n_antennas": 4},
                 "depth": 2,
             },
-            "cpu": {"steps": 200, "batch": 64, "test": 256, "max_it": 300},
+            "cpu": {"steps": 150, "batch": 64, "test": 128, "max_it": 200},
         },
     )
 )
@@ -197,7 +204,14 @@ register_row(
         "conventional iterative methods",
         presets={
             "tiny": {"problem": {"size": 8}, "depth": 2},
-            "cpu": {"steps": 250, "batch": 8, "test": 64, "val": 16, "max_it": 1000},
+            "cpu": {
+                "steps": 150,
+                "batch": 8,
+                "test": 32,
+                "val": 8,
+                "max_it": 600,
+                "black_box_scales": (1,),
+            },
         },
     )
 )
@@ -212,7 +226,7 @@ register_row(
         classical=(Classical("multiplicative NMF (KL)", "nmf", {"beta": 1.0}),),
         presets={
             "tiny": {"problem": {"n_freq": 16, "n_frames": 8, "combs": 2, "bands": 1}, "depth": 2},
-            "cpu": {"steps": 250, "batch": 16, "test": 128, "max_it": 1000},
+            "cpu": {"steps": 200, "batch": 16, "test": 64, "max_it": 600},
         },
     )
 )
@@ -234,7 +248,7 @@ register_row(
         test_problem={"split": "test"},
         presets={
             "tiny": {"problem": {"size": 12}, "depth": 2, "test": 4},
-            "cpu": {"steps": 200, "batch": 8, "test": 32, "max_it": 100},
+            "cpu": {"steps": 150, "batch": 8, "test": 16, "max_it": 60},
         },
     )
 )
