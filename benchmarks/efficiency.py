@@ -84,12 +84,16 @@ class Classical:
         grid: hyperparameters (or the problem's objective weights) tuned on a validation set by
             :func:`~lightning_unfold.training.tune_classical`, scored after ``tune_it``
             iterations of the preset; empty: the options as given.
+        inherit_options: start from the learned model's ``algorithm_options`` (the same
+            dictionary, filters or sizes as the network it is compared with); ``options``
+            override them.
     """
 
     label: str
     algorithm: str
     options: Mapping[str, Any] = field(default_factory=dict)
     grid: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    inherit_options: bool = False
 
 
 @dataclass(frozen=True)
@@ -325,7 +329,8 @@ def measure_row(
 
     rows: dict[str, Any] = {}
     for c in row.classical:
-        options = dict(c.options)
+        inherited = (kwargs.get("algorithm_options") or {}) if c.inherit_options else {}
+        options = {**inherited, **c.options}
         cproblem = test_problem
         tuned: dict[str, Any] = {}
         if c.grid:

@@ -9,7 +9,8 @@ within about half an hour of one core. Adding a family is adding a row here.
 
 from __future__ import annotations
 
-from benchmarks.efficiency import Classical, EfficiencyRow, register_row
+from benchmarks.efficiency import CONFIGS, Classical, EfficiencyRow, register_row
+from lightning_unfold.algorithms import FAMILIES
 
 _LISTA_CLAIM = "LISTA “may be 20 times faster than ISTA”"
 _ISTA = Classical("ISTA", "ista")
@@ -253,5 +254,59 @@ register_row(
     )
 )
 
-# -- SCN super-resolution and DUBLID blind deblurring: rows join here when their families are
-#    registered (one register_row call each, as above).
+# -- super-resolution: SCN against sparse-coding super-resolution (ISTA per patch) ----------------
+#    (registered once the family and its config are in the library)
+if "sc_sr" in FAMILIES and (CONFIGS / "scn.yaml").is_file():
+    register_row(
+        EfficiencyRow(
+            name="scn",
+            title="SCN (tied LISTA)",
+            config="scn",
+            families=("sc_sr",),
+            classical=(
+                Classical("sparse-coding SR (ISTA per patch)", "sc_sr", inherit_options=True),
+            ),
+            test_problem={"split": "test"},
+            presets={
+                "tiny": {
+                    "problem": {"size": 16},
+                    "depth": 2,
+                    "test": 4,
+                    "model": {
+                        "algorithm_options": {
+                            "patch": 3,
+                            "atoms": 8,
+                            "lam": 0.01,
+                            "dictionary_iterations": 2,
+                            "training_patches": 300,
+                        }
+                    },
+                },
+                "cpu": {"steps": 300, "batch": 16, "test": 16, "max_it": 300},
+            },
+        )
+    )
+
+# -- blind deblurring: DUBLID against alternating half-quadratic splitting (TV filters) ----------
+if "hqs_deblur" in FAMILIES and (CONFIGS / "dublid.yaml").is_file():
+    register_row(
+        EfficiencyRow(
+            name="dublid",
+            title="DUBLID",
+            config="dublid",
+            families=("hqs_deblur",),
+            classical=(Classical("HQS blind deblurring", "hqs_deblur", inherit_options=True),),
+            claim="“can be 1000 times faster than TV-based deblurring”",
+            test_problem={"split": "test"},
+            presets={
+                "tiny": {"problem": {"size": 16, "kernel_size": 5}, "depth": 2, "test": 4},
+                "cpu": {
+                    "steps": 200,
+                    "batch": 8,
+                    "test": 16,
+                    "max_it": 300,
+                    "black_box_scales": (1,),
+                },
+            },
+        )
+    )
