@@ -295,7 +295,14 @@ if "hqs_deblur" in FAMILIES and (CONFIGS / "dublid.yaml").is_file():
             title="DUBLID",
             config="dublid",
             families=("hqs_deblur",),
-            classical=(Classical("HQS blind deblurring", "hqs_deblur", inherit_options=True),),
+            classical=(
+                Classical(
+                    "HQS blind deblurring (TV filters)",
+                    "hqs_deblur",
+                    grid={"threshold": (0.05, 0.1), "kernel_reg": (3.0, 10.0)},
+                    inherit_options=True,
+                ),
+            ),
             claim="“can be 1000 times faster than TV-based deblurring”",
             test_problem={"split": "test"},
             presets={
@@ -304,7 +311,9 @@ if "hqs_deblur" in FAMILIES and (CONFIGS / "dublid.yaml").is_file():
                     "steps": 200,
                     "batch": 8,
                     "test": 16,
+                    "val": 8,
                     "max_it": 300,
+                    "tune_it": 100,
                     "black_box_scales": (1,),
                 },
             },
