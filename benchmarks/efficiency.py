@@ -183,14 +183,13 @@ def uncovered_families() -> list[str]:
 
 
 # -- one row -------------------------------------------------------------------------------------
-def _load_model_config(name: str) -> dict[str, Any]:
+def _load_model_config(name: str) -> tuple[dict[str, Any], float | None]:
+    """The ``model`` section of ``examples/configs/<name>.yaml`` and the trainer's gradient
+    clipping value (``None``: none)."""
     import yaml
 
     cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-    model = dict(cfg["model"])
-    clip = (cfg.get("trainer") or {}).get("gradient_clip_val")
-    model["_clip"] = clip
-    return model
+    return dict(cfg["model"]), (cfg.get("trainer") or {}).get("gradient_clip_val")
 
 
 def _real_params(model: nn.Module) -> int:
@@ -259,8 +258,7 @@ def measure_row(
 ) -> dict[str, Any]:
     """Train, match and time one row (see the module docstring); a JSON-ready dict."""
     sz = {**PRESETS[preset], **row.presets.get(preset, {})}
-    cfg = _load_model_config(row.config)
-    clip = cfg.pop("_clip")
+    cfg, clip = _load_model_config(row.config)
     prob_cfg = dict(cfg.pop("problem"))
     init = {**(prob_cfg.get("init_args") or {}), **sz.get("problem", {})}
     problem = problem_from_config({"class_path": prob_cfg["class_path"], "init_args": init})
