@@ -115,7 +115,10 @@ class WMMSE(Algorithm[WMMSEState]):
 
         :math:`a_k - b_k = \partial R_\alpha/\partial p_k` split into the user's own gain and
         the harm to the others. Shi et al. (2011, Thm. 3) show that WMMSE's limit points are
-        KKT points of the (weighted) sum-rate problem; this residual is 0 exactly there, reads
+        stationary points of the (weighted) sum-rate problem in the amplitudes :math:`v`; where
+        every :math:`v_k > 0` these are exactly the KKT points in the powers measured here, while
+        :math:`v_k = 0` is stationary in :math:`v` whatever the gradient (see ``stalled``
+        below). This residual is 0 exactly at the KKT points in :math:`p`, reads
         :math:`v` alone (so it scores any model's estimate, whatever its u and w), and is
         invariant to a common rescaling of the gains, the noise and :math:`P_{\max}`.
 
@@ -126,7 +129,7 @@ class WMMSE(Algorithm[WMMSEState]):
         :math:`\sigma^2 = 10^{-9.1}`: WMMSE's worst residual is 0.42 after 10 iterations, 0.49
         after 1000, 0.33 after 10 000, 0.22 after 200 000 (median 7.5e-7) and 0.04 after 500 000
         (median 1.5e-12) while the sum-rate keeps rising (81.56 → 83.79 bit/s/Hz from 1000 to
-        500 000 iterations): WMMSE converges to KKT points, slowly, and its fixed-point residual
+        500 000 iterations): WMMSE approaches KKT points, slowly, and its fixed-point residual
         (4e-4 after 1000 iterations) understates how far it still is. In two of those eight
         channels one user's amplitude underflowed to exactly 0 with a positive gradient
         (residual 0.08 and 0.006 after 10⁶ iterations): WMMSE stalls there, and
