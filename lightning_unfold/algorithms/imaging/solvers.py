@@ -98,7 +98,10 @@ class ADMMTV(Algorithm[ImagingADMMState]):
         the distance is entrywise, :math:`|w - \lambda\operatorname{sign}z|` on the support of
         :math:`z`, :math:`(|w| - \lambda)_+` off it). 0 exactly at the minimiser with its dual —
         the optimality condition :math:`0 \in A^\top(Ax - y) + \lambda D^\top\partial\|Dx\|_1`
-        — and unchanged when :math:`y`, :math:`\lambda` and :math:`x` are scaled together."""
+        — and unchanged when :math:`y`, :math:`\lambda` and :math:`x` are scaled together. The
+        dual is read with ``p``'s penalty :math:`\rho` (the classical one in the checks): the
+        iterate of an ADMM-CSNet stage, whose :math:`u` is scaled by its own learned
+        :math:`\rho_k`, is judged as if it were ADMM's."""
         mask, lam, rho = p["mask"], p["tv_weight"], p["penalty"].clamp_min(_RHO_FLOOR)
         img = s.x
         n = img.shape[-1]
