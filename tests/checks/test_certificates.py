@@ -31,6 +31,7 @@ from lightning_unfold.algorithms.power import PowerGains, sum_rate_kkt_residual
 from lightning_unfold.algorithms.power.iteration import WMMSEState, _receiver
 from lightning_unfold.algorithms.rpca import RPCAState
 from lightning_unfold.algorithms.sparse import soft_threshold
+from lightning_unfold.core.unfolded import ClassicalSolver
 
 F64 = torch.float64
 
@@ -326,3 +327,31 @@ def test_safeguard_on_admm_tv_passes_and_fails_on_its_certificate() -> None:
     assert "KKT residual of TV reconstruction" in ok.message and "Eckstein" in ok.message
     bad = checks.safeguard(model, prob, data, n_samples=4, max_iter=10)
     assert bad.status is Status.FAILED and bad.value is not None and bad.value > 1e-3, bad.message
+
+
+def test_reference_agreement_reports_a_stalled_wmmse_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # two weakly coupled pairs; WMMSE started with pair 0 switched off can never switch it on,
+    # although its normalised gradient is +0.98 there: the reference is a stall, and says so
+    H = torch.tensor([[[1.0, 0.1], [0.1, 1.0]]], dtype=F64)
+    prob = InterferenceChannel(M=2, noise_power=0.1, channel_set=H)
+    data = prob.sample(2, seed=0, dtype=F64)
+    plain_init = WMMSE.init
+
+    def off_init(self: WMMSE, x: Tensor, p: Any) -> WMMSEState:
+        s = plain_init(self, x, p)
+        v = s.v.clone()
+        v[:, 0] = 0.0
+        return WMMSEState(*_receiver(v, x, p["noise"]), v=v)
+
+    monkeypatch.setattr(WMMSE, "init", off_init)
+    res = checks.reference_agreement(
+        ClassicalSolver(WMMSE(), prob, 20, dtype=F64),
+        prob,
+        data,
+        n_objective_reference=2,
+        objective_max_iter=50,
+    )
+    assert res.details["reference_stalled"] == 2, res.message
+    assert "2 of 2 samples stalled" in res.message
