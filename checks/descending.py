@@ -203,12 +203,15 @@ def descending_constraints(
     return CheckResult(name, passed, value, min_fraction, message, details, counterexample)
 
 
-def _all_stalled(cert: np.ndarray, stalled: Tensor | None, tol: float) -> bool:
-    """Whether every sample above ``tol`` is stalled (more iterations cannot lower it)."""
-    if stalled is None:
+def _all_stuck(cert: np.ndarray, stalled: Tensor | None, fixed: Tensor | None, tol: float) -> bool:
+    """Whether every sample above ``tol`` is stalled *and* at a fixed point of the classical
+    iteration (its relative fixed-point residual ``fixed`` ≤ 1e-12): more iterations change
+    nothing there, so the safeguard stops early."""
+    if stalled is None or fixed is None:
         return False
     flags = stalled.detach().cpu().numpy().astype(bool)
-    return bool(np.all(flags[cert > tol]))
+    still = fixed.detach().to("cpu", torch.float64).numpy() <= 1e-12
+    return bool(np.all((flags & still)[cert > tol]))
 
 
 def safeguard(
@@ -273,11 +276,15 @@ def safeguard(
     tol = theory.certificate_tol if tol is None else float(tol)
     name_of: list[str] = []
     stall: list[Any] = [None, ""]
+    fixed: list[Any] = [None]
 
     def measure(s: Any) -> np.ndarray:
         cert = op.certificate(s, x, classical)
         name_of[:] = [cert.name]
         stall[:] = [cert.stalled, cert.stall_reason]
+        fixed[:] = [None]
+        if cert.stalled is not None and bool(cert.stalled.any()):
+            fixed[:] = [op.fixed_point_residual(s, x, classical)]
         return cert.values.detach().to("cpu", torch.float64).numpy()
 
     with torch.no_grad():
@@ -287,7 +294,7 @@ def safeguard(
         cert = measure(s)
         curve = [(0, float(cert.max()))]
         n = 0
-        while n < max_iter and cert.max() > tol and not _all_stalled(cert, stall[0], tol):
+        while n < max_iter and cert.max() > tol and not _all_stuck(cert, stall[0], fixed[0], tol):
             step = min(check_every, max_iter - n)
             for _ in range(step):
                 n += 1
@@ -320,7 +327,7 @@ def safeguard(
     if not passed and stalled is not None and bool(stalled[worst]):
         fault = (
             f"the classical {opname} has stalled, not at a stationary point: {stall[1]} "
-            f"({int(stalled.sum())} of {stalled.size} samples); more iterations will not help"
+            f"({int(stalled.sum())} of {stalled.size} samples); raising max_iter cannot undo it"
         )
     message = (
         f"After K = {K} safeguarded layers (fallback fraction per layer {min(fb):.2f}–"
