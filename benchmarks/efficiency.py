@@ -467,7 +467,9 @@ def to_markdown(results: Mapping[str, Any]) -> str:
         "(within 1 % of its whole gain). Black boxes: the family's own black-box network asked "
         "for 1× (and 10×) the learned model's parameters (a network cannot always be built "
         "that small; the count shown is the one built), trained alike; trainable real numbers "
-        "(a complex entry counts twice). Ratios above 1 favour the learned model.",
+        "(a complex entry counts twice). Ratios above 1 favour the learned model. Claims: "
+        f"{REVIEW}, quoted; its general claim that unrolled networks need fewer parameters "
+        "than the networks they replace applies to every row (the parameters column).",
         "",
     ]
     if results.get("uncovered"):
