@@ -71,7 +71,9 @@ def test_random_topology_draws_a_fresh_geometry_per_channel() -> None:
     x, target = prob.sample(400, seed=1, dtype=F64)
     assert x.shape == (400, M, M) and torch.isnan(target).all() and (x >= 0).all()
     assert torch.equal(x, prob.sample(400, seed=1, dtype=F64)[0])
-    assert not torch.equal(x, InterferenceChannel(M=M, topology="random", seed=5).sample(400, seed=1, dtype=F64)[0])
+    assert not torch.equal(
+        x, InterferenceChannel(M=M, topology="random", seed=5).sample(400, seed=1, dtype=F64)[0]
+    )
     direct = x.diagonal(dim1=1, dim2=2)
     # the geometry differs per channel: the mean direct gain varies far more across channels
     # than a fixed topology's (whose links only fade)
@@ -612,6 +614,43 @@ def test_study_tiny_preset_writes_the_schema(tmp_path: Path) -> None:
     assert extras["timing_device"] == "cpu"
     kept = extras["latency_subnormals_kept"]
     assert kept["batch"] == 64 and set(kept["infer_ms"]) == {"wmmse_100", "correction"}
+
+
+def test_generalisation_study_tiny_preset_writes_the_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = ROOT / "examples" / "uwmmse_generalisation_study.py"
+    spec = importlib.util.spec_from_file_location("uwmmse_generalisation_study", path)
+    assert spec is not None and spec.loader is not None
+    study = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, study)  # dataclasses look their module up
+    spec.loader.exec_module(study)
+    study.main(["--preset", "tiny", "--out", str(tmp_path)])
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert set(res) == {"recipes", "summary"}
+    assert set(res["recipes"]) == {"one_topology", "topologies", "rayleigh"}
+    channel_models = {"topology_0", "topology_1", "path_loss_3", "rayleigh"}
+    for recipe, entry in res["recipes"].items():
+        assert set(entry["eval"]) == channel_models
+        # the recipe's training channel model survives the JSON config
+        assert entry["problem"]["init_args"]["topology"] == (
+            "random" if recipe == "topologies" else "fixed"
+        )
+        for row in entry["eval"].values():
+            assert len(row["uwmmse"]) == len(row["wmmse"]) == 5  # layers 0..4
+            assert row["uwmmse"][0] == pytest.approx(row["wmmse"][0], rel=1e-5)  # full power
+            assert row["wmmse_100"] >= row["wmmse"][4] > row["wmmse"][1]
+            assert len(row["percent_of_wmmse_100"]) == 1  # one training seed
+            margin = min(
+                c[k] - row["wmmse"][k] for c in row["uwmmse_per_seed"] for k in range(1, 5)
+            )
+            assert row["at_least_wmmse_k"] == (margin >= 0)
+            assert row["worst_layer_margin"] == pytest.approx(margin)
+    for s in res["summary"].values():
+        assert 0 < s["unseen_percent_min"] <= s["unseen_percent_mean"] < 150
+    assert (tmp_path / "generalisation.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="valid: \\['one_topology'"):
+        study.training_problem("pool", study.PRESETS["tiny"])
 
 
 # -- checks --------------------------------------------------------------------------------
