@@ -202,9 +202,9 @@ class WMMSE(Algorithm[WMMSEState]):
         r"""UWMMSE with a bounded correction: the classical v-update with the weights
 
         .. math:: w = \max\big(a\odot w_{\text{class}} + b,\ \varepsilon\,a\odot
-            w_{\text{class}}\big),\qquad a > 0,\ \varepsilon = ``weight\_floor``,
+            w_{\text{class}}\big),\qquad a > 0,
 
-        :math:`(a, b)` from the correction network.
+        :math:`(a, b)` from the correction network, :math:`\varepsilon` = ``weight_floor``.
 
         **Why the bound.** The v-update
         :math:`\hat v_i = w_i u_i h_{ii} / \sum_j w_j u_j^2 h_{ji}^2` is a ratio: it is unchanged
