@@ -7,11 +7,15 @@ topology and tests it there. Here three training recipes are evaluated, **withou
 on channel models none of them was trained on, each against WMMSE run for as many iterations as
 UWMMSE has layers (WMMSE-k at every k = 1..K) and against WMMSE-100, on the same channels:
 
-===============  =============================================================================
-``one_topology``  the power study's recipe: fresh channels of topology 0 every batch
-``topologies``    a fresh topology for every channel (``InterferenceChannel(topology="random")``)
-``rayleigh``      i.i.d. Rayleigh channels (``channel="rayleigh"``), no geometry
-===============  =============================================================================
+==========================  ==================================================================
+``one_topology``            the power study's recipe: fresh channels of topology 0 every batch
+``topologies``              a fresh topology for every channel
+                            (``InterferenceChannel(topology="random")``)
+``topologies_every_layer``  the same channels, trained on the sum-rate of every layer
+                            (``formulation="multi_iteration"``, weights log(1 + k)) instead of
+                            the last layer's alone
+``rayleigh``                i.i.d. Rayleigh channels (``channel="rayleigh"``), no geometry
+==========================  ==================================================================
 
 Evaluation channel models (M = 20, noise :math:`10^{-9.1}`, :math:`P_{\max} = 1`):
 ``topology_0`` (the one-topology recipe's training topology), ``topology_1`` … ``topology_5``
@@ -66,7 +70,14 @@ from lightning_unfold.training.study import (
     write_json,
 )
 
-RECIPES = ("one_topology", "topologies", "rayleigh")
+#: recipe -> (the channel model it trains on, as InterferenceChannel arguments besides M; the
+#: loss formulation). ``one_topology`` trains on ``Preset.train_topology``.
+RECIPES: dict[str, tuple[dict[str, Any], str]] = {
+    "one_topology": ({}, "end_to_end"),
+    "topologies": ({"topology": "random"}, "end_to_end"),
+    "topologies_every_layer": ({"topology": "random"}, "multi_iteration"),
+    "rayleigh": ({"channel": "rayleigh"}, "end_to_end"),
+}
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,7 @@ class Preset:
     unseen_topologies: tuple[int, ...] = (1, 2, 3, 4, 5)
     train_topology: int = 0
     path_loss: float = 3.0  #: the other path-loss exponent, on the first unseen topology
+    recipes: tuple[str, ...] = tuple(RECIPES)
 
 
 PRESETS: dict[str, Preset] = {
@@ -107,13 +119,9 @@ _TEST = 3  # seed stream of held-out channels (SyntheticDataModule: 1 train, 2 v
 
 def training_problem(recipe: str, cfg: Preset) -> InterferenceChannel:
     """The channel model a recipe trains on."""
-    if recipe == "one_topology":
-        return InterferenceChannel(M=cfg.M, seed=cfg.train_topology)
-    if recipe == "topologies":
-        return InterferenceChannel(M=cfg.M, topology="random")
-    if recipe == "rayleigh":
-        return InterferenceChannel(M=cfg.M, channel="rayleigh")
-    raise ValueError(f"Unknown recipe {recipe!r}; valid: {list(RECIPES)}.")
+    if recipe not in RECIPES:
+        raise ValueError(f"Unknown recipe {recipe!r}; valid: {list(RECIPES)}.")
+    return InterferenceChannel(M=cfg.M, seed=cfg.train_topology, **RECIPES[recipe][0])
 
 
 def evaluation_problems(cfg: Preset) -> dict[str, InterferenceChannel]:
@@ -137,8 +145,11 @@ def evaluation_problems(cfg: Preset) -> dict[str, InterferenceChannel]:
 
 
 # %%
-def train(prob: InterferenceChannel, cfg: Preset, seed: int) -> tuple[UnfoldedModule, float]:
-    """UWMMSE trained unsupervised on the negative sum-rate of the last layer: Adam, cosine
+def train(
+    prob: InterferenceChannel, cfg: Preset, seed: int, formulation: str = "end_to_end"
+) -> tuple[UnfoldedModule, float]:
+    """UWMMSE trained unsupervised on the negative sum-rate of the last layer (or of every layer,
+    ``formulation="multi_iteration"``): Adam, cosine
     learning rate, gradient clipping, the best validated state kept (KeepBest, the untrained
     model = WMMSE-K scored too). ``seed`` sets the network's initialisation and the training
     and validation channels."""
@@ -149,6 +160,7 @@ def train(prob: InterferenceChannel, cfg: Preset, seed: int) -> tuple[UnfoldedMo
         depth=cfg.depth,
         hidden=cfg.hidden,
         supervision="unsupervised",
+        formulation=formulation,
         lr=cfg.lr,
         scheduler=LRScheduler("cosine", steps=cfg.steps, floor=cfg.lr_floor),
     )
@@ -226,11 +238,11 @@ def run(cfg: Preset, out: Path) -> dict[str, Any]:
     recipes: dict[str, Any] = {}
     train_s: dict[str, list[float]] = {}
     with flush_denormals():  # float32 WMMSE switches users off through subnormal numbers
-        for recipe in RECIPES:
+        for recipe in cfg.recipes:
             prob = training_problem(recipe, cfg)
             models, seconds = [], []
             for seed in cfg.train_seeds:
-                module, sec = train(prob, cfg, seed)
+                module, sec = train(prob, cfg, seed, RECIPES[recipe][1])
                 models.append(module.model)
                 seconds.append(sec)
                 print(f"{recipe:13s} seed {seed}: trained in {sec:.0f} s", flush=True)
@@ -290,9 +302,14 @@ def plot(results: dict[str, Any], cfg: Preset, path: Path) -> None:
     rows = -(-len(names) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     layers = list(range(1, cfg.depth + 1))
-    colors = {"one_topology": "tab:red", "topologies": "tab:green", "rayleigh": "tab:purple"}
+    colors = {
+        "one_topology": "tab:red",
+        "topologies": "tab:green",
+        "topologies_every_layer": "tab:olive",
+        "rayleigh": "tab:purple",
+    }
     for ax, name in zip(axes.flat, names, strict=False):
-        first = results["recipes"][RECIPES[0]]["eval"][name]
+        first = next(iter(results["recipes"].values()))["eval"][name]
         ax.plot(layers, first["wmmse"][1:], "k--", marker="s", label="WMMSE-k")
         ax.axhline(first["wmmse_100"], color="grey", ls=":", label="WMMSE-100")
         for recipe, entry in results["recipes"].items():

@@ -628,13 +628,18 @@ def test_generalisation_study_tiny_preset_writes_the_table(
     study.main(["--preset", "tiny", "--out", str(tmp_path)])
     res = json.loads((tmp_path / "results.json").read_text())
     assert set(res) == {"recipes", "summary"}
-    assert set(res["recipes"]) == {"one_topology", "topologies", "rayleigh"}
+    assert set(res["recipes"]) == {
+        "one_topology",
+        "topologies",
+        "topologies_every_layer",
+        "rayleigh",
+    }
     channel_models = {"topology_0", "topology_1", "path_loss_3", "rayleigh"}
     for recipe, entry in res["recipes"].items():
         assert set(entry["eval"]) == channel_models
         # the recipe's training channel model survives the JSON config
         assert entry["problem"]["init_args"]["topology"] == (
-            "random" if recipe == "topologies" else "fixed"
+            "random" if recipe.startswith("topologies") else "fixed"
         )
         for row in entry["eval"].values():
             assert len(row["uwmmse"]) == len(row["wmmse"]) == 5  # layers 0..4
