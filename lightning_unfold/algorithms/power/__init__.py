@@ -78,6 +78,7 @@ from lightning_unfold.algorithms.power.problem import (
     full_power,
     geometric_topology,
     sum_rate,
+    sum_rate_kkt_residual,
     user_rates,
 )
 from lightning_unfold.algorithms.power.solvers import WEIGHT_FLOOR, WMMSE, WMMSECorrectionHook
@@ -99,6 +100,7 @@ __all__ = [
     "geometric_topology",
     "graph_matrix",
     "sum_rate",
+    "sum_rate_kkt_residual",
     "user_rates",
     "wmmse_update",
 ]
