@@ -14,6 +14,7 @@ UWMMSE has layers (WMMSE-k at every k = 1..K) and against WMMSE-100, on the same
 ``topologies_every_layer``  the same channels, trained on the sum-rate of every layer
                             (``formulation="multi_iteration"``, weights log(1 + k)) instead of
                             the last layer's alone
+``topologies_wide``         the same channels, a network twice as wide trained twice as long
 ``rayleigh``                i.i.d. Rayleigh channels (``channel="rayleigh"``), no geometry
 ==========================  ==================================================================
 
@@ -31,6 +32,7 @@ gradient).
 Run::
 
     python examples/uwmmse_generalisation_study.py --preset cpu --out runs/uwmmse_gen
+    python examples/uwmmse_generalisation_study.py --preset cpu --recipes topologies_wide --out DIR
     python examples/uwmmse_generalisation_study.py --preset tiny --out /tmp/x   # seconds (tested)
 
 Writes ``DIR/results.json`` = ``{"recipes": {recipe: {"models": [...], "eval": {channel model:
@@ -46,7 +48,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,13 +72,25 @@ from lightning_unfold.training.study import (
     write_json,
 )
 
-#: recipe -> (the channel model it trains on, as InterferenceChannel arguments besides M; the
-#: loss formulation). ``one_topology`` trains on ``Preset.train_topology``.
-RECIPES: dict[str, tuple[dict[str, Any], str]] = {
-    "one_topology": ({}, "end_to_end"),
-    "topologies": ({"topology": "random"}, "end_to_end"),
-    "topologies_every_layer": ({"topology": "random"}, "multi_iteration"),
-    "rayleigh": ({"channel": "rayleigh"}, "end_to_end"),
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one model is trained: the channel model (``InterferenceChannel`` arguments besides M;
+    a fixed topology is ``Preset.train_topology``), the loss formulation, and the network width
+    and number of steps as multiples of the preset's."""
+
+    channel: dict[str, Any] = field(default_factory=dict)
+    formulation: str = "end_to_end"
+    width: int = 1
+    length: int = 1
+
+
+RECIPES: dict[str, Recipe] = {
+    "one_topology": Recipe(),
+    "topologies": Recipe({"topology": "random"}),
+    "topologies_every_layer": Recipe({"topology": "random"}, "multi_iteration"),
+    "topologies_wide": Recipe({"topology": "random"}, width=2, length=2),
+    "rayleigh": Recipe({"channel": "rayleigh"}),
 }
 
 
@@ -121,7 +135,7 @@ def training_problem(recipe: str, cfg: Preset) -> InterferenceChannel:
     """The channel model a recipe trains on."""
     if recipe not in RECIPES:
         raise ValueError(f"Unknown recipe {recipe!r}; valid: {list(RECIPES)}.")
-    return InterferenceChannel(M=cfg.M, seed=cfg.train_topology, **RECIPES[recipe][0])
+    return InterferenceChannel(M=cfg.M, seed=cfg.train_topology, **RECIPES[recipe].channel)
 
 
 def evaluation_problems(cfg: Preset) -> dict[str, InterferenceChannel]:
@@ -146,33 +160,35 @@ def evaluation_problems(cfg: Preset) -> dict[str, InterferenceChannel]:
 
 # %%
 def train(
-    prob: InterferenceChannel, cfg: Preset, seed: int, formulation: str = "end_to_end"
+    prob: InterferenceChannel, cfg: Preset, seed: int, recipe: Recipe | None = None
 ) -> tuple[UnfoldedModule, float]:
     """UWMMSE trained unsupervised on the negative sum-rate of the last layer (or of every layer,
     ``formulation="multi_iteration"``): Adam, cosine
     learning rate, gradient clipping, the best validated state kept (KeepBest, the untrained
     model = WMMSE-K scored too). ``seed`` sets the network's initialisation and the training
     and validation channels."""
+    recipe = recipe or Recipe()
+    steps = cfg.steps * recipe.length
     L.seed_everything(seed, workers=False, verbose=False)
     module = UnfoldedModule(
         prob,
         paradigm="correction",
         depth=cfg.depth,
-        hidden=cfg.hidden,
+        hidden=cfg.hidden * recipe.width,
         supervision="unsupervised",
-        formulation=formulation,
+        formulation=recipe.formulation,
         lr=cfg.lr,
-        scheduler=LRScheduler("cosine", steps=cfg.steps, floor=cfg.lr_floor),
+        scheduler=LRScheduler("cosine", steps=steps, floor=cfg.lr_floor),
     )
     data = SyntheticDataModule(
-        prob, batch_size=cfg.batch, train_batches=cfg.steps, val_size=cfg.n_val, seed=seed
+        prob, batch_size=cfg.batch, train_batches=steps, val_size=cfg.n_val, seed=seed
     )
     keep = KeepBest()
     trainer = study_trainer(
-        cfg.steps,
+        steps,
         callbacks=[keep],
         limit_val_batches=None,
-        val_check_interval=min(cfg.val_every, cfg.steps),
+        val_check_interval=min(cfg.val_every, steps),
         gradient_clip_val=cfg.clip,
     )
     start = time.perf_counter()
@@ -242,7 +258,7 @@ def run(cfg: Preset, out: Path) -> dict[str, Any]:
             prob = training_problem(recipe, cfg)
             models, seconds = [], []
             for seed in cfg.train_seeds:
-                module, sec = train(prob, cfg, seed, RECIPES[recipe][1])
+                module, sec = train(prob, cfg, seed, RECIPES[recipe])
                 models.append(module.model)
                 seconds.append(sec)
                 print(f"{recipe:13s} seed {seed}: trained in {sec:.0f} s", flush=True)
@@ -306,6 +322,7 @@ def plot(results: dict[str, Any], cfg: Preset, path: Path) -> None:
         "one_topology": "tab:red",
         "topologies": "tab:green",
         "topologies_every_layer": "tab:olive",
+        "topologies_wide": "tab:cyan",
         "rayleigh": "tab:purple",
     }
     for ax, name in zip(axes.flat, names, strict=False):
@@ -335,10 +352,20 @@ def plot(results: dict[str, Any], cfg: Preset, path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = study_parser(__doc__, PRESETS, out="runs/uwmmse_generalisation")
+    parser.add_argument(
+        "--recipes",
+        nargs="+",
+        choices=list(RECIPES),
+        default=None,
+        help="train and evaluate only these recipes (default: all)",
+    )
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    report = run(PRESETS[args.preset], args.out)
+    cfg = PRESETS[args.preset]
+    if args.recipes:
+        cfg = replace(cfg, recipes=tuple(args.recipes))
+    report = run(cfg, args.out)
     for recipe, s in report["results"]["summary"].items():
         print(
             f"{recipe:13s} unseen topologies {s['unseen_percent_mean']:.1f} % of WMMSE-100 "
