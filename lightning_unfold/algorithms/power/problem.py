@@ -197,7 +197,9 @@ class InterferenceChannel(ProblemSpec):
     positions from ``sample``'s seeded stream), so a model trained on it sees a distribution of
     topologies instead of one; ``topology="fixed"`` (default) keeps the one topology of ``seed``.
     A model trained on one topology learns that topology's interference pattern: UWMMSE trained
-    on seed 0 alone loses 1.4–4 % of WMMSE-100 on other seeds (``docs/power_allocation.md``).
+    on seed 0 alone reaches 95.2–98.8 % of WMMSE-100 on topologies 1–5, trained on random
+    topologies 96.4–98.6 %, and 97.5–100.3 % with a network twice as wide trained twice as long
+    (three seeds each, ``examples/uwmmse_generalisation_study.py``, ``docs/power_allocation.md``).
 
     Args:
         M: number of pairs (>= 1; M = 1 has no interference).
