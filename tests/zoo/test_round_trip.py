@@ -84,6 +84,11 @@ CASES: list[tuple[str, Callable[[], ProblemSpec], str | None]] = [
     ("power", lambda: InterferenceChannel(M=4, seed=2), None),
     ("power_rayleigh", lambda: InterferenceChannel(M=3, channel="rayleigh", p_max=2.0), None),
     (
+        "power_random_topology",
+        lambda: InterferenceChannel(M=4, topology="random", path_loss=3.0, seed=5),
+        None,
+    ),
+    (
         "power_channel_set",
         lambda: InterferenceChannel(M=3, channel_set=np.abs(_rng(6).normal(size=(5, 3, 3)))),
         None,
