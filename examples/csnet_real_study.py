@@ -227,8 +227,14 @@ def plot(
             style = "--" if name in CLASSICAL else "-"
             curve = res[key]
             ax.plot(range(len(curve)), curve, style, marker="o", ms=3, label=name)
-        ax.set_xscale("symlog", linthresh=max(len(methods["admm_csnet"][key]) - 1, 1))
-        ax.set_xlabel("stage / iteration k (0: zero-filled; linear up to K, then log)")
+        K = len(methods["admm_csnet"][key]) - 1
+        longest = max(len(res[key]) for res in methods.values()) - 1
+        ticks = list(range(K + 1))
+        if longest > K:  # a longer classical run: linear up to K, logarithmic after
+            ax.set_xscale("symlog", linthresh=max(K, 1))
+            ticks += [t for t in (2 * K, 5 * K, 10 * K, 20 * K, 50 * K) if t <= longest]
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.set_xlabel("stage / iteration k (0: zero-filled)")
         ax.set_ylabel(label)
         # stages of the end-to-end models are not estimates (they may fall far below): the axis
         # starts a little under the zero-filled stage 0, what lies lower is cut off
