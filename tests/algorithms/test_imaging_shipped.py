@@ -228,6 +228,12 @@ def test_real_image_study_tiny_preset_writes_results(
         > results["methods"]["hyperparameters"]["params"]
         > 0
     )
+    oracle = results["classical_oracle"]  # tuned on the test images: at least admm_tv's PSNR
+    assert (
+        oracle["psnr_db"]
+        >= oracle["best_at_K_psnr_db"]
+        >= results["methods"]["admm_tv"]["psnr_db"][-1] - 1e-9
+    )
     images = results["images"]
     assert images["MR_small"] == {**images["MR_small"], "package": "pydicom", "set": "test"}
     assert images["camera"]["package"] == "scikit-image" and images["camera"]["set"] == "train"
