@@ -226,7 +226,7 @@ CHECKS: dict[str, CheckSpec] = {
             "descending_constraints",
             descending_constraints,
             _descending_applies,
-            "fraction of layers that descend, also with perturbed inputs (Hadou et al., 2024)",
+            "every layer descends in expectation, also from perturbed inputs (Hadou et al., 2024)",
         ),
         CheckSpec(
             "safeguard",

@@ -474,11 +474,11 @@ def safeguard_main(args: argparse.Namespace) -> dict[str, Any]:
 
 # %% part 1: the regime where descending constraints bind
 FAMILIES: tuple[str, ...] = ("lista", "lista_cp", "ista_correction")
-VARIANTS: tuple[str, ...] = ("end_to_end", "constrained", "multi_iteration")
+VARIANTS: tuple[str, ...] = ("end_to_end", "constrained", "constrained_noise", "multi_iteration")
 OBS_DELTAS: tuple[float, ...] = (0.0, 0.03, 0.1, 0.3)  # ‖x̃ − x‖ / ‖x‖ of the observation
 ITER_BETAS: tuple[float, ...] = (0.0, 0.01, 0.1, 1.0)  # ‖s̃ − s‖ / ‖s‖ of every iterate
 OOD_SNRS_DB: tuple[float, ...] = (20.0, 10.0)
-#: perturbation sizes of the check: the paper's
+#: perturbation sizes of the paper's per-sample test (relative to the iterate's norm)
 CHECK_BETAS: tuple[float, ...] = checks.PERTURBATION_BETAS
 
 
@@ -502,6 +502,9 @@ class RegimePreset:
     changed_columns: int  # dictionary columns redrawn out of distribution
     eps: float = 0.05  # the constraint's 1 - eps per layer
     families: tuple[str, ...] = ("lista", "ista_correction", "lista_cp")
+    #: ``constrained_noise``: relative size of the noise injected into every intermediate
+    #: iterate during training (``DescendingConstraints(noise=...)``)
+    train_noise: float = 0.1
 
 
 #: ``cpu``: m = 64, n = 128, K = 20, 1500 Adam steps of batch 64 at lr 3e-3 per model (gradient
@@ -543,14 +546,19 @@ def train_regime(
     family: str, variant: str, problem: SparseRecovery, preset: RegimePreset, seed: int
 ) -> tuple[UnfoldedModule, dict[str, Any]]:
     """Train one model on fresh batches; ``constrained`` adds DescendingConstraints to the
-    end-to-end loss. Same data stream, initialisation and budget for every variant of a seed."""
+    end-to-end loss, ``constrained_noise`` also its noise injection (``preset.train_noise``).
+    Same data stream, initialisation and budget for every variant of a seed."""
     L.seed_everything(seed, verbose=False)
     module = regime_module(family, variant, problem, preset)
     callbacks: list[Any] = []
     constraints = None
-    if variant == "constrained":
+    if variant in ("constrained", "constrained_noise"):
         constraints = DescendingConstraints(
-            eps=preset.eps, dual_lr=preset.dual_lr, dual_every_n_steps=preset.dual_every
+            eps=preset.eps,
+            dual_lr=preset.dual_lr,
+            dual_every_n_steps=preset.dual_every,
+            noise=preset.train_noise if variant == "constrained_noise" else 0.0,
+            seed=seed,
         )
         callbacks.append(constraints)
     data = SyntheticDataModule(
@@ -633,22 +641,48 @@ def regime_measure(
         xn, sn = noisy.sample(preset.test_size, seed=(3, 0))
         ood[f"snr_{snr:g}db"] = layer_stats(model, xn, sn)
     out["out_of_distribution"] = ood
+    out.update(check_verdicts(model, problem, x[: preset.check_size], s[: preset.check_size]))
+    return out
+
+
+def check_verdicts(model: Any, problem: SparseRecovery, x: Tensor, s: Tensor) -> dict[str, Any]:
+    """:func:`~lightning_unfold.checks.descending_constraints` against the true codes at its
+    defaults (``"check"``: expected ratio per layer, perturbations scaled by the distance to s★)
+    and the paper's per-sample test (``"check_paper"``: sizes up to 1000 times the iterate's
+    norm, the fraction of descending (sample, layer) pairs against 0.9)."""
+    data = (x, s)
     res = checks.descending_constraints(
+        model, problem, data, reference="truth", n_reference=x.shape[0]
+    )
+    paper = checks.descending_constraints(
         model,
         problem,
-        (x[: preset.check_size], s[: preset.check_size]),
+        data,
         reference="truth",
-        n_reference=preset.check_size,
+        n_reference=x.shape[0],
         betas=CHECK_BETAS,
+        scale="norm",
+        criterion="samples",
+        min_fraction=0.9,
     )
-    out["check"] = {
-        "passed": bool(res.passed),
-        "value": float(res.value) if res.value is not None else math.nan,
-        "overall": res.details["overall"],
-        "fraction": res.details["fraction"],
-        "message": res.message,
+    return {
+        "check": {
+            "passed": bool(res.passed),
+            "value": float(res.value) if res.value is not None else math.nan,
+            "largest_ratio": res.details["largest_ratio"],
+            "ratios_perturbed": res.details["ratios_perturbed"],
+            "overall": res.details["overall"],
+            "message": res.message,
+        },
+        "check_paper": {
+            "passed": bool(paper.passed),
+            "value": float(paper.value) if paper.value is not None else math.nan,
+            "overall": paper.details["overall"],
+            "fraction": paper.details["fraction"],
+            "largest_ratio": paper.details["largest_ratio"],
+            "message": paper.message,
+        },
     }
-    return out
 
 
 def _mean_spread(runs: list[list[float]]) -> dict[str, list[float]]:
@@ -690,12 +724,21 @@ def summarize(per_seed: dict[str, dict[str, dict[str, Any]]], eps: float) -> dic
                     key: curves(lambda r, g=group, k=key: r[g][k]) for key in runs[0][group]
                 }
             entry["n_seeds"] = len(runs)
+            # the paper's per-sample fractions (every run has them) ...
+            paper = [r.get("check_paper", r["check"]) for r in runs]
             entry["check_overall"] = {
-                b: _mean_spread([[r["check"]["overall"][b]] for r in runs])
-                for b in runs[0]["check"]["overall"]
+                b: _mean_spread([[p["overall"][b]] for p in paper]) for b in paper[0]["overall"]
             }
-            entry["check_passed"] = [r["check"]["passed"] for r in runs]
-            entry["check_value"] = _mean_spread([[r["check"]["value"]] for r in runs])
+            entry["check_paper_passed"] = [p["passed"] for p in paper]
+            entry["check_paper_value"] = _mean_spread([[p["value"]] for p in paper])
+            # ... and the check at its defaults (runs of this version)
+            if all("check_paper" in r for r in runs):
+                entry["check_passed"] = [r["check"]["passed"] for r in runs]
+                entry["check_value"] = _mean_spread([[r["check"]["value"]] for r in runs])
+                entry["check_largest_ratio"] = {
+                    b: _mean_spread([[r["check"]["largest_ratio"][b]] for r in runs])
+                    for b in runs[0]["check"]["largest_ratio"]
+                }
             summary[family][variant] = entry
     return summary
 
@@ -703,6 +746,7 @@ def summarize(per_seed: dict[str, dict[str, dict[str, Any]]], eps: float) -> dic
 VARIANT_STYLE = {
     "end_to_end": ("tab:red", "--", "end to end"),
     "constrained": ("tab:blue", "-", "end to end + descending constraints"),
+    "constrained_noise": ("tab:green", "-.", "… + noise injection"),
     "multi_iteration": ("tab:gray", ":", "multi-iteration loss"),
 }
 FAMILY_TITLE = {"lista": "LISTA", "lista_cp": "LISTA-CP", "ista_correction": "ISTA + correction"}
@@ -834,13 +878,24 @@ def regime_main(args: argparse.Namespace) -> dict[str, Any]:
             "cpu_s": time.process_time() - c_start,
         }
 
+    variants = tuple(args.variants) if args.variants else VARIANTS
+    if args.merge and (args.out / "per_seed.json").exists():
+        # add these variants to a previous run's (same preset: the other variants are reused)
+        per_seed = json.loads((args.out / "per_seed.json").read_text())
+        training = json.loads((args.out / "details.json").read_text()).get("training", {})
+    models_dir = args.out / "models"
+    models_dir.mkdir(exist_ok=True)
     # family by family, seed by seed: a run stopped early keeps whole families' comparisons
     for family in args.families or preset.families:
-        per_seed[family] = {v: {} for v in VARIANTS}
-        training[family] = {v: {} for v in VARIANTS}
+        per_seed.setdefault(family, {})
+        training.setdefault(family, {})
+        for v in variants:
+            per_seed[family].setdefault(v, {})
+            training[family].setdefault(v, {})
         for seed in seeds:
-            for variant in VARIANTS:
+            for variant in variants:
                 module, info = train_regime(family, variant, problem, preset, seed)
+                torch.save(module.model.state_dict(), models_dir / f"{family}_{variant}_{seed}.pt")
                 r = regime_measure(module, problem, shifted, preset)
                 per_seed[family][variant][str(seed)] = r
                 training[family][variant][str(seed)] = info
@@ -854,7 +909,7 @@ def regime_main(args: argparse.Namespace) -> dict[str, Any]:
             # partial results survive a stop (``--replot`` summarises and plots them)
             write_json(args.out, "per_seed.json", per_seed)
             write_json(args.out, "details.json", details())
-    summary = summarize(per_seed, preset.eps)
+    summary = summarize(_complete(per_seed), preset.eps)
     write_json(args.out, "results.json", {"summary": summary, "per_seed": per_seed})
     d = details()
     write_json(args.out, "details.json", d)
@@ -864,17 +919,22 @@ def regime_main(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def _complete(per_seed: dict[str, Any]) -> dict[str, Any]:
+    """The seeds every variant of a family completed (variants in :data:`VARIANTS` order)."""
+    complete: dict[str, Any] = {}
+    for family, variants in per_seed.items():
+        runs = {v: variants[v] for v in VARIANTS if variants.get(v)}
+        common = set.intersection(*(set(r) for r in runs.values())) if runs else set()
+        if common:
+            complete[family] = {v: {k: r[k] for k in sorted(common)} for v, r in runs.items()}
+    return complete
+
+
 def replot(out: Path, preset: RegimePreset) -> dict[str, Any]:
     """Summary and plots from ``out/per_seed.json`` (e.g. of a run stopped early: the seeds
     every variant of a family completed)."""
     per_seed = json.loads((out / "per_seed.json").read_text())
-    complete: dict[str, Any] = {}
-    for family, variants in per_seed.items():
-        common = set.intersection(*(set(runs) for runs in variants.values()))
-        if common:
-            complete[family] = {
-                v: {k: runs[k] for k in sorted(common)} for v, runs in variants.items()
-            }
+    complete = _complete(per_seed)
     summary = summarize(complete, preset.eps)
     write_json(out, "results.json", {"summary": summary, "per_seed": complete})
     plot_regime_layers(summary, out / "regime_layers.png", preset)
@@ -898,6 +958,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--seed", type=int, default=0, help="safeguards: the training seed of the four models"
     )
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
+    parser.add_argument(
+        "--variants", nargs="*", choices=VARIANTS, default=None, help="regime: (all)"
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="regime: add the trained variants to DIR/per_seed.json of a previous run",
+    )
     parser.add_argument(
         "--replot", action="store_true", help="regime: summarise and plot DIR/per_seed.json"
     )
