@@ -14,16 +14,19 @@ constraints never bind. This part builds the regime where they can: a deep netwo
 :math:`K = 20`, :math:`m = 64`, :math:`n = 128`, Bernoulli(0.1)–Gaussian codes, noiseless)
 trained on its **last layer only**, from the ISTA initialisation, for three families —
 LISTA, LISTA-CP (objective paradigm) and ISTA plus a learned per-layer correction
-(correction paradigm) — each three ways on the same data stream, initialisation and budget:
+(correction paradigm) — each four ways on the same data stream, initialisation and budget:
 ``end_to_end`` (final-layer loss), ``constrained`` (the same loss under descending
-constraints, :math:`\epsilon = 0.05`) and ``multi_iteration`` (the log-weighted loss on every
-layer), over several training seeds. Every model is measured per layer on one fixed test set:
+constraints, :math:`\epsilon = 0.05`), ``constrained_noise`` (the same constraints trained with
+noise of relative size ``train_noise`` injected into every intermediate iterate, each layer
+constrained to descend from its perturbed input: the paper's robust recipe) and
+``multi_iteration`` (the log-weighted loss on every layer), over several training seeds. Every model is measured per layer on one fixed test set:
 the distance ratio :math:`\mathbb E\|s^{(l)}-s^\star\|/\mathbb E\|s^{(l-1)}-s^\star\|`, the
 fraction of samples whose layer descends, NMSE; under additive perturbations of the observation
 (:math:`x + \delta\|x\|z/\|z\|`) and of every intermediate iterate (relative size
 :math:`\beta`, :func:`~lightning_unfold.core.perturb.relative_perturbation`); out of
 distribution (a dictionary with 20 % of its columns redrawn; noisy observations at 20 and
-10 dB SNR); and by :func:`~lightning_unfold.checks.descending_constraints`.
+10 dB SNR); and by :func:`~lightning_unfold.checks.descending_constraints` (at its defaults and as the paper's
+per-sample test). The trained weights are saved as ``DIR/models/<family>_<variant>_<seed>.pt``.
 
 **Part 2, ``--part safeguards``: K = 10, where they do not bind, and the safeguard.** LISTA
 and LISTA-CP (:math:`m = 250`, :math:`n = 500`, :math:`K = 10`) trained end to end with and
@@ -39,6 +42,8 @@ Run::
     python examples/descent_study.py --preset cpu --out runs/descent/cpu        # part 1
     python examples/descent_study.py --preset cpu --out runs/descent/cpu --replot  # its plots
     python examples/descent_study.py --preset cpu --families lista_cp --seeds 0 --out DIR
+    python examples/descent_study.py --preset cpu --families lista_cp \
+        --variants constrained_noise --merge --out DIR       # add an arm to DIR's results
     python examples/descent_study.py --part safeguards --preset cpu --out runs/descent_sg
     python examples/descent_study.py --preset tiny --out /tmp/descent_tiny      # seconds (tests)
 
@@ -434,6 +439,9 @@ def safeguard_main(args: argparse.Namespace) -> dict[str, Any]:
             (x_test[: preset.perturb_size], s_test[: preset.perturb_size]),
             reference="truth",
             n_reference=preset.perturb_size,
+            betas=checks.PERTURBATION_BETAS,  # the paper's per-sample test (the §4 numbers)
+            scale="norm",
+            criterion="samples",
         )
         perturbation[name] = {
             b: res.details["fraction"][b] for b in res.details["fraction"] if b != "0"
@@ -508,8 +516,8 @@ class RegimePreset:
 
 
 #: ``cpu``: m = 64, n = 128, K = 20, 1500 Adam steps of batch 64 at lr 3e-3 per model (gradient
-#: norm clipped at 1), a dual step every 20 steps, three seeds, 27 models (about 15 minutes of
-#: one core). ``tiny``: seconds (tests).
+#: norm clipped at 1), a dual step every 20 steps, noise 0.1 for ``constrained_noise``, three
+#: seeds, 36 models (about 25 minutes of one core). ``tiny``: seconds (tests).
 PRESETS: dict[str, RegimePreset] = {
     "tiny": RegimePreset(12, 24, 6, 12, 16, 3e-3, 1.0, 1.0, 4, (0, 1), None, 32, 8, 3),
     "cpu": RegimePreset(
