@@ -78,21 +78,21 @@ def _perturb(
     s: Any, est: torch.Tensor, sol: torch.Tensor, beta: float, scale: str, gen: torch.Generator
 ) -> Any:
     r"""``s`` plus noise of norm :math:`\beta r` per sample, :math:`r = \|s\|` (``"norm"``) or
-    :math:`r = \|\hat s - s^\star\|` (``"distance"``; a structured iterate's blocks each get
-    their share :math:`\beta r\,\|b\|/\|\hat s\|`)."""
+    :math:`r = \|\hat s - s^\star\|` (``"distance"``). An iterate that is not its own estimate
+    (several blocks, or another shape) gets in each block :math:`b` noise of norm
+    :math:`\beta r\,\|b\|/\max(\|\hat s\|, r)`: its share of the distance, at most
+    :math:`\beta\|b\|`."""
     if scale == "norm":
         return relative_perturbation(s, beta, gen)
-    flat = as_real_rows(est.reshape(est.shape[0], -1)).double()
-    dist = torch.linalg.vector_norm(
-        flat - as_real_rows(sol.reshape(est.shape[0], -1)).double(), dim=1
-    )
-    if isinstance(s, torch.Tensor):
+    n = est.shape[0]
+    flat = as_real_rows(est.reshape(n, -1)).double()
+    dist = torch.linalg.vector_norm(flat - as_real_rows(sol.reshape(n, -1)).double(), dim=1)
+    if isinstance(s, torch.Tensor) and s.shape == est.shape and s.is_floating_point():
         z = torch.randn(s.shape, generator=gen, dtype=s.dtype, device="cpu").to(s.device)
-        zf = z.reshape(s.shape[0], -1)
-        size = (beta * dist).to(s.dtype) / zf.norm(dim=1).clamp_min(1e-30)
+        zf = z.reshape(n, -1)
+        size = (beta * dist).to(zf.dtype) / zf.norm(dim=1).clamp_min(1e-30)
         return s + (zf * size[:, None]).reshape(s.shape)
-    # per sample: beta_i = beta * r_i / ||est_i||, relative to each block's own norm
-    rel = beta * dist / torch.linalg.vector_norm(flat, dim=1).clamp_min(1e-300)
+    rel = beta * dist / torch.maximum(torch.linalg.vector_norm(flat, dim=1), dist).clamp_min(1e-300)
 
     def add(b: torch.Tensor) -> torch.Tensor:
         if b.ndim < 2 or not b.is_floating_point():
