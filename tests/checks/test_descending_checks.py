@@ -131,8 +131,9 @@ def test_distance_scaled_perturbation_of_a_multi_block_iterate() -> None:
     # ADMM's iterate (s, z, u): each block gets its share of beta times the distance, so the
     # perturbed estimate is about beta times the remaining error away (never an overflow when
     # an estimate is zero); classical ADMM descends from such inputs
-    from lightning_unfold.algorithms import ADMMLasso
     from lightning_unfold.checks.descending import _perturbed_errors
+
+    from lightning_unfold.algorithms import ADMMLasso
 
     model = UnfoldedModel(ADMMLasso(), _PROBLEM, DEPTH, "hyperparameters").double()
     x, sol = _DATA[0].double(), _DATA[1].double()
