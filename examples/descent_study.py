@@ -844,7 +844,7 @@ def plot_regime_robustness(summary: dict[str, Any], path: Path) -> None:
             f"{FAMILY_TITLE[fam]}: (sample, layer) pairs descending from a perturbed input",
             fontsize=8,
         )
-        axes[3, j].set_xlabel("β (every iterate + β‖s‖z/‖z‖; the check's sizes)")
+        axes[3, j].set_xlabel("β (every iterate + β‖s‖z/‖z‖; the paper's sizes)")
         axes[3, j].set_ylim(-0.03, 1.03)
         for a in axes[:, j]:
             a.set_ylabel("NMSE at layer K (dB)")
