@@ -46,6 +46,7 @@ ZOO: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "corona": ({"n_x": 6, "n_z": 6, "n_frames": 4}, {"depth": 3}),
     "rpca_hyperparameters": ({"n1": 10, "n2": 10, "rank": 2}, {"depth": 3}),
     "crf_rnn": ({"size": 8, "source": "synthetic"}, {"depth": 3}),
+    "dublid": ({"size": 16, "kernel_size": 5, "source": "synthetic"}, {"depth": 3}),
 }
 
 #: families whose problem is sparse coding: the only ones whose messages may speak of a LASSO
