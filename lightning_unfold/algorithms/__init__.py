@@ -81,6 +81,13 @@ from lightning_unfold.algorithms.rpca import (
     RPCAProblem,
     RPCAState,
 )
+from lightning_unfold.algorithms.scn import (
+    SCN,
+    SparseCodingSR,
+    SRBlackBoxNet,
+    SRState,
+    SuperResolution,
+)
 from lightning_unfold.algorithms.sparse import (
     ALISTA,
     FISTA,
@@ -106,6 +113,7 @@ ALGORITHMS.update({cls.name: cls for cls in (IHT, LIHT, LIHTCP, NMF)})
 ALGORITHMS[ADMMTV.name] = ADMMTV
 ALGORITHMS.update({cls.name: cls for cls in (ISTARPCA, FISTARPCA, CORONA)})
 ALGORITHMS[MeanFieldCRF.name] = MeanFieldCRF
+ALGORITHMS.update({cls.name: cls for cls in (SparseCodingSR, SCN)})
 
 
 def register_algorithm(cls: type[Algorithm[Any]]) -> type[Algorithm[Any]]:
@@ -138,6 +146,11 @@ __all__ = [
     "LIHT",
     "LIHTCP",
     "LISTA",
+    "SCN",
+    "SRBlackBoxNet",
+    "SRState",
+    "SparseCodingSR",
+    "SuperResolution",
     "LISTACP",
     "LISTACPSS",
     "NMF",
