@@ -44,7 +44,13 @@ def _problem(**kw: object) -> SuperResolution:
 
 
 def _algorithm(**kw: object) -> SparseCodingSR:
-    opts = {"patch": 3, "atoms": 8, "lam": 0.01, "dictionary_iterations": 2, "training_patches": 300}
+    opts = {
+        "patch": 3,
+        "atoms": 8,
+        "lam": 0.01,
+        "dictionary_iterations": 2,
+        "training_patches": 300,
+    }
     return SparseCodingSR(**{**opts, **kw})  # type: ignore[arg-type]
 
 
@@ -215,7 +221,7 @@ def test_bad_input_is_a_clear_error() -> None:
         UnfoldedModel(_algorithm(), prob, 2, "objective", variant="alista")
     with pytest.raises(ValueError, match="'hyperparameters' and 'objective'"):
         UnfoldedModel(_algorithm(), prob, 2, "correction")
-    with pytest.raises(FileNotFoundError, match="not in scikit-image.s data directory"):
+    with pytest.raises(FileNotFoundError, match=r"not in scikit-image.s data directory"):
         scn_images.shipped_luminance.__wrapped__("not_shipped.png")  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="divisible by scale"):
         degrade(torch.zeros(1, 1, 15, 16), 2)
@@ -235,7 +241,12 @@ def test_training_scn_raises_psnr() -> None:
     module = UnfoldedModule(
         prob,
         algorithm="sc_sr",
-        algorithm_options={"patch": 3, "atoms": 8, "dictionary_iterations": 2, "training_patches": 300},
+        algorithm_options={
+            "patch": 3,
+            "atoms": 8,
+            "dictionary_iterations": 2,
+            "training_patches": 300,
+        },
         paradigm="objective",
         variant="lista",
         tied=True,
@@ -266,7 +277,9 @@ def test_registry_and_mean_removal() -> None:
     out = tF.conv2d(patch, E).flatten()
     assert torch.allclose(out, (patch - patch.mean()).flatten())
     codes = torch.zeros(1, 8, 5, 5, dtype=F64)
-    assert torch.equal(reconstruct(codes, torch.ones(16, 8, dtype=F64), 4), torch.zeros(1, 1, 8, 8, dtype=F64))
+    assert torch.equal(
+        reconstruct(codes, torch.ones(16, 8, dtype=F64), 4), torch.zeros(1, 1, 8, 8, dtype=F64)
+    )
 
 
 @needs_skimage
@@ -283,7 +296,7 @@ def test_skimage_source_uses_only_shipped_files_and_splits_by_image() -> None:
     test = SuperResolution(size=24, source="skimage", split="test")
     names = [n for n, _, _ in test.test_images(crop=64)]
     assert names == list(SHIPPED_IMAGES["test"])
-    _, xc, hc = test.test_images()[1]  # chelsea, whole: 300 × 451 cut to even sides
+    _, _, hc = test.test_images()[1]  # chelsea, whole: 300 × 451 cut to even sides
     assert hc.shape == (1, 1, 300, 450)
 
 

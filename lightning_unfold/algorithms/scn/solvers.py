@@ -149,7 +149,9 @@ class SparseCodingSR(Algorithm[SRState]):
         return (
             ParamSpec("extractor", Role.OBJECTIVE, doc="feature filters E (m, 1, p, p)"),
             ParamSpec("lr_dictionary", Role.OBJECTIVE, doc="low-resolution dictionary D_l (m, n)"),
-            ParamSpec("hr_dictionary", Role.OBJECTIVE, doc="high-resolution dictionary D_h (p², n)"),
+            ParamSpec(
+                "hr_dictionary", Role.OBJECTIVE, doc="high-resolution dictionary D_h (p², n)"
+            ),
             ParamSpec("step", Role.HYPER, Constraint.POSITIVE, "gradient step mu"),
             ParamSpec("threshold", Role.HYPER, Constraint.NONNEGATIVE, "threshold beta = mu lam"),
         )
@@ -195,7 +197,9 @@ class SparseCodingSR(Algorithm[SRState]):
     def _grid(self, x: Tensor) -> tuple[int, int]:
         H, W = x.shape[-2:]
         if H < self.patch or W < self.patch:
-            raise ValueError(f"The image {H}×{W} is smaller than one {self.patch}×{self.patch} patch.")
+            raise ValueError(
+                f"The image {H}×{W} is smaller than one {self.patch}×{self.patch} patch."
+            )
         return H - self.patch + 1, W - self.patch + 1
 
     def init(self, x: Tensor, p: Mapping[str, Tensor]) -> SRState:
@@ -230,7 +234,10 @@ class SparseCodingSR(Algorithm[SRState]):
         g = _mix(D.T, features(x, self._param("extractor", p, a)) - _mix(D, a))
         lam = self.lam
         viol = torch.where(a != 0, (g - lam * torch.sign(a)).abs(), (g.abs() - lam).clamp_min(0))
-        return Certificate("worst patch's LASSO KKT residual relative to λ", (viol.flatten(1).amax(1) / lam).double())
+        return Certificate(
+            "worst patch's LASSO KKT residual relative to λ",
+            (viol.flatten(1).amax(1) / lam).double(),
+        )
 
     def objective_form(self, variant: str | None) -> Algorithm[Any]:
         if variant in (None, "lista"):
@@ -289,8 +296,12 @@ class SCN(SparseCodingSR):
         return (
             ParamSpec("extractor", Role.OBJECTIVE, doc="feature filters E (m, 1, p, p)"),
             ParamSpec("W", Role.OBJECTIVE, doc="input matrix (n, m), classical mu D_l^T"),
-            ParamSpec("S", Role.OBJECTIVE, doc="recurrent matrix (n, n), classical I - mu D_l^T D_l"),
-            ParamSpec("hr_dictionary", Role.OBJECTIVE, doc="high-resolution dictionary D_h (p², n)"),
+            ParamSpec(
+                "S", Role.OBJECTIVE, doc="recurrent matrix (n, n), classical I - mu D_l^T D_l"
+            ),
+            ParamSpec(
+                "hr_dictionary", Role.OBJECTIVE, doc="high-resolution dictionary D_h (p², n)"
+            ),
             ParamSpec("threshold", Role.HYPER, Constraint.NONNEGATIVE, "per-atom threshold (n,)"),
         )
 
