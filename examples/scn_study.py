@@ -14,7 +14,7 @@ others (camera, chelsea, coins, moon), as whole images or their central ``test_c
 ``scn``                SCN (Wang et al. 2015): extractor, LISTA (one W, S, per-atom thresholds for
                        all K stages), D_h learned end to end from the classical initialisation
 ``scn_untied``         the same with a parameter set per stage
-``black_box``          a residual three-layer CNN (SRCNN-like) with about SCN's parameter count
+``black_box``          a residual three-layer CNN (SRCNN-like), as many parameters as scn_untied
 =====================  ============================================================================
 
 PSNR (dB, peak 1) and SSIM (Gaussian window 11, σ = 1.5) on the luminance in [0, 1], estimates
