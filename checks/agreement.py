@@ -193,10 +193,17 @@ def objective_agreement(
     ref_cert = op.certificate(ref_state, x64, params)
     cert_max = float(ref_cert.values.max())
     opname = type(op).__name__
+    stalled = 0 if ref_cert.stalled is None else int(ref_cert.stalled.sum())
+    stall_note = (
+        f"; {stalled} of {ref_cert.values.numel()} samples stalled where the iteration cannot "
+        "continue, not at a stationary point"
+        if stalled
+        else ""
+    )
     reference = (
         f"{opname} run to convergence ({res.iterations} iterations, "
         f"{'converged' if res.converged else 'not converged'} to {tol:g}; its {ref_cert.name} "
-        f"{cert_max:.2e})"
+        f"{cert_max:.2e}{stall_note})"
     )
     est = ctx.estimates64()[-1, :n]
     sol = real64(res.trajectory.final_estimate)
@@ -252,6 +259,7 @@ def objective_agreement(
         "reference_iterations": res.iterations,
         "reference_converged": res.converged,
         "reference_certificate": ref_cert.values.tolist(),
+        "reference_stalled": stalled,
         "certificate_name": ref_cert.name,
         "relative_distance_of_estimates": float(dist.mean()),
         "n_samples": n,

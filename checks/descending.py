@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning_unfold.theory import ReferenceSolverError
+from torch import Tensor
 
 from lightning_unfold.core.algorithm import ProblemSpec
 from lightning_unfold.core.iterate import as_real_rows, cast_precision
@@ -202,12 +203,23 @@ def descending_constraints(
     return CheckResult(name, passed, value, min_fraction, message, details, counterexample)
 
 
+def _all_stuck(cert: np.ndarray, stalled: Tensor | None, fixed: Tensor | None, tol: float) -> bool:
+    """Whether every sample above ``tol`` is stalled *and* at a fixed point of the classical
+    iteration (its relative fixed-point residual ``fixed`` ≤ 1e-12): more iterations change
+    nothing there, so the safeguard stops early."""
+    if stalled is None or fixed is None:
+        return False
+    flags = stalled.detach().cpu().numpy().astype(bool)
+    still = fixed.detach().to("cpu", torch.float64).numpy() <= 1e-12
+    return bool(np.all((flags & still)[cert > tol]))
+
+
 def safeguard(
     model: Any,
     problem: ProblemSpec | None = None,
     data: Any = None,
     *,
-    tol: float = 1e-6,
+    tol: float | None = None,
     max_iter: int = 2000,
     check_every: int = 10,
     n_samples: int = 32,
@@ -227,12 +239,18 @@ def safeguard(
     ``max_iter`` iterations ran. The message says whether Heaton et al.'s theorem applies
     (the operator is averaged: :attr:`~lightning_unfold.core.algorithm.SolverTheory.averaged`).
 
-    Passes iff the largest certificate is :math:`\le` ``tol`` within ``max_iter`` iterations.
-    ``details`` holds the fallback fraction of every layer and the certificate's curve.
+    Passes iff the largest certificate is :math:`\le` ``tol`` within ``max_iter`` iterations;
+    ``tol=None`` takes the operator's own default
+    (:attr:`~lightning_unfold.core.algorithm.SolverTheory.certificate_tol`: 1e-6 for relative
+    residuals, 1e-3 for WMMSE's normalised KKT residual). When the certificate marks the worst
+    sample as *stalled* (:attr:`~lightning_unfold.core.algorithm.Certificate.stalled`: a point
+    the classical iteration cannot leave that is not a solution) the message says so instead of
+    asking for more iterations. ``details`` holds the fallback fraction of every layer and the
+    certificate's curve.
     """
     name = "safeguard"
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0; got {tol}.")
+    if tol is not None and not tol > 0:
+        raise ValueError(f"tol must be > 0 (or None for the algorithm's default); got {tol}.")
     if not isinstance(check_every, int) or check_every < 1:
         raise ValueError(f"check_every must be an integer >= 1; got {check_every}.")
     ctx = prepare(model, problem, data)
@@ -255,11 +273,18 @@ def safeguard(
     op = sg.operator
     classical = {k: cast_precision(v, torch.float64) for k, v in sg.classical.as_dict().items()}
     theory = op.theory
+    tol = theory.certificate_tol if tol is None else float(tol)
     name_of: list[str] = []
+    stall: list[Any] = [None, ""]
+    fixed: list[Any] = [None]
 
     def measure(s: Any) -> np.ndarray:
         cert = op.certificate(s, x, classical)
         name_of[:] = [cert.name]
+        stall[:] = [cert.stalled, cert.stall_reason]
+        fixed[:] = [None]
+        if cert.stalled is not None and bool(cert.stalled.any()):
+            fixed[:] = [op.fixed_point_residual(s, x, classical)]
         return cert.values.detach().to("cpu", torch.float64).numpy()
 
     with torch.no_grad():
@@ -269,7 +294,7 @@ def safeguard(
         cert = measure(s)
         curve = [(0, float(cert.max()))]
         n = 0
-        while n < max_iter and cert.max() > tol:
+        while n < max_iter and cert.max() > tol and not _all_stuck(cert, stall[0], fixed[0], tol):
             step = min(check_every, max_iter - n)
             for _ in range(step):
                 n += 1
@@ -296,6 +321,13 @@ def safeguard(
         fault = (
             f"the classical {opname} continued from the safeguarded layers has not reached "
             f"{theory.fixed_point}; raise max_iter (no theorem promises convergence here)"
+        )
+    stalled = stall[0].detach().cpu().numpy().astype(bool) if stall[0] is not None else None
+    worst = int(np.argmax(cert))
+    if not passed and stalled is not None and bool(stalled[worst]):
+        fault = (
+            f"the classical {opname} has stalled, not at a stationary point: {stall[1]} "
+            f"({int(stalled.sum())} of {stalled.size} samples); raising max_iter cannot undo it"
         )
     message = (
         f"After K = {K} safeguarded layers (fallback fraction per layer {min(fb):.2f}–"
@@ -324,5 +356,6 @@ def safeguard(
         "operator": type(sg.operator).__name__,
         "n_samples": int(x.shape[0]),
         "certificate_per_sample": cert.tolist(),
+        "stalled_per_sample": None if stalled is None else stalled.tolist(),
     }
     return CheckResult(name, passed, value, tol, message, details, counterexample)

@@ -130,10 +130,17 @@ class Certificate:
     Attributes:
         name: what is measured, for messages ("LASSO KKT residual relative to ρ").
         values: float64 per-sample figure.
+        stalled: per sample ``(B,)`` bool, or ``None`` when the algorithm cannot tell: ``True``
+            where the iterate sits at a point the classical iteration cannot leave although the
+            certificate rejects it (a fixed point of :math:`T` that is not a solution), so more
+            iterations will not help. Checks say so instead of asking for more iterations.
+        stall_reason: why such a point is a trap, in words, for messages.
     """
 
     name: str
     values: Tensor
+    stalled: Tensor | None = None
+    stall_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,11 @@ class SolverTheory:
             for any learned weights, Heaton et al. 2023), or ``None``.
         descent: the result that makes every classical iteration lower the objective, or None.
         linear_rate: the result predicting a linear rate of the iterates, or ``None``.
+        certificate_tol: the value of :meth:`Algorithm.certificate` below which an iterate
+            counts as a solution when a check is given no tolerance (the safeguard's default
+            ``tol``). ``1e-6`` suits a residual relative to the iterate's scale; an algorithm
+            whose certificate is measured in other units (a normalised KKT residual in
+            :math:`[0, 1]`) declares its own, and says why in its docstring.
     """
 
     problem: str = "its own objective"
@@ -162,6 +174,7 @@ class SolverTheory:
     averaged: str | None = None
     descent: str | None = None
     linear_rate: str | None = None
+    certificate_tol: float = 1e-6
 
 
 class ProblemSpec(ABC):

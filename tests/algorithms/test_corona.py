@@ -201,6 +201,9 @@ def test_ista_rpca_fixed_point_satisfies_the_kkt_conditions() -> None:
     expect = mu * s.S[0][on] / rows[on][:, None]
     assert torch.allclose(G[on], expect, atol=1e-8)
     assert float(torch.linalg.vector_norm(G[~on], dim=1).max()) <= mu * (1 + 1e-8)
+    # the algorithm's own certificate measures exactly these conditions
+    par = {**prob.constants(), **ISTARPCA().classical_params(prob)}
+    assert float(ISTARPCA().certificate(s, x, par).values.max()) < 1e-8
 
 
 # -- errors ---------------------------------------------------------------------------------

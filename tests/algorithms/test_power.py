@@ -559,9 +559,11 @@ def test_checks_that_apply_run_and_the_others_say_why() -> None:
     for name in ("coupling", "alista_coherence"):
         assert results[name].status is Status.SKIPPED
         assert "concerns sparse coding" in results[name].message
-    # without a ground truth, the rate is fitted to WMMSE's fixed-point residual per layer
+    # without a ground truth, the rate is fitted to WMMSE's certificate per layer: the KKT
+    # residual of the sum-rate over the power box
     rate = results["linear_convergence"]
     assert rate.details["reference"] == "certificate" and "WMMSE" in rate.message
+    assert "sum-rate KKT residual" in rate.details["what"]
 
 
 def test_objective_agreement_passes_for_long_wmmse_and_descent_fails_for_a_bad_layer() -> None:

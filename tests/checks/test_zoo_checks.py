@@ -20,6 +20,7 @@ import yaml
 from lightning_unfold.checks import Status
 
 from lightning_unfold import SyntheticDataModule, checks
+from lightning_unfold.algorithms import WMMSE
 from lightning_unfold.core.algorithm import problem_from_config
 from lightning_unfold.training import UnfoldedModule
 
@@ -183,20 +184,24 @@ def test_descent_on_the_sum_rate_passes_and_fails(power: UnfoldedModule) -> None
     assert bad.status is Status.FAILED and bad.value == 1.0, bad.message
 
 
-def test_safeguard_on_wmmse_passes_when_continued_and_fails_when_cut_short(
+def test_safeguard_on_wmmse_measures_the_kkt_residual_of_the_sum_rate(
     power: UnfoldedModule,
 ) -> None:
-    bad = checks.safeguard(
-        power, None, _data(power), tol=1e-6, max_iter=5, check_every=5, n_samples=4
-    )
-    assert bad.status is Status.FAILED and bad.value is not None and bad.value > 1e-6
+    # at σ² = 10^-9.1 WMMSE approaches KKT points slowly: the normalised KKT residual of
+    # the worst of 4 channels is 0.37 after 5 iterations and 0.25 after 200 (a must-pass at
+    # WMMSE's default tolerance is in test_certificates.py, at an SNR where it converges fast)
+    bad = checks.safeguard(power, None, _data(power), max_iter=5, check_every=5, n_samples=4)
+    assert bad.status is Status.FAILED and bad.value is not None and bad.value > 1e-1
+    assert bad.threshold == WMMSE.theory.certificate_tol == 1e-3
     assert "WMMSE" in bad.message and "LASSO" not in bad.message
-    ok = checks.safeguard(
-        power, None, _data(power), tol=5e-2, max_iter=200, check_every=20, n_samples=4
+    assert "KKT" in bad.details["certificate_name"] and "Shi et al. 2011" in bad.message
+    more = checks.safeguard(power, None, _data(power), max_iter=200, check_every=20, n_samples=4)
+    assert more.value is not None and more.value < bad.value, (bad.value, more.value)
+    loose = checks.safeguard(
+        power, None, _data(power), tol=0.3, max_iter=200, check_every=20, n_samples=4
     )
-    assert ok.passed, ok.message
-    assert "fixed-point residual" in ok.details["certificate_name"]
-    assert "empirical property" in ok.message  # WMMSE is not an averaged operator
+    assert loose.passed, loose.message
+    assert "empirical property" in loose.message  # WMMSE is not an averaged operator
 
 
 def test_reference_agreement_on_precoding_stays_complex(precoding: UnfoldedModule) -> None:

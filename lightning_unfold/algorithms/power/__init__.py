@@ -73,6 +73,7 @@ from lightning_unfold.algorithms.power.problem import (
     PowerGains,
     full_power,
     sum_rate,
+    sum_rate_kkt_residual,
     user_rates,
 )
 from lightning_unfold.algorithms.power.solvers import WMMSE, WMMSECorrectionHook
@@ -91,6 +92,7 @@ __all__ = [
     "full_power",
     "graph_matrix",
     "sum_rate",
+    "sum_rate_kkt_residual",
     "user_rates",
     "wmmse_update",
 ]

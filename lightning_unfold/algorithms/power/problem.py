@@ -50,6 +50,59 @@ def sum_rate(
     return user_rates(v, H, noise, gains=gains).sum(dim=1)
 
 
+def sum_rate_kkt_residual(
+    v: Tensor,
+    H: Tensor,
+    noise: Tensor | float,
+    p_max: Tensor | float,
+    weights: Tensor | float = 1.0,
+    *,
+    gains: PowerGains | None = None,
+) -> Tensor:
+    r"""Per-user KKT residual of the weighted sum-rate over the box :math:`0 \le p \le P_{\max}`,
+    in normalised units, ``(B, M)``; 0 exactly at a KKT point.
+
+    With powers :math:`p = v^2`, :math:`N_i = \sigma^2 + \sum_{j\ne i}h_{ij}^2p_j` (noise plus
+    interference) and :math:`I_i = N_i + h_{ii}^2p_i`, the gradient of
+    :math:`R_\alpha(p) = \sum_i\alpha_i\ln(1 + h_{ii}^2p_i/N_i)` splits into the user's own gain
+    and the harm it does to the others,
+
+    .. math:: \frac{\partial R_\alpha}{\partial p_k} = a_k - b_k,\qquad
+        a_k = \frac{\alpha_k h_{kk}^2}{I_k},\qquad
+        b_k = \sum_{i\ne k}\frac{\alpha_i h_{ik}^2\,h_{ii}^2p_i}{N_iI_i}
+
+    (both :math:`\ge 0`; :math:`b` written without the cancellation of
+    :math:`1/N_i - 1/I_i`). The normalised gradient :math:`\hat g_k = (a_k - b_k)/(a_k + b_k)
+    \in [-1, 1]` has the sign of the gradient and no units, and so has the normalised power
+    :math:`q_k = p_k/P_{\max} \in [0, 1]`; the residual is the natural (projection) residual of
+    the box KKT conditions in these units,
+
+    .. math:: r_k = \big|q_k - \Pi_{[0,1]}(q_k + \hat g_k)\big|,
+
+    which is 0 if and only if :math:`\hat g_k = 0` for :math:`0 < q_k < 1`, :math:`\hat g_k \le 0`
+    at :math:`q_k = 0` and :math:`\hat g_k \ge 0` at :math:`q_k = 1` — the KKT conditions of
+    :math:`\max_{0\le p\le P_{\max}} R_\alpha(p)`. Elsewhere it is the relative imbalance
+    :math:`|\hat g_k|` of gain and harm, capped by the distance to the bound the gradient points
+    to (a user fading out with :math:`\hat g_k < 0` scores :math:`q_k`). Unchanged when the
+    channel gains, the noise and :math:`P_{\max}` are rescaled together, so one tolerance serves
+    every noise level (the raw gradient at :math:`\sigma^2 \approx 10^{-9}` is of order
+    :math:`1/p`).
+
+    Arguments as :func:`user_rates`, plus ``p_max`` (:math:`P_{\max}`) and the weights
+    :math:`\alpha` (a scalar or one per user).
+    """
+    g = PowerGains.of(H) if gains is None else gains
+    power = v.pow(2)
+    rest = noise + g.interference(power)  # N_i
+    received = rest + g.direct * power  # I_i
+    own = weights * g.direct / received
+    harm = _row_times(weights * g.direct * power / (rest * received), g.cross)
+    scale = own + harm
+    g_hat = torch.where(scale > 0, (own - harm) / scale.clamp_min(1e-300), torch.zeros_like(scale))
+    q = power / p_max
+    return (q - (q + g_hat).clamp(0.0, 1.0)).abs()
+
+
 def full_power(H: Tensor, p_max: float = 1.0) -> Tensor:
     r"""The full-power baseline :math:`v = \sqrt{P_{\max}}` for every user, ``(B, M)``."""
     return torch.full(H.shape[:2], math.sqrt(p_max), dtype=H.dtype, device=H.device)

@@ -23,9 +23,15 @@ from lightning_unfold.algorithms.power.networks import (
     PowerBlackBoxNet,
     UWMMSECorrection,
 )
-from lightning_unfold.algorithms.power.problem import InterferenceChannel, PowerGains, sum_rate
+from lightning_unfold.algorithms.power.problem import (
+    InterferenceChannel,
+    PowerGains,
+    sum_rate,
+    sum_rate_kkt_residual,
+)
 from lightning_unfold.core.algorithm import (
     Algorithm,
+    Certificate,
     Constraint,
     ParamSpec,
     ProblemSpec,
@@ -89,13 +95,58 @@ class WMMSE(Algorithm[WMMSEState]):
     name: ClassVar[str] = "wmmse"
     theory: ClassVar[SolverTheory] = SolverTheory(
         problem="the sum-rate maximisation over powers 0 ≤ p ≤ P_max (non-convex)",
-        fixed_point="a stationary point of the sum-rate (Shi et al. 2011, Thm. 3)",
+        fixed_point="a KKT point of the sum-rate over 0 ≤ p ≤ P_max (Shi et al. 2011, Thm. 3)",
         convex=False,
         averaged=None,
         descent="WMMSE never lowers the sum-rate: it is block-coordinate descent on the weighted "
         "MSE (Shi et al. 2011, Thm. 3)",
         linear_rate=None,
+        certificate_tol=1e-3,
     )
+
+    def certificate(self, s: WMMSEState, x: Tensor, p: Mapping[str, Tensor]) -> Certificate:
+        r"""The KKT residual of the weighted sum-rate over :math:`0 \le p \le P_{\max}` at the
+        powers :math:`p = v^2` of the iterate, worst user
+        (:func:`~lightning_unfold.algorithms.power.problem.sum_rate_kkt_residual`):
+
+        .. math:: r(s) = \max_k\big|q_k - \Pi_{[0,1]}(q_k + \hat g_k)\big|,\qquad
+            q_k = \frac{p_k}{P_{\max}},\quad
+            \hat g_k = \frac{a_k - b_k}{a_k + b_k},
+
+        :math:`a_k - b_k = \partial R_\alpha/\partial p_k` split into the user's own gain and
+        the harm to the others. Shi et al. (2011, Thm. 3) show that WMMSE's limit points are
+        stationary points of the (weighted) sum-rate problem in the amplitudes :math:`v`; where
+        every :math:`v_k > 0` these are exactly the KKT points in the powers measured here, while
+        :math:`v_k = 0` is stationary in :math:`v` whatever the gradient (see ``stalled``
+        below). This residual is 0 exactly at the KKT points in :math:`p`, reads
+        :math:`v` alone (so it scores any model's estimate, whatever its u and w), and is
+        invariant to a common rescaling of the gains, the noise and :math:`P_{\max}`.
+
+        Default tolerance ``theory.certificate_tol = 1e-3``: the residual is a fraction (of the
+        gradient's size, or of :math:`P_{\max}`), so 1e-3 means every user's gain and harm
+        balance to 0.1 % or its power lies within 0.1 % of :math:`P_{\max}` of the bound the
+        gradient points to. Measured on 8 geometric channels with M = 20 at
+        :math:`\sigma^2 = 10^{-9.1}`: WMMSE's worst residual is 0.42 after 10 iterations, 0.49
+        after 1000, 0.33 after 10 000, 0.22 after 200 000 (median 7.5e-7) and 0.04 after 500 000
+        (median 1.5e-12) while the sum-rate keeps rising (81.56 → 83.79 bit/s/Hz from 1000 to
+        500 000 iterations): WMMSE approaches KKT points, slowly, and its fixed-point residual
+        (4e-4 after 1000 iterations) understates how far it still is. In two of those eight
+        channels one user's amplitude underflowed to exactly 0 with a positive gradient
+        (residual 0.08 and 0.006 after 10⁶ iterations): WMMSE stalls there, and
+        ``stalled`` marks such samples."""
+        alpha = self._weights(p["weights"], x)
+        gains = PowerGains.for_iterate(s, x)
+        per_user = sum_rate_kkt_residual(s.v, x, p["noise"], p["p_max"], alpha, gains=gains)
+        return Certificate(
+            "sum-rate KKT residual over 0 ≤ p ≤ P_max (normalised, worst user)",
+            per_user.amax(dim=1),
+            stalled=((s.v == 0) & (per_user > 0)).any(dim=1),
+            stall_reason="a user whose amplitude reached exactly 0 stays off under the WMMSE "
+            "update (its receiver u = 0 gives v = 0), although switching it on raises the "
+            "sum-rate (its gradient is positive): a fixed point of WMMSE that is stationary in "
+            "the amplitudes v but not a KKT point in the powers p",
+        )
+
     objective_variants: ClassVar[tuple[str, ...]] = ("per_user",)
 
     def __init__(self, relax: float = 1.0, per_user_weights: bool = False) -> None:
