@@ -31,6 +31,12 @@ from lightning_unfold.algorithms.detection import (
     maximum_likelihood,
     zero_forcing,
 )
+from lightning_unfold.algorithms.dublid import (
+    BlindDeblurring,
+    DeblurBlackBoxNet,
+    DeblurState,
+    HQSBlindDeblur,
+)
 from lightning_unfold.algorithms.families import (
     BASELINE_SETTINGS,
     FAMILIES,
@@ -114,6 +120,7 @@ ALGORITHMS[ADMMTV.name] = ADMMTV
 ALGORITHMS.update({cls.name: cls for cls in (ISTARPCA, FISTARPCA, CORONA)})
 ALGORITHMS[MeanFieldCRF.name] = MeanFieldCRF
 ALGORITHMS.update({cls.name: cls for cls in (SparseCodingSR, SCN)})
+ALGORITHMS[HQSBlindDeblur.name] = HQSBlindDeblur
 
 
 def register_algorithm(cls: type[Algorithm[Any]]) -> type[Algorithm[Any]]:
@@ -154,8 +161,11 @@ __all__ = [
     "WMMSE",
     "ADMMLasso",
     "ADMMState",
+    "BlindDeblurring",
     "CRFState",
     "CompressiveImaging",
+    "DeblurBlackBoxNet",
+    "DeblurState",
     "DeepSICLayer",
     "DetNetLayer",
     "DetNetState",
@@ -165,6 +175,7 @@ __all__ = [
     "FamilyCase",
     "GraphConv",
     "GraphIteration",
+    "HQSBlindDeblur",
     "HybridBlackBoxNet",
     "HybridPGA",
     "HybridPrecoding",

@@ -58,6 +58,7 @@ ZOO: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             },
         },
     ),
+    "dublid": ({"size": 16, "kernel_size": 5, "source": "synthetic"}, {"depth": 3}),
 }
 
 #: families whose problem is sparse coding: the only ones whose messages may speak of a LASSO

@@ -26,6 +26,7 @@ from torch import Tensor
 
 import lightning_unfold.algorithms as family_modules
 from lightning_unfold.algorithms import (
+    BlindDeblurring,
     CompressiveImaging,
     HybridPrecoding,
     InterferenceChannel,
@@ -95,6 +96,11 @@ CASES: list[tuple[str, Callable[[], ProblemSpec], str | dict[str, Any] | None]] 
     ("power", lambda: InterferenceChannel(M=4, seed=2), None),
     ("power_rayleigh", lambda: InterferenceChannel(M=3, channel="rayleigh", p_max=2.0), None),
     (
+        "power_random_topology",
+        lambda: InterferenceChannel(M=4, topology="random", path_loss=3.0, seed=5),
+        None,
+    ),
+    (
         "power_channel_set",
         lambda: InterferenceChannel(M=3, channel_set=np.abs(_rng(6).normal(size=(5, 3, 3)))),
         None,
@@ -141,6 +147,11 @@ CASES: list[tuple[str, Callable[[], ProblemSpec], str | dict[str, Any] | None]] 
         ),
         None,
     ),
+    (
+        "imaging_shipped_images",
+        lambda: CompressiveImaging(size=8, images="skimage:camera,moon", crop="whole", seed=2),
+        None,
+    ),
     ("nmf", lambda: NMFSeparation(n_freq=16, n_frames=8, seed=1), None),
     ("clutter", lambda: UltrasoundClutter(n_x=6, n_z=6, n_frames=8, rank=2, seed=1), None),
     ("segmentation", lambda: Segmentation(size=8, n_labels=3, snr_db=None, seed=1), None),
@@ -158,6 +169,18 @@ CASES: list[tuple[str, Callable[[], ProblemSpec], str | dict[str, Any] | None]] 
         "super_resolution_shipped",
         lambda: SuperResolution(size=24, scale=3, source="skimage", split="test", seed=2),
         _SMALL_SC_SR,
+    ),
+    (
+        "deblurring",
+        lambda: BlindDeblurring(size=16, kernel_size=5, source="synthetic", snr_db=None, seed=1),
+        None,
+    ),
+    (
+        "deblurring_shipped",
+        lambda: BlindDeblurring(
+            size=32, kernel_size=7, split="test", downscale=4, kernel_weight=0.1, seed=2
+        ),
+        None,
     ),
 ]
 
