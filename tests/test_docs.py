@@ -18,6 +18,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
         "adding_a_problem.md",
         "descent_and_safeguards.md",
         "vocabulary.md",
+        "scn.md",
     ],
 )
 def test_doc_snippets_run(page: str) -> None:

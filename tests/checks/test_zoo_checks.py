@@ -46,11 +46,24 @@ ZOO: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "corona": ({"n_x": 6, "n_z": 6, "n_frames": 4}, {"depth": 3}),
     "rpca_hyperparameters": ({"n1": 10, "n2": 10, "rank": 2}, {"depth": 3}),
     "crf_rnn": ({"size": 8, "source": "synthetic"}, {"depth": 3}),
+    "scn": (
+        {"size": 16, "source": "synthetic"},
+        {
+            "depth": 3,
+            "algorithm_options": {
+                "patch": 3,
+                "atoms": 8,
+                "dictionary_iterations": 2,
+                "training_patches": 300,
+            },
+        },
+    ),
     "dublid": ({"size": 16, "kernel_size": 5, "source": "synthetic"}, {"depth": 3}),
 }
 
 #: families whose problem is sparse coding: the only ones whose messages may speak of a LASSO
-SPARSE = {"lista_cp", "admm_hyperparameters", "liht"}
+#: (sparse-coding super-resolution solves a LASSO per patch)
+SPARSE = {"lista_cp", "admm_hyperparameters", "liht", "scn"}
 
 FAST: dict[str, dict[str, Any]] = {
     "generalization": {"depths": (2, 3), "n_train": 8, "n_test": 8, "steps": 2},
