@@ -85,6 +85,7 @@ def _foreign_words(stem: str, message: str) -> list[str]:
     own = PROBLEM_OF[stem]
     return [w for key, words in PROBLEM_WORDS.items() if key != own for w in words if w in message]
 
+
 FAST: dict[str, dict[str, Any]] = {
     "generalization": {"depths": (2, 3), "n_train": 8, "n_test": 8, "steps": 2},
     "safeguard": {"max_iter": 100, "n_samples": 4, "check_every": 20},
