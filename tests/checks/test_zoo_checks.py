@@ -20,7 +20,7 @@ import yaml
 from lightning_unfold.checks import Status
 
 from lightning_unfold import SyntheticDataModule, checks
-from lightning_unfold.algorithms import WMMSE
+from lightning_unfold.algorithms import WMMSE, InterferenceChannel
 from lightning_unfold.core.algorithm import problem_from_config
 from lightning_unfold.training import UnfoldedModule
 
@@ -380,3 +380,50 @@ def test_reference_agreement_uses_cvxpy_for_convex_problems(family: str) -> None
         ClassicalSolver(alg, prob, short, dtype=torch.float64), prob, data
     )
     assert bad.status is Status.FAILED and bad.value is not None and bad.value > 0.1, bad.message
+
+
+def test_descending_constraints_on_clutter_passes_for_ista_rpca_and_fails_past_2_over_l() -> None:
+    from lightning_unfold import UnfoldedModel
+    from lightning_unfold.algorithms import ISTARPCA, UltrasoundClutter
+
+    prob = UltrasoundClutter(n_x=6, n_z=6, n_frames=4, seed=1)
+    data = prob.sample(8, seed=(3, 0), dtype=torch.float64)
+
+    def ista_rpca(step_factor: float) -> UnfoldedModel:
+        model = UnfoldedModel(ISTARPCA(), prob, 4, "hyperparameters", dtype=torch.float64)
+        with torch.no_grad():
+            for step in model.learned["step"]:
+                step.mul_(step_factor)
+        return model
+
+    # ISTA-RPCA with its classical step 1/L moves towards the ground truth (L, S) from every
+    # perturbed input; at 2.5/L > 2/L the proximal-gradient step expands and every layer moves away
+    ok = checks.descending_constraints(ista_rpca(1.0), prob, data, betas=(0.1, 1.0))
+    assert ok.passed and ok.value == 1.0 and "the ground truth" in ok.message, ok.message
+    bad = checks.descending_constraints(ista_rpca(2.5), prob, data, betas=(0.1, 1.0))
+    assert bad.status is Status.FAILED and bad.value is not None and bad.value < 0.9, bad.message
+    assert bad.counterexample is not None and bad.counterexample["growth"] > 1
+    assert not _foreign_words("corona", ok.message + bad.message)
+
+
+@pytest.mark.slow
+def test_generalization_on_power_allocation_passes_and_fails() -> None:
+    prob = InterferenceChannel(M=4, seed=0)
+    # learned step sizes only (P = K): the sum-rate gap stays at the noise level across depth
+    few = UnfoldedModule(prob, paradigm="hyperparameters", depth=2, supervision="unsupervised")
+    ok = checks.generalization_across_depth(few, depths=(1, 4), n_train=16, n_test=64, steps=20)
+    assert ok.passed and ok.value is not None and ok.value < 1, ok.message
+    assert "sum-rate" in ok.message and "LASSO" not in ok.message
+    # a tied correction network (P = 323 at every depth) fitted to one channel: the gap of
+    # the normalised −sum-rate grows from 0.08 (K = 1) to 0.2 (K = 8) while the bound's shape
+    # √(P log K/|D|) grows 1.7×; asked to stay within half that shape it fails (within 2× of
+    # it, the default, it passes: value 0.5)
+    many = UnfoldedModule(
+        prob, paradigm="correction", depth=2, hidden=32, tied=True, supervision="unsupervised"
+    )
+    bad = checks.generalization_across_depth(
+        many, depths=(1, 8), n_train=1, n_test=64, steps=100, lr=2e-2, slack=0.5
+    )
+    assert bad.status is Status.FAILED and bad.value is not None and bad.value > 1, bad.message
+    assert bad.counterexample is not None and bad.counterexample["depth"] == 8
+    assert bad.details["params"] == [323, 323] and "outgrows" in bad.message
