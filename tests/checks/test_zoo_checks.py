@@ -57,12 +57,19 @@ PROBLEM_WORDS: dict[str, tuple[str, ...]] = {
     "sparse": ("LASSO", "SparseRecovery", "LISTA weights"),
     "power": ("InterferenceChannel", "sum-rate", "WMMSE"),
     "precoding": ("HybridPrecoding", "precoding", "PGA"),
-    "detection": ("MIMODetection", "SoftIC", "soft-IC", "DetNet", "ProjectedGradientDetector"),
+    "detection": (
+        "MIMODetection",
+        "SoftIC",
+        "soft-IC",
+        "DetNet",
+        "ProjectedGradientDetector",
+        "symbol",
+    ),
     "imaging": ("CompressiveImaging", "ADMMTV", "TV-regularised"),
     "nmf": ("NMFSeparation", "β-divergence", "NMF"),
     "clutter": ("UltrasoundClutter", "CORONA", "ISTARPCA", "nuclear"),
     "rpca": ("RPCAProblem", "robust PCA"),
-    "crf": ("Segmentation", "mean-field", "MeanFieldCRF"),
+    "crf": ("Segmentation", "mean-field", "MeanFieldCRF", "free energy"),
 }
 
 #: config stem -> its key in PROBLEM_WORDS
@@ -427,3 +434,22 @@ def test_generalization_on_power_allocation_passes_and_fails() -> None:
     assert bad.status is Status.FAILED and bad.value is not None and bad.value > 1, bad.message
     assert bad.counterexample is not None and bad.counterexample["depth"] == 8
     assert bad.details["params"] == [323, 323] and "outgrows" in bad.message
+
+
+def test_segmentation_reasons_speak_of_its_free_energy_and_its_labels() -> None:
+    from lightning_unfold.checks.runner import CHECKS
+
+    from lightning_unfold import UnfoldedModel
+    from lightning_unfold.algorithms import MeanFieldCRF, Segmentation
+
+    prob = Segmentation(size=8, n_labels=3, seed=1)
+    ctx = checks.prepare(
+        UnfoldedModel(MeanFieldCRF(), prob, 3, "hyperparameters"), None, None, n_samples=4
+    )
+    coupling = CHECKS["coupling"].applies(ctx)
+    assert coupling is not None and "Segmentation poses dense-CRF segmentation" in coupling
+    labels = CHECKS["descending_constraints"].applies(ctx)
+    assert labels is not None and "targets of Segmentation are discrete labels" in labels
+    for reason in (coupling, labels):
+        assert not _foreign_words("crf_rnn", reason), reason
+    assert "Banach" in (MeanFieldCRF.theory.linear_rate or "")
