@@ -326,7 +326,7 @@ class UnfoldCLI(LightningCLI):
             return
         trainer = self.config[sub]["trainer"]
         if trainer.get(key) is not None and float(trainer[key]) == 0.0:
-            trainer[key] = 1.0
+            trainer[key] = None  # Lightning's default, the whole set (1.0 adds its notice)
             data = "validation" if sub == "validate" else "test"
             print(
                 f"{PROG} {sub}: note: the config sets trainer.{key}: 0 (for fit); {sub} runs on "

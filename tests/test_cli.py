@@ -384,14 +384,26 @@ def test_a_matching_checkpoint_validates(
 
 
 def test_validate_on_a_config_without_validation_batches_says_so(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    import logging
+
     monkeypatch.chdir(tmp_path)
     config = _tiny(
         tmp_path,
         ("  enable_progress_bar: false", "  enable_progress_bar: false\n  limit_val_batches: 0"),
     )
-    assert main(["validate", "--config", str(config)]) == 0
+    lightning_log = logging.getLogger("lightning.pytorch")  # does not propagate to the root
+    lightning_log.addHandler(caplog.handler)
+    try:
+        assert main(["validate", "--config", str(config)]) == 0
+    finally:
+        lightning_log.removeHandler(caplog.handler)
+    assert "GPU available" in caplog.text  # the handler saw Lightning's messages ...
+    assert "was configured so" not in caplog.text  # ... but no second note on the batches
     captured = capsys.readouterr()
     assert (
         "limit_val_batches: 0" in captured.err
