@@ -453,3 +453,9 @@ def test_segmentation_reasons_speak_of_its_free_energy_and_its_labels() -> None:
     for reason in (coupling, labels):
         assert not _foreign_words("crf_rnn", reason), reason
     assert "Banach" in (MeanFieldCRF.theory.linear_rate or "")
+
+
+def test_objective_descent_names_whose_objective(power: UnfoldedModule) -> None:
+    ok = checks.objective_descent(power, None, _data(power))
+    assert ok.passed and "mean objective of WMMSE" in ok.message, ok.message
+    assert ok.details["what"] == "mean objective of WMMSE"
