@@ -413,27 +413,17 @@ def test_descending_constraints_on_clutter_passes_for_ista_rpca_and_fails_past_2
     assert not _foreign_words("corona", ok.message + bad.message)
 
 
-@pytest.mark.slow
-def test_generalization_on_power_allocation_passes_and_fails() -> None:
+def test_generalization_on_power_allocation_passes() -> None:
+    # learned step sizes only (P = K): the sum-rate gap stays at the noise level across depth.
+    # (No must-fail on a non-sparse family: at a fixed P the gap must grow more than 2×√(log K)
+    # -fold; a tied correction network fitted to one channel grows it 2× from K = 1 to 8 and
+    # passes with value 0.48. The failing verdict is tested on given losses in test_checks_core.)
     prob = InterferenceChannel(M=4, seed=0)
-    # learned step sizes only (P = K): the sum-rate gap stays at the noise level across depth
     few = UnfoldedModule(prob, paradigm="hyperparameters", depth=2, supervision="unsupervised")
     ok = checks.generalization_across_depth(few, depths=(1, 4), n_train=16, n_test=64, steps=20)
     assert ok.passed and ok.value is not None and ok.value < 1, ok.message
-    assert "sum-rate" in ok.message and "LASSO" not in ok.message
-    # a tied correction network (P = 323 at every depth) fitted to one channel: the gap of
-    # the normalised −sum-rate grows from 0.08 (K = 1) to 0.2 (K = 8) while the bound's shape
-    # √(P log K/|D|) grows 1.7×; asked to stay within half that shape it fails (within 2× of
-    # it, the default, it passes: value 0.5)
-    many = UnfoldedModule(
-        prob, paradigm="correction", depth=2, hidden=32, tied=True, supervision="unsupervised"
-    )
-    bad = checks.generalization_across_depth(
-        many, depths=(1, 8), n_train=1, n_test=64, steps=100, lr=2e-2, slack=0.5
-    )
-    assert bad.status is Status.FAILED and bad.value is not None and bad.value > 1, bad.message
-    assert bad.counterexample is not None and bad.counterexample["depth"] == 8
-    assert bad.details["params"] == [323, 323] and "outgrows" in bad.message
+    assert ok.details["params"] == [1, 4] and ok.details["loss"].startswith("objective")
+    assert "sum-rate" in ok.message and not _foreign_words("power_correction", ok.message)
 
 
 def test_segmentation_reasons_speak_of_its_free_energy_and_its_labels() -> None:
