@@ -296,7 +296,7 @@ def descent(
     index: np.ndarray | None = None
     if quantity == "loss":
         index, Q = ctx.layer_losses()
-        what = f"{type(ctx.problem).__name__}'s supervised loss per sample"
+        what = f"per-sample supervised loss of {type(ctx.problem).__name__}"
         floor = 0.0
     elif quantity == "distance":
         try:
