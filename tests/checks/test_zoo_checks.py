@@ -259,6 +259,8 @@ def test_descent_on_the_sum_rate_passes_and_fails(power: UnfoldedModule) -> None
     # a layer must lower the objective by half: no WMMSE layer does
     bad = checks.descent(power, None, _data(power), eps=0.5)
     assert bad.status is Status.FAILED and bad.value == 1.0, bad.message
+    # every layer does lower it, by less than the margin: the message must not say "increase"
+    assert "0 of them raise it" in bad.message and "less than the required margin" in bad.message
 
 
 def test_safeguard_on_wmmse_measures_the_kkt_residual_of_the_sum_rate(
@@ -449,3 +451,19 @@ def test_objective_descent_names_whose_objective(power: UnfoldedModule) -> None:
     ok = checks.objective_descent(power, None, _data(power))
     assert ok.passed and "mean objective of WMMSE" in ok.message, ok.message
     assert ok.details["what"] == "mean objective of WMMSE"
+
+
+def test_descent_towards_the_ground_truth_on_clutter_passes_and_fails() -> None:
+    from lightning_unfold import UnfoldedModel
+    from lightning_unfold.algorithms import ISTARPCA, UltrasoundClutter
+
+    prob = UltrasoundClutter(n_x=6, n_z=6, n_frames=4, seed=1)
+    data = prob.sample(8, seed=(3, 0), dtype=torch.float64)
+    model = UnfoldedModel(ISTARPCA(), prob, 4, "hyperparameters", dtype=torch.float64)
+    ok = checks.descent(model, prob, data)
+    assert ok.passed and ok.details["quantity"] == "distance", ok.message
+    # every layer moves towards the truth, none by the factor 1 − ε = 0.1 asked here
+    bad = checks.descent(model, prob, data, eps=0.9)
+    assert bad.status is Status.FAILED and bad.value == 1.0, bad.message
+    assert "by less than the required factor" in bad.message
+    assert "move away" not in bad.message
