@@ -11,7 +11,8 @@ trained *unsupervised* on the negative sum-rate:
 ``wmmse_4``, ``wmmse_100`` the classical solver, 4 and 100 iterations
 ``hyperparameters``       learned relaxation :math:`\gamma_k` of the v-update per layer
 ``objective``             learned per-user weights :math:`\alpha^{(k)}` of the weighted sum-rate
-``correction``            **UWMMSE**: :math:`w = a\odot w_{\text{class}} + b`, (a, b) from graph nets
+``correction``            **UWMMSE**: :math:`w = \max(a\odot w_{\text{class}} + b, \varepsilon a\odot
+                          w_{\text{class}})`, (a, b) from a graph net
 ``inductive_bias``        a graph network per layer that outputs the next (u, w, v)
 ``black_box``             a permutation-equivariant graph network H → v of comparable size
 ========================  ==============================================================
@@ -19,7 +20,9 @@ trained *unsupervised* on the negative sum-rate:
 First the protocol's reference figures are reproduced with the classical solver (five topologies,
 seeds 0–4; full power, WMMSE-4, WMMSE-100). Then the models are trained on topology 0 (``cpu``) or
 on each of the five (``full``, results averaged) and evaluated on held-out channels of the same
-topology; finally the M = 20 models run unchanged on M = 10 and M = 30 networks.
+topology; finally the M = 20 models run unchanged on M = 10 and M = 30 networks. How UWMMSE fares
+on unseen topologies, another path loss and i.i.d. Rayleigh channels, trained on one topology or
+on a topology per channel: ``examples/uwmmse_generalisation_study.py``.
 
 Run::
 

@@ -31,6 +31,12 @@ from lightning_unfold.algorithms.detection import (
     maximum_likelihood,
     zero_forcing,
 )
+from lightning_unfold.algorithms.dublid import (
+    BlindDeblurring,
+    DeblurBlackBoxNet,
+    DeblurState,
+    HQSBlindDeblur,
+)
 from lightning_unfold.algorithms.families import (
     BASELINE_SETTINGS,
     FAMILIES,
@@ -106,6 +112,7 @@ ALGORITHMS.update({cls.name: cls for cls in (IHT, LIHT, LIHTCP, NMF)})
 ALGORITHMS[ADMMTV.name] = ADMMTV
 ALGORITHMS.update({cls.name: cls for cls in (ISTARPCA, FISTARPCA, CORONA)})
 ALGORITHMS[MeanFieldCRF.name] = MeanFieldCRF
+ALGORITHMS[HQSBlindDeblur.name] = HQSBlindDeblur
 
 
 def register_algorithm(cls: type[Algorithm[Any]]) -> type[Algorithm[Any]]:
@@ -145,8 +152,11 @@ __all__ = [
     "WMMSE",
     "ADMMLasso",
     "ADMMState",
+    "BlindDeblurring",
     "CRFState",
     "CompressiveImaging",
+    "DeblurBlackBoxNet",
+    "DeblurState",
     "DeepSICLayer",
     "DetNetLayer",
     "DetNetState",
@@ -156,6 +166,7 @@ __all__ = [
     "FamilyCase",
     "GraphConv",
     "GraphIteration",
+    "HQSBlindDeblur",
     "HybridBlackBoxNet",
     "HybridPGA",
     "HybridPrecoding",

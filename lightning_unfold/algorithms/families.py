@@ -46,6 +46,7 @@ from lightning_unfold.algorithms.detection import (
     ProjectedGradientDetector,
     SoftIC,
 )
+from lightning_unfold.algorithms.dublid import BlindDeblurring, HQSBlindDeblur
 from lightning_unfold.algorithms.iht import IHT
 from lightning_unfold.algorithms.imaging import ADMMTV, CompressiveImaging
 from lightning_unfold.algorithms.nmf import NMF, NMFSeparation
@@ -547,6 +548,23 @@ register_family(
         ),
         depth=6,
         batch=4,
+        hidden=4,
+    )
+)
+
+# -- blind deblurring: alternating half-quadratic splitting, DUBLID -----------------------------
+register_family(
+    ProblemFamily(
+        name="hqs_deblur",
+        problem=partial(BlindDeblurring, size=16, kernel_size=5, source="synthetic", seed=1),
+        algorithm=partial(HQSBlindDeblur, threshold=0.05, penalty=0.05, kernel_reg=1.0),
+        keeps_classical=(*_GENERIC_KEEPS, _S("objective", tied=True)),
+        cases=(
+            FamilyCase("tv", algorithm={"filters": "tv"}),
+            FamilyCase("tv4", algorithm={"filters": "tv4"}),
+        ),
+        depth=5,
+        batch=3,
         hidden=4,
     )
 )

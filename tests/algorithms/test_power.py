@@ -17,6 +17,7 @@ from lightning_unfold.checks import Status
 
 from lightning_unfold import ALGORITHMS, ClassicalSolver, UnfoldedModel, checks
 from lightning_unfold.algorithms.power import (
+    WEIGHT_FLOOR,
     WMMSE,
     InterferenceChannel,
     PowerBlackBoxNet,
@@ -25,6 +26,7 @@ from lightning_unfold.algorithms.power import (
     WMMSECorrectionHook,
     WMMSEState,
     full_power,
+    geometric_topology,
     sum_rate,
     user_rates,
 )
@@ -58,6 +60,38 @@ def test_sample_shapes_geometry_and_reproducibility() -> None:
     # the same seed gives the same topology at another size's call
     assert np.array_equal(InterferenceChannel(M=8, seed=3).path_gain, prob.path_gain)
     assert prob.with_size(5).M == 5
+
+
+def test_random_topology_draws_a_fresh_geometry_per_channel() -> None:
+    """topology="random": every channel has its own topology of the protocol's geometry,
+    reproducibly, at any size; the fixed mode still draws the protocol's seed-0 topology."""
+    M = 6
+    prob = InterferenceChannel(M=M, topology="random", seed=4)
+    assert prob.distances is None and prob.path_gain is None
+    x, target = prob.sample(400, seed=1, dtype=F64)
+    assert x.shape == (400, M, M) and torch.isnan(target).all() and (x >= 0).all()
+    assert torch.equal(x, prob.sample(400, seed=1, dtype=F64)[0])
+    assert not torch.equal(
+        x, InterferenceChannel(M=M, topology="random", seed=5).sample(400, seed=1, dtype=F64)[0]
+    )
+    direct = x.diagonal(dim1=1, dim2=2)
+    # the geometry differs per channel: the mean direct gain varies far more across channels
+    # than a fixed topology's (whose links only fade)
+    fixed = InterferenceChannel(M=M, seed=4).sample(400, seed=1, dtype=F64)[0]
+    spread = lambda h: float(h.pow(2).mean(1).log().std())  # noqa: E731
+    assert spread(direct) > 1.5 * spread(fixed.diagonal(dim1=1, dim2=2))
+    # the distances come from geometric_topology, one topology per channel
+    dist, pos = geometric_topology(np.random.default_rng(0), M, 3)
+    assert dist.shape == (3, M, M) and pos.shape == (3, M, 2, 2)
+    one, _ = geometric_topology(np.random.default_rng(0), M)
+    assert one.shape == (M, M)
+    assert prob.with_size(3).topology == "random"
+    with pytest.raises(ValueError, match="valid: \\['fixed', 'random'\\]"):
+        InterferenceChannel(M=4, topology="pool")
+    with pytest.raises(ValueError, match="channel='geometric'"):
+        InterferenceChannel(M=4, channel="rayleigh", topology="random")
+    with pytest.raises(ValueError, match="no channel_set"):
+        InterferenceChannel(M=2, topology="random", channel_set=np.ones((3, 2, 2)))
 
 
 def test_sum_rate_matches_a_direct_formula() -> None:
@@ -190,6 +224,56 @@ def test_uwmmse_correction_is_affine_in_w_and_trains_its_graph_nets() -> None:
         net(model.algorithm.features(s0, x, p))
     with pytest.raises(ValueError, match="hidden >= 1"):
         UWMMSECorrection(hidden=0)
+
+
+def test_a_correction_cannot_switch_every_user_off_and_keeps_a_gradient() -> None:
+    """The collapse UWMMSE met on Rayleigh channels: b -> -inf at every layer. Unbounded
+    (max(a w + b, 0)) that sets every w to 0, every power to 0 and every gradient to 0; the
+    bound w >= ε a w_class leaves every amplitude positive, and with a = 1 all users on the floor
+    give exactly WMMSE's v-update (v̂ is invariant to a common scale of w)."""
+    prob = InterferenceChannel(M=6, channel="rayleigh", seed=0)
+    x, _ = prob.sample(8, seed=0, dtype=F64)
+    model = UnfoldedModel(WMMSE(), prob, 4, "correction", hidden=4, dtype=F64)
+    classical = ClassicalSolver(WMMSE(), prob, 4, dtype=F64)(x).estimates
+    with torch.no_grad():
+        for net in model.nets:  # type: ignore[union-attr]
+            net.heads.bias[1] = -1e6  # b: every a·w_class + b far below zero
+    traj = model(x)
+    for k in range(1, 5):
+        assert (traj.estimates[k] > 0).all()
+        torch.testing.assert_close(traj.estimates[k], classical[k], rtol=1e-10, atol=0)
+    rate = sum_rate(traj.final_estimate, x, NOISE)
+    assert (rate > 0).all()
+    # the gradient reaches the network (through a = e^φ_a, which the floor keeps in w)
+    (-rate.mean()).backward()
+    heads = [net.heads.weight.grad for net in model.nets]  # type: ignore[union-attr]
+    assert all(g is not None and float(g[0].abs().max()) > 0 for g in heads)
+    # the unbounded form of the same coefficients switches everyone off with zero gradient
+    p = model.layer_params(1)
+    s0 = model.algorithm.init(x, p)
+    with torch.no_grad():
+        u, w, a, b = model.nets[0].coefficients(  # type: ignore[index]
+            s0, x, PowerGains.of(x), p["noise"], p["p_max"]
+        )
+    unbounded = (a * w + b).clamp_min(0.0)
+    assert float(unbounded.abs().max()) == 0.0
+    v = model.algorithm._v_step(u, unbounded, s0, x, p, PowerGains.of(x)).v
+    assert float(v.abs().max()) == 0.0  # what the bound prevents
+    # correction zero is WMMSE exactly (the bound is inactive: w_class >= 1 > ε w_class)
+    fresh = UnfoldedModel(WMMSE(), prob, 4, "correction", hidden=4, dtype=F64)
+    for got, want in zip(fresh(x).estimates, classical, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    # the floor is a parameter of the step, validated
+    loose = UnfoldedModel(WMMSE(weight_floor=0.5), prob, 1, "correction", hidden=4, dtype=F64)
+    with torch.no_grad():
+        loose.nets[0].heads.bias[1] = -1e6  # type: ignore[index]
+    with torch.no_grad():
+        floored = loose.algorithm.corrected_step(s0, x, p, 1, loose.nets[0])  # type: ignore[index]
+    torch.testing.assert_close(floored.w, 0.5 * model.algorithm.step(s0, x, p, 1).w)
+    for bad in (0.0, -0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="weight_floor"):
+            WMMSE(weight_floor=bad)
+    assert WMMSE().objective_form("per_user").weight_floor == WEIGHT_FLOOR
 
 
 class _ScaledWeights(torch.nn.Module):
@@ -532,6 +616,56 @@ def test_study_tiny_preset_writes_the_schema(tmp_path: Path) -> None:
     assert kept["batch"] == 64 and set(kept["infer_ms"]) == {"wmmse_100", "correction"}
 
 
+@pytest.mark.slow
+def test_generalisation_study_tiny_preset_writes_the_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = ROOT / "examples" / "uwmmse_generalisation_study.py"
+    spec = importlib.util.spec_from_file_location("uwmmse_generalisation_study", path)
+    assert spec is not None and spec.loader is not None
+    study = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, study)  # dataclasses look their module up
+    spec.loader.exec_module(study)
+    study.main(["--preset", "tiny", "--out", str(tmp_path)])
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert set(res) == {"recipes", "summary"}
+    assert set(res["recipes"]) == set(study.RECIPES)
+    assert set(study.RECIPES) >= {"one_topology", "topologies", "rayleigh"}
+    channel_models = {"topology_0", "topology_1", "path_loss_3", "rayleigh"}
+    for recipe, entry in res["recipes"].items():
+        assert set(entry["eval"]) == channel_models
+        # the recipe's training channel model survives the JSON config
+        assert entry["problem"]["init_args"]["topology"] == (
+            "random" if recipe.startswith("topologies") else "fixed"
+        )
+        for row in entry["eval"].values():
+            assert len(row["uwmmse"]) == len(row["wmmse"]) == 5  # layers 0..4
+            assert row["uwmmse"][0] == pytest.approx(row["wmmse"][0], rel=1e-5)  # full power
+            assert row["wmmse_100"] >= row["wmmse"][4] > row["wmmse"][1]
+            assert len(row["percent_of_wmmse_100"]) == 1  # one training seed
+            margin = min(
+                c[k] - row["wmmse"][k] for c in row["uwmmse_per_seed"] for k in range(1, 5)
+            )
+            assert row["at_least_wmmse_k"] == (margin >= 0)
+            assert row["worst_layer_margin"] == pytest.approx(margin)
+    for s in res["summary"].values():
+        assert 0 < s["unseen_percent_min"] <= s["unseen_percent_mean"] < 150
+    assert (tmp_path / "generalisation.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="valid: \\['one_topology'"):
+        study.training_problem("pool", study.PRESETS["tiny"])
+    # --recipes runs a subset; the wide recipe trains a twice as wide network
+    only = tmp_path / "wide"
+    study.main(["--preset", "tiny", "--out", str(only), "--recipes", "topologies_wide"])
+    assert set(json.loads((only / "results.json").read_text())["recipes"]) == {"topologies_wide"}
+    module, _ = study.train(
+        study.training_problem("topologies_wide", study.PRESETS["tiny"]),
+        study.PRESETS["tiny"],
+        0,
+        study.RECIPES["topologies_wide"],
+    )
+    assert module.model.nets[0].trunk.out_features == 2 * study.PRESETS["tiny"].hidden
+
+
 # -- checks --------------------------------------------------------------------------------
 def test_checks_that_apply_run_and_the_others_say_why() -> None:
     prob = InterferenceChannel(M=8, seed=0)
@@ -584,10 +718,11 @@ def test_objective_agreement_passes_for_long_wmmse_and_descent_fails_for_a_bad_l
         objective_max_iter=400,
     )
     assert short.status is Status.FAILED and short.counterexample is not None
-    # a correction layer that zeroes every weight w switches all users off: the rate collapses
+    # a correction layer that gives every user the same huge weight w ≈ b = 10⁶ throws away
+    # the rates WMMSE weighs by (it cannot switch users off: the bound): the rate falls
     model = UnfoldedModel(WMMSE(), prob, 4, "correction", hidden=4, dtype=F64)
     with torch.no_grad():
-        model.nets[2].heads.bias[1] = -1e6  # type: ignore[index]
+        model.nets[2].heads.bias[1] = 1e6  # type: ignore[index]
     bad = checks.descent(model, prob, data, quantity="objective")
     assert bad.status is Status.FAILED and bad.details["violated_layers"] == [3], bad.message
     assert bad.counterexample is not None and bad.counterexample["layer"] == 3

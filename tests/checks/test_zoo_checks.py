@@ -46,6 +46,7 @@ ZOO: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "corona": ({"n_x": 6, "n_z": 6, "n_frames": 4}, {"depth": 3}),
     "rpca_hyperparameters": ({"n1": 10, "n2": 10, "rank": 2}, {"depth": 3}),
     "crf_rnn": ({"size": 8, "source": "synthetic"}, {"depth": 3}),
+    "dublid": ({"size": 16, "kernel_size": 5, "source": "synthetic"}, {"depth": 3}),
 }
 
 #: families whose problem is sparse coding: the only ones whose messages may speak of a LASSO
@@ -70,6 +71,7 @@ PROBLEM_WORDS: dict[str, tuple[str, ...]] = {
     "clutter": ("UltrasoundClutter", "CORONA", "ISTARPCA", "nuclear"),
     "rpca": ("RPCAProblem", "robust PCA"),
     "crf": ("Segmentation", "mean-field", "MeanFieldCRF", "free energy"),
+    "dublid": ("BlindDeblurring", "DUBLID", "HQSBlindDeblur", "deblurring"),
 }
 
 #: config stem -> its key in PROBLEM_WORDS
@@ -84,6 +86,7 @@ PROBLEM_OF: dict[str, str] = {
     "corona": "clutter",
     "rpca_hyperparameters": "rpca",
     "crf_rnn": "crf",
+    "dublid": "dublid",
 }
 
 

@@ -26,6 +26,7 @@ from torch import Tensor
 
 import lightning_unfold.algorithms as family_modules
 from lightning_unfold.algorithms import (
+    BlindDeblurring,
     CompressiveImaging,
     HybridPrecoding,
     InterferenceChannel,
@@ -83,6 +84,11 @@ CASES: list[tuple[str, Callable[[], ProblemSpec], str | None]] = [
     ("power", lambda: InterferenceChannel(M=4, seed=2), None),
     ("power_rayleigh", lambda: InterferenceChannel(M=3, channel="rayleigh", p_max=2.0), None),
     (
+        "power_random_topology",
+        lambda: InterferenceChannel(M=4, topology="random", path_loss=3.0, seed=5),
+        None,
+    ),
+    (
         "power_channel_set",
         lambda: InterferenceChannel(M=3, channel_set=np.abs(_rng(6).normal(size=(5, 3, 3)))),
         None,
@@ -135,6 +141,18 @@ CASES: list[tuple[str, Callable[[], ProblemSpec], str | None]] = [
     (
         "segmentation_shipped",
         lambda: Segmentation(size=8, source="skimage", split="test", loss="soft_iou", seed=2),
+        None,
+    ),
+    (
+        "deblurring",
+        lambda: BlindDeblurring(size=16, kernel_size=5, source="synthetic", snr_db=None, seed=1),
+        None,
+    ),
+    (
+        "deblurring_shipped",
+        lambda: BlindDeblurring(
+            size=32, kernel_size=7, split="test", downscale=4, kernel_weight=0.1, seed=2
+        ),
         None,
     ),
 ]

@@ -48,9 +48,12 @@ Paradigms (:class:`~lightning_unfold.core.UnfoldedModel`):
     sum-rate). They are tied to the network size :math:`M`: such a model cannot run at another M
     (a clear error says so). The classical form uses one scalar :math:`\alpha = 1` for all users.
 ``correction`` (**UWMMSE**)
-    :math:`w_i = a_i\, w_{i,\text{class}} + b_i` before the v-update, with :math:`a = 1 + \hat a`,
-    :math:`\hat a, b` from two permutation-equivariant graph networks of :math:`(s^{(k-1)}, H)`
-    (:class:`UWMMSECorrection`, zero at initialisation), weights shared across users.
+    :math:`w_i = \max(a_i\, w_{i,\text{class}} + b_i,\ \varepsilon\, a_i w_{i,\text{class}})`
+    before the v-update, with :math:`a = e^{\phi_a} > 0` and :math:`\phi_a, b` from a
+    permutation-equivariant graph network of :math:`(s^{(k-1)}, H)` (:class:`UWMMSECorrection`,
+    zero at initialisation), weights shared across users. The floor :math:`\varepsilon`
+    (``WMMSE(weight_floor=...)``, default 0.01) keeps a correction from switching every user off,
+    a state with zero power and zero gradient (:meth:`WMMSE.corrected_step` says why).
 ``inductive_bias``
     each iteration replaced by a graph network that outputs the next :math:`(u, w, v)`
     (:class:`GraphIteration`).
@@ -69,17 +72,21 @@ from lightning_unfold.algorithms.power.networks import (
 )
 from lightning_unfold.algorithms.power.problem import (
     CHANNEL_MODELS,
+    TOPOLOGIES,
     InterferenceChannel,
     PowerGains,
     full_power,
+    geometric_topology,
     sum_rate,
     sum_rate_kkt_residual,
     user_rates,
 )
-from lightning_unfold.algorithms.power.solvers import WMMSE, WMMSECorrectionHook
+from lightning_unfold.algorithms.power.solvers import WEIGHT_FLOOR, WMMSE, WMMSECorrectionHook
 
 __all__ = [
     "CHANNEL_MODELS",
+    "TOPOLOGIES",
+    "WEIGHT_FLOOR",
     "WMMSE",
     "GraphConv",
     "GraphIteration",
@@ -90,6 +97,7 @@ __all__ = [
     "WMMSECorrectionHook",
     "WMMSEState",
     "full_power",
+    "geometric_topology",
     "graph_matrix",
     "sum_rate",
     "sum_rate_kkt_residual",

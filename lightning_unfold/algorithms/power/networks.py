@@ -82,7 +82,11 @@ class UWMMSECorrection(nn.Module):
     network of the previous iterate :math:`s^{(k-1)} = (u, w, v)` and the channel :math:`H`, one
     shared trunk and two heads, that outputs the coefficients of
 
-    .. math:: w = \max(a\odot w_{\text{class}} + b,\ 0),\qquad a = e^{\phi_a},\quad b = \phi_b.
+    .. math:: w = \max(a\odot w_{\text{class}} + b,\ \varepsilon\,a\odot w_{\text{class}}),
+        \qquad a = e^{\phi_a},\quad b = \phi_b
+
+    (the bound :math:`\varepsilon` is the step's, :meth:`~lightning_unfold.algorithms.power.WMMSE.corrected_step`: without it a
+    negative :math:`b` could switch every user off, where power and gradient are exactly zero).
 
     Both message-passing layers aggregate over the *received-power graph* of the current
     amplitudes, :math:`T_{ij} = h_{ij}^2 v_j^2` for :math:`j \ne i` (the interference receiver
@@ -114,9 +118,9 @@ class UWMMSECorrection(nn.Module):
     WMMSE-100's time there (``docs/power_allocation.md`` says what bounds it).
 
     The heads are zero-initialised, so :math:`a = 1, b = 0` and the untrained model *is* WMMSE
-    (:math:`w_{\text{class}} \ge 1`, the clamp is inactive). The clamp keeps :math:`w` a
-    non-negative MSE weight; :math:`a > 0` keeps the multiplicative part from flipping the sign
-    of a weight.
+    (:math:`w_{\text{class}} \ge 1`, the floor is inactive). :math:`a > 0` keeps the
+    multiplicative part from flipping the sign of a weight and makes the floor
+    :math:`\varepsilon a w_{\text{class}}` a positive lower bound.
     """
 
     #: node features (amplitude, rate, direct link, received power), then incoming messages of

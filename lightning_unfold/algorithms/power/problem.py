@@ -23,6 +23,26 @@ if TYPE_CHECKING:
 
 #: channel models of :class:`InterferenceChannel`
 CHANNEL_MODELS: tuple[str, ...] = ("geometric", "rayleigh")
+#: topology modes of a geometric :class:`InterferenceChannel`: one topology per ``seed``, or a
+#: fresh topology for every sampled channel
+TOPOLOGIES: tuple[str, ...] = ("fixed", "random")
+
+
+def geometric_topology(
+    rng: np.random.Generator, M: int, n: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Transmitter and receiver positions of the Unrolled-WMMSE geometry: transmitters uniform in
+    :math:`[-M, M]^2`, receiver :math:`i` at transmitter :math:`i` plus :math:`U[-M/4, M/4]^2`.
+
+    Returns the distances :math:`d_{ij}` from transmitter j to receiver i, ``(M, M)`` for one
+    topology (``n=None``) or ``(n, M, M)`` for ``n`` independent ones, and the positions
+    ``(..., M, 2, 2)`` (transmitter, receiver) for plots. One topology draws exactly what the
+    protocol's ``default_rng(seed)`` draws (the reference figures depend on it)."""
+    shape = (M, 2) if n is None else (n, M, 2)
+    tx = rng.uniform(-M, M, size=shape)
+    rx = tx + rng.uniform(-M / 4, M / 4, size=shape)
+    dist = np.linalg.norm(rx[..., :, None, :] - tx[..., None, :, :], axis=-1)
+    return dist, np.stack([tx, rx], axis=-2)
 
 
 def user_rates(
@@ -168,10 +188,18 @@ class InterferenceChannel(ProblemSpec):
 
     ``channel="geometric"`` (the Unrolled-WMMSE protocol, Chowdhury et al. 2021): one topology per
     ``seed`` — transmitters uniform in :math:`[-M, M]^2`, receiver :math:`i` at transmitter
-    :math:`i` plus :math:`U[-M/4, M/4]^2` — and per sample amplitude gains
-    :math:`h_{ij} = d_{ij}^{-2.2}\,r_{ij}`, :math:`d_{ij}` the distance from transmitter j to
+    :math:`i` plus :math:`U[-M/4, M/4]^2` (:func:`geometric_topology`) — and per sample amplitude
+    gains :math:`h_{ij} = d_{ij}^{-2.2}\,r_{ij}`, :math:`d_{ij}` the distance from transmitter j to
     receiver i, :math:`r_{ij}` i.i.d. Rayleigh(1) fading (``numpy``'s ``rayleigh(1.0)``,
     :math:`\mathbb E r^2 = 2`). ``channel="rayleigh"``: :math:`h_{ij} = r_{ij}` (no geometry).
+
+    ``topology="random"`` draws a fresh topology for every sampled channel (the same geometry,
+    positions from ``sample``'s seeded stream), so a model trained on it sees a distribution of
+    topologies instead of one; ``topology="fixed"`` (default) keeps the one topology of ``seed``.
+    A model trained on one topology learns that topology's interference pattern: UWMMSE trained
+    on seed 0 alone reaches 95.2–98.8 % of WMMSE-100 on topologies 1–5, trained on random
+    topologies 96.4–98.6 %, and 97.5–100.3 % with a network twice as wide trained twice as long
+    (three seeds each, ``examples/uwmmse_generalisation_study.py``, ``docs/power_allocation.md``).
 
     Args:
         M: number of pairs (>= 1; M = 1 has no interference).
@@ -179,7 +207,11 @@ class InterferenceChannel(ProblemSpec):
         noise_power: :math:`\sigma^2 > 0` (default :math:`10^{-9.1}`).
         p_max: :math:`P_{\max} > 0` (amplitudes :math:`v \in [0, \sqrt{P_{\max}}]`).
         path_loss: the exponent of :math:`d^{-\text{path\_loss}}` (amplitude), default 2.2.
-        seed: the topology (and, combined with ``sample``'s seed, the fading).
+        seed: the topology (and, combined with ``sample``'s seed, the fading; with
+            ``topology="random"`` it seeds the topologies' stream too).
+        topology: one of :data:`TOPOLOGIES`: ``"fixed"`` (one topology per ``seed``) or
+            ``"random"`` (a fresh geometric topology per sampled channel; ``channel`` must be
+            ``"geometric"`` and no ``channel_set`` given).
         channel_set: the user's channels, ``(K, M, M)`` amplitude gains :math:`|h_{ij}| \ge 0`
             (e.g. from measurements or a ray tracer); ``sample`` then draws its matrices
             uniformly from these K (seeded) instead of the ``channel`` model, and configs and
@@ -202,6 +234,7 @@ class InterferenceChannel(ProblemSpec):
         path_loss: float = 2.2,
         seed: int = 0,
         channel_set: Tensor | np.ndarray | list[Any] | None = None,
+        topology: str = "fixed",
     ) -> None:
         if isinstance(M, bool) or not isinstance(M, int) or M < 1:
             raise ValueError(
@@ -209,6 +242,14 @@ class InterferenceChannel(ProblemSpec):
             )
         if channel not in CHANNEL_MODELS:
             raise ValueError(f"Unknown channel {channel!r}; valid: {list(CHANNEL_MODELS)}.")
+        if topology not in TOPOLOGIES:
+            raise ValueError(f"Unknown topology {topology!r}; valid: {list(TOPOLOGIES)}.")
+        if topology == "random" and (channel != "geometric" or channel_set is not None):
+            raise ValueError(
+                "topology='random' draws a fresh geometric topology per channel: it needs "
+                f"channel='geometric' and no channel_set (got channel={channel!r}"
+                f"{', a channel_set' if channel_set is not None else ''}); use topology='fixed'."
+            )
         for name, value in (("noise_power", noise_power), ("p_max", p_max)):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(
@@ -217,22 +258,21 @@ class InterferenceChannel(ProblemSpec):
                 )
         if not (math.isfinite(path_loss) and path_loss >= 0):
             raise ValueError(f"path_loss must be finite and >= 0, got {path_loss}.")
-        self.M, self.channel, self.seed = M, channel, seed
+        self.M, self.channel, self.seed, self.topology = M, channel, seed, topology
         self.noise_power, self.p_max, self.path_loss = (
             float(noise_power),
             float(p_max),
             float(path_loss),
         )
-        if channel == "geometric":
-            rng = seeded_rng(seed)
-            tx = rng.uniform(-M, M, size=(M, 2))
-            rx = tx + rng.uniform(-M / 4, M / 4, size=(M, 2))
-            dist = np.linalg.norm(rx[:, None, :] - tx[None, :, :], axis=2)
-            self.distances: np.ndarray | None = dist
-            self.path_gain = dist ** (-self.path_loss)
-        else:
-            self.distances = None
-            self.path_gain = np.ones((M, M))
+        #: the distances d_ij and amplitude path gains d_ij^-path_loss of the fixed topology
+        #: (``None`` with ``topology="random"``, where every channel has its own)
+        self.distances: np.ndarray | None = None
+        self.path_gain: np.ndarray | None = np.ones((M, M))
+        if channel == "geometric" and topology == "fixed":
+            self.distances = geometric_topology(seeded_rng(seed), M)[0]
+            self.path_gain = self.distances ** (-self.path_loss)
+        elif topology == "random":
+            self.path_gain = None
         self.channel_set: Tensor | None = None
         if channel_set is not None:
             H = as_operator(channel_set, "channel_set", ndim=3)
@@ -258,7 +298,8 @@ class InterferenceChannel(ProblemSpec):
         }
 
     def with_size(self, M: int) -> InterferenceChannel:
-        """The same protocol (channel model, noise, power, seed) at another network size."""
+        """The same protocol (channel model, noise, power, seed, topology mode) at another
+        network size."""
         if self.channel_set is not None:
             raise ValueError(
                 "This InterferenceChannel samples a user channel_set of fixed size M = "
@@ -272,6 +313,9 @@ class InterferenceChannel(ProblemSpec):
         rng = seeded_rng(self.seed, seed)
         if self.channel_set is not None:
             H = self.channel_set.numpy()[rng.integers(0, self.channel_set.shape[0], size=n)]
+        elif self.path_gain is None:  # topology="random": one topology per channel, then fading
+            gain = geometric_topology(rng, self.M, n)[0] ** (-self.path_loss)
+            H = gain * rng.rayleigh(1.0, size=(n, self.M, self.M))
         else:
             H = self.path_gain[None] * rng.rayleigh(1.0, size=(n, self.M, self.M))
         target = torch.full((n, self.M), float("nan"), dtype=dtype)

@@ -49,8 +49,10 @@ class WMMSECorrectionHook(Protocol):
     :math:`s^{(k-1)}`, the channel ``H``, its :class:`PowerGains` (computed once per forward pass)
     and the problem's ``noise`` and ``p_max``, and expects ``(u, w_class, a, b)``, each
     ``(B, M)``: the WMMSE receiver and weight of :math:`v^{(k-1)}` (the ones :meth:`WMMSE.step`
-    would compute) and the coefficients of :math:`w = \max(a\odot w_{\text{class}} + b, 0)`. The
-    v-update then runs with that :math:`w`. Reduces to WMMSE when :math:`a = 1, b = 0`.
+    would compute) and the coefficients, :math:`a > 0`, of the bounded correction
+    :math:`w = \max(a\odot w_{\text{class}} + b,\ \varepsilon\, a\odot w_{\text{class}})`
+    (:meth:`WMMSE.corrected_step`). The v-update then runs with that :math:`w`. Reduces to WMMSE
+    when :math:`a = 1, b = 0`.
 
     The check is structural: a module qualifies by having a callable ``coefficients`` (it need not
     inherit from this class); :class:`UWMMSECorrection` is one. A module without it is called on
@@ -72,6 +74,11 @@ def _correction_hook(net: nn.Module) -> WMMSECorrectionHook | None:
     return cast(WMMSECorrectionHook, net) if callable(hook) else None
 
 
+#: the default ε of :meth:`WMMSE.corrected_step`'s bound w >= ε a w_class: a user pushed to the
+#: floor keeps at least 1 % of the weight its multiplicative correction gives it
+WEIGHT_FLOOR = 1e-2
+
+
 class WMMSE(Algorithm[WMMSEState]):
     r"""WMMSE power allocation (Shi et al. 2011) — the recursion is in the module docstring.
 
@@ -81,6 +88,10 @@ class WMMSE(Algorithm[WMMSEState]):
             :math:`[0, \sqrt{P_{\max}}]` keeps every :math:`\gamma` feasible).
         per_user_weights: the weights :math:`\alpha` as one entry per user (``(M,)``, tied to the
             network size) instead of one scalar; the ``objective`` paradigm uses this form.
+        weight_floor: :math:`\varepsilon \in (0, 1]` of the bounded UWMMSE correction
+            (:meth:`corrected_step`): a corrected MSE weight never falls below
+            :math:`\varepsilon` times its multiplicative part, so no correction can switch every
+            user off (default :data:`WEIGHT_FLOOR`).
 
     Parameters: θo = {``weights`` α > 0}, θh = {``relax`` γ ≥ 0}; the problem's ``noise`` and
     ``p_max`` are constants. ``estimate(s)`` is the amplitude vector ``v`` (powers ``v**2``).
@@ -149,13 +160,22 @@ class WMMSE(Algorithm[WMMSEState]):
 
     objective_variants: ClassVar[tuple[str, ...]] = ("per_user",)
 
-    def __init__(self, relax: float = 1.0, per_user_weights: bool = False) -> None:
+    def __init__(
+        self, relax: float = 1.0, per_user_weights: bool = False, weight_floor: float = WEIGHT_FLOOR
+    ) -> None:
         if not (math.isfinite(relax) and relax > 0):
             raise ValueError(
                 f"relax (γ of the v-update) must be finite and > 0, got {relax}; 1 is the "
                 "classical WMMSE step."
             )
+        if not (math.isfinite(weight_floor) and 0 < weight_floor <= 1):
+            raise ValueError(
+                f"weight_floor (ε of the bounded correction w >= ε a w_class) must be in (0, 1], "
+                f"got {weight_floor}: ε = 0 lets a correction switch every user off, where the "
+                f"power and the gradient are exactly zero (default {WEIGHT_FLOOR})."
+            )
         self.relax, self.per_user_weights = float(relax), bool(per_user_weights)
+        self.weight_floor = float(weight_floor)
 
     def param_specs(self, problem: ProblemSpec) -> tuple[ParamSpec, ...]:
         return (
@@ -187,7 +207,7 @@ class WMMSE(Algorithm[WMMSEState]):
                 f"{list(self.objective_variants)} (a scalar α cancels out of the v-update, so "
                 "learning it would learn nothing)."
             )
-        return WMMSE(relax=self.relax, per_user_weights=True)
+        return WMMSE(relax=self.relax, per_user_weights=True, weight_floor=self.weight_floor)
 
     @staticmethod
     def _weights(alpha: Tensor, x: Tensor) -> Tensor:
@@ -230,22 +250,47 @@ class WMMSE(Algorithm[WMMSEState]):
     def corrected_step(
         self, s: WMMSEState, x: Tensor, p: Mapping[str, Tensor], k: int, net: nn.Module
     ) -> WMMSEState:
-        r"""UWMMSE: :math:`w = \max(a\odot w_{\text{class}} + b, 0)` with :math:`(a, b)` from the
-        correction network, then the classical v-update with that :math:`w`.
+        r"""UWMMSE with a bounded correction: the classical v-update with the weights
+
+        .. math:: w = \max\big(a\odot w_{\text{class}} + b,\ \varepsilon\,a\odot
+            w_{\text{class}}\big),\qquad a > 0,
+
+        :math:`(a, b)` from the correction network, :math:`\varepsilon` = ``weight_floor``.
+
+        **Why the bound.** The v-update
+        :math:`\hat v_i = w_i u_i h_{ii} / \sum_j w_j u_j^2 h_{ji}^2` is a ratio: it is unchanged
+        when every :math:`w_j` is multiplied by one constant, and :math:`\hat v_i = 0` exactly
+        when :math:`w_i = 0`. Chowdhury et al.'s :math:`w = \max(a w_{\text{class}} + b, 0)` lets
+        a negative :math:`b` set every weight to 0; then every amplitude is 0, every later
+        receiver :math:`u = h v / I` is 0, so every later layer returns 0 too (all-off is a fixed
+        point of WMMSE), and the clamp passes no gradient to the parameters: training stops
+        there for good (observed: i.i.d. Rayleigh channels, sum-rate 0 from layer 1 on). With the
+        floor, :math:`w_i \ge \varepsilon a_i w_{\text{class},i} > 0`, so every amplitude
+        that was positive stays positive, a user can be pushed down by a factor ε per layer
+        relative to the others (switched off in effect, geometrically over the layers) but
+        never all users at once: if every user sits on the floor, :math:`w = \varepsilon a
+        \odot w_{\text{class}}` gives the same v-update as :math:`w = a\odot w_{\text{class}}`
+        — the multiplicative correction, WMMSE itself when :math:`a = 1` — and :math:`w` keeps a
+        non-zero gradient in :math:`a` (and so in the network) everywhere. Correction zero
+        (:math:`a = 1, b = 0`) gives :math:`w = w_{\text{class}}` exactly, so the classical-init
+        equivalence is untouched.
 
         A network with the in-step hook of :class:`WMMSECorrectionHook` (such as
         :class:`UWMMSECorrection`) reads the quantities this step computes anyway (the received
         powers :math:`h_{ij}^2 v_j^2`, :math:`w_{\text{class}}`) through its ``coefficients``;
-        any other module gets ``net(features(s^{(k-1)}))`` and returns ``(a, b)``.
+        any other module gets ``net(features(s^{(k-1)}))`` and returns ``(a, b)``. A non-positive
+        :math:`a` from such a module voids the bound; the weights are then still clamped at 0.
         """
         gains = PowerGains.for_iterate(s, x)
         hook = _correction_hook(net)
         if hook is not None:
             u, w, a, b = hook.coefficients(s, x, gains, p["noise"], p["p_max"])
-            return self._v_step(u, torch.addcmul(b, a, w).clamp_min(0.0), s, x, p, gains)
-        u, w = _receiver(s.v, x, p["noise"], gains)
-        a, b = net(self.features(s, x, p))
-        return self._v_step(u, (a * w + b).clamp_min(0.0), s, x, p, gains)
+        else:
+            u, w = _receiver(s.v, x, p["noise"], gains)
+            a, b = net(self.features(s, x, p))
+        scaled = a * w
+        bounded = torch.maximum(scaled + b, self.weight_floor * scaled).clamp_min(0.0)
+        return self._v_step(u, bounded, s, x, p, gains)
 
     def objective(self, s: WMMSEState, x: Tensor, c: Mapping[str, Tensor]) -> Tensor:
         """:math:`-R(v; H)` per sample (the negative sum-rate)."""
