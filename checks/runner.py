@@ -228,7 +228,7 @@ CHECKS: dict[str, CheckSpec] = {
             "descending_constraints",
             descending_constraints,
             _descending_applies,
-            "fraction of layers that descend, also with perturbed inputs (Hadou et al., 2024)",
+            "every layer descends in expectation, also from perturbed inputs (Hadou et al., 2024)",
         ),
         CheckSpec(
             "safeguard",
@@ -259,9 +259,8 @@ CHECKS: dict[str, CheckSpec] = {
 }
 
 #: named suites; ``default`` omits the heavy generalization check (it trains models) and the
-#: perturbation test ``descending_constraints`` (a target of constraint-trained models: the
-#: unconstrained demo ALISTA measures a descending fraction of 0.167 against 0.9; run it with
-#: ``all`` or by name)
+#: perturbation test ``descending_constraints`` (a target of constraint-trained models, which an
+#: unconstrained model need not meet; run it with ``all`` or by name)
 SUITES: dict[str, tuple[str, ...]] = {
     "default": (
         "coupling",

@@ -6,7 +6,8 @@ with a quiet Lightning ``Trainer``, times inference side by side in one run, and
 
 - :func:`median_time` — median wall time of a callable after a warm-up call, under
   ``torch.no_grad()``, so that per-batch inference times of competing methods are measured the
-  same way in one process;
+  same way in one process; :func:`median_cpu_time` the same in CPU time of the process (steadier
+  than wall time on a shared machine, and summed over threads);
 - :func:`flush_denormals` — a context in which the CPU treats subnormal floats as zero, for
   timings that measure a method's arithmetic rather than the hardware's subnormal penalty;
 - :func:`study_trainer` — a ``Trainer`` for a fixed number of optimizer steps with no logger,
@@ -33,6 +34,7 @@ import torch
 
 __all__ = [
     "flush_denormals",
+    "median_cpu_time",
     "median_time",
     "plot_layer_curves",
     "study_parser",
@@ -78,6 +80,24 @@ def median_time(fn: Callable[[], Any], repeats: int = 5, *, warmup: bool = True)
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def median_cpu_time(fn: Callable[[], Any], repeats: int = 5, *, warmup: bool = True) -> float:
+    """Median CPU time of the process (``time.process_time``: user + system, all threads) over
+    ``repeats`` calls of ``fn()`` in **seconds**, under ``torch.no_grad()``, after one warm-up
+    call unless ``warmup=False``. Report it beside :func:`median_time`: on a machine shared
+    with other jobs the wall time grows with the load, the CPU time much less."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}.")
+    with torch.no_grad():
+        if warmup:
+            fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.process_time()
+            fn()
+            times.append(time.process_time() - t0)
     return statistics.median(times)
 
 

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_unfold.training.study import flush_denormals, median_time, study_trainer, write_json
+from lightning_unfold.training.study import (
+    flush_denormals,
+    median_cpu_time,
+    median_time,
+    study_trainer,
+    write_json,
+)
 
 
 def test_median_time_measures_the_call_and_runs_without_grad() -> None:
@@ -45,6 +51,26 @@ def test_flush_denormals_zeroes_subnormals_inside_and_restores_after() -> None:
 def test_median_time_rejects_no_repeats() -> None:
     with pytest.raises(ValueError, match="repeats"):
         median_time(lambda: None, repeats=0)
+    with pytest.raises(ValueError, match="repeats"):
+        median_cpu_time(lambda: None, repeats=0)
+
+
+def test_median_cpu_time_counts_computation_not_waiting() -> None:
+    """Sleeping costs wall time but (almost) no CPU time; a busy loop costs CPU time."""
+    calls: list[bool] = []
+
+    def sleep() -> None:
+        calls.append(torch.is_grad_enabled())
+        time.sleep(0.03)
+
+    def busy() -> None:
+        t0 = time.process_time()
+        while time.process_time() - t0 < 0.02:
+            pass
+
+    assert median_cpu_time(sleep, repeats=3) < 0.015
+    assert len(calls) == 4 and not any(calls)  # warm-up + three, without grad
+    assert median_cpu_time(busy, repeats=3) >= 0.02
 
 
 def test_study_trainer_is_quiet_and_overridable() -> None:

@@ -135,6 +135,11 @@ CASES: list[tuple[str, Callable[[], ProblemSpec], str | None]] = [
         ),
         None,
     ),
+    (
+        "imaging_shipped_images",
+        lambda: CompressiveImaging(size=8, images="skimage:camera,moon", crop="whole", seed=2),
+        None,
+    ),
     ("nmf", lambda: NMFSeparation(n_freq=16, n_frames=8, seed=1), None),
     ("clutter", lambda: UltrasoundClutter(n_x=6, n_z=6, n_frames=8, rank=2, seed=1), None),
     ("segmentation", lambda: Segmentation(size=8, n_labels=3, snr_db=None, seed=1), None),

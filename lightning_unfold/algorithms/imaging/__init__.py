@@ -1,8 +1,9 @@
 r"""Compressive imaging from undersampled Fourier data: ADMM-TV and ADMM-CSNet.
 
 Problem (:class:`CompressiveImaging`; the MRI-like setting of Yang, Sun, Li & Xu 2018): a real
-image :math:`x^\star \in \mathbb R^{n\times n}` (a synthetic piecewise-smooth phantom, values in
-:math:`[0, 1]`) is observed through a fixed binary sampling mask :math:`M` of its orthonormal 2-D
+image :math:`x^\star \in \mathbb R^{n\times n}` (a synthetic piecewise-smooth phantom, or a real
+photograph or MR/CT slice shipped inside an installed wheel —
+:mod:`~lightning_unfold.algorithms.imaging.shipped`; values in :math:`[0, 1]`) is observed through a fixed binary sampling mask :math:`M` of its orthonormal 2-D
 Fourier transform :math:`F`, with complex Gaussian noise on the sampled entries,
 
 .. math:: y = M\odot(Fx^\star + e) \in \mathbb C^{n\times n},
@@ -88,6 +89,13 @@ from lightning_unfold.algorithms.imaging.problem import (
     sampling_mask,
     ssim,
 )
+from lightning_unfold.algorithms.imaging.shipped import (
+    SHIPPED_IMAGES,
+    ShippedImage,
+    load_shipped,
+    parse_image_set,
+    shipped_batch,
+)
 from lightning_unfold.algorithms.imaging.solvers import ADMMTV, ImagingADMMState
 
 __all__ = [
@@ -95,15 +103,20 @@ __all__ = [
     "FILTER_BANKS",
     "IMAGING_MASKS",
     "PLF_POINTS",
+    "SHIPPED_IMAGES",
     "CompressiveImaging",
     "ImagingADMMState",
     "ImagingBlackBoxNet",
     "ImagingCorrectionNet",
+    "ShippedImage",
     "filter_transfer",
     "finite_difference_filters",
+    "load_shipped",
+    "parse_image_set",
     "piecewise_linear",
     "psnr",
     "sampling_mask",
+    "shipped_batch",
     "soft_threshold_values",
     "ssim",
     "tv_objective",

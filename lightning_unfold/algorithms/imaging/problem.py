@@ -11,6 +11,12 @@ import torch
 from torch import Tensor
 
 from lightning_unfold.algorithms.imaging.operators import _fft, _ifft
+from lightning_unfold.algorithms.imaging.shipped import (
+    CROPS,
+    load_shipped,
+    parse_image_set,
+    shipped_batch,
+)
 from lightning_unfold.core.algorithm import ProblemSpec, as_operator, seeded_rng
 from lightning_unfold.core.iterate import complex_dtype, real_dtype, require_finite
 from lightning_unfold.core.metrics import MeanOf, ProblemMetric
@@ -140,7 +146,8 @@ def ssim(estimate: Tensor, target: Tensor, x: Tensor | None = None) -> Tensor:
 
 
 class CompressiveImaging(ProblemSpec):
-    r"""Seeded undersampled-Fourier imaging of synthetic phantoms (module docstring).
+    r"""Seeded undersampled-Fourier imaging of synthetic phantoms or of real images shipped
+    inside packages (module docstring).
 
     Args:
         size: image side :math:`n` (``>= 8``).
@@ -153,6 +160,17 @@ class CompressiveImaging(ProblemSpec):
         seed: seeds the mask and, combined with ``sample``'s seed, the images and noise.
         mask_matrix: a custom binary ``(size, size)`` mask in FFT order (overrides ``mask`` and
             ``sampling_rate``); it must sample the DC coefficient ``[0][0]``.
+        images: ``"phantoms"`` (the synthetic phantoms; ``ellipses`` and ``texture`` shape them)
+            or a comma-separated list of real images shipped inside installed wheels,
+            ``"skimage:camera,astronaut,pydicom:MR_small"`` (a name without ``package:`` takes
+            the package named last; the valid names are
+            :data:`~lightning_unfold.algorithms.imaging.shipped.SHIPPED_IMAGES`; needs
+            ``pip install lightning-unfold[images]``, nothing is downloaded).
+        crop: the view of real images: ``"patches"`` — seeded random square patches at random
+            scales, flips and rotations (training), or ``"whole"`` — each image's centred square
+            in the listed order, batch entry ``i`` is image ``i mod len(images)`` (testing);
+            see :func:`~lightning_unfold.algorithms.imaging.shipped.shipped_batch`. Both give
+            grey levels in :math:`[0, 1]` resized to ``size × size``.
 
     ``sample`` returns ``x = y`` (complex ``(B, n, n)``, zero off the mask) and
     ``target`` = the images (real ``(B, n, n)``).
@@ -171,6 +189,8 @@ class CompressiveImaging(ProblemSpec):
         texture: float = 0.05,
         seed: int = 0,
         mask_matrix: Tensor | np.ndarray | list[list[float]] | None = None,
+        images: str = "phantoms",
+        crop: str = "patches",
     ) -> None:
         if not (isinstance(size, int) and size >= 8):
             raise ValueError(f"size (image side n) must be an integer >= 8, got {size!r}.")
@@ -182,6 +202,20 @@ class CompressiveImaging(ProblemSpec):
             raise ValueError(
                 f"Need ellipses >= 0 and texture in [0, 1), got {ellipses}, {texture}."
             )
+        if crop not in CROPS:
+            raise ValueError(f"Unknown crop {crop!r}; valid: {list(CROPS)}.")
+        if images == "phantoms":
+            if crop != "patches":
+                raise ValueError(
+                    "crop='whole' views real images (images='skimage:camera,...'); the "
+                    "synthetic phantoms are always drawn whole (keep crop='patches')."
+                )
+            self.image_keys: tuple[str, ...] = ()
+        else:
+            self.image_keys = parse_image_set(images)
+            for key in self.image_keys:  # a missing extra or file fails here, by name
+                load_shipped(key)
+        self.images_spec, self.crop = images, crop
         self.size, self.sampling_rate, self.mask_kind = size, float(sampling_rate), mask
         self.snr_db = None if snr_db is None else float(snr_db)
         self.tv_weight, self.ellipses, self.texture = float(tv_weight), ellipses, float(texture)
@@ -223,8 +257,11 @@ class CompressiveImaging(ProblemSpec):
         }
 
     def images(self, n: int, *, seed: int | Sequence[int]) -> np.ndarray:
-        """``n`` seeded phantoms ``(n, size, size)`` in :math:`[0, 1]` (float64)."""
+        """``n`` seeded images ``(n, size, size)`` in :math:`[0, 1]` (float64): phantoms, or
+        patches / whole images of the shipped set (``images``, ``crop``)."""
         rng = seeded_rng(self.seed, 1, seed)
+        if self.image_keys:
+            return shipped_batch(self.image_keys, n, self.size, self.crop, rng)
         return np.stack([_phantom(rng, self.size, self.ellipses, self.texture) for _ in range(n)])
 
     def measure(self, images: Tensor, *, seed: int | Sequence[int] = 0) -> Tensor:
