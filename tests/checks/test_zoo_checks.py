@@ -408,12 +408,14 @@ def test_descending_constraints_on_clutter_passes_for_ista_rpca_and_fails_past_2
                 step.mul_(step_factor)
         return model
 
-    # ISTA-RPCA with its classical step 1/L moves towards the ground truth (L, S) from every
-    # perturbed input; at 2.5/L > 2/L the proximal-gradient step expands and every layer moves away
-    ok = checks.descending_constraints(ista_rpca(1.0), prob, data, betas=(0.1, 1.0))
-    assert ok.passed and ok.value == 1.0 and "the ground truth" in ok.message, ok.message
-    bad = checks.descending_constraints(ista_rpca(2.5), prob, data, betas=(0.1, 1.0))
-    assert bad.status is Status.FAILED and bad.value is not None and bad.value < 0.9, bad.message
+    # ISTA-RPCA with its classical step 1/L moves towards the ground truth (L, S) in expectation,
+    # also from perturbed inputs (largest ratio 0.976); at 2.5/L > 2/L the proximal-gradient step
+    # expands and every layer moves away (ratio 1.44)
+    ok = checks.descending_constraints(ista_rpca(1.0), prob, data)
+    assert ok.passed and ok.value is not None and ok.value < 1, ok.message
+    assert "the ground truth" in ok.message
+    bad = checks.descending_constraints(ista_rpca(2.5), prob, data)
+    assert bad.status is Status.FAILED and bad.value is not None and bad.value > 1.2, bad.message
     assert bad.counterexample is not None and bad.counterexample["growth"] > 1
     assert not _foreign_words("corona", ok.message + bad.message)
 
