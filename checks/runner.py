@@ -74,9 +74,11 @@ def _coupling_applies(ctx: CheckContext) -> str | None:
 
 def _discrete_targets(ctx: CheckContext) -> str | None:
     if ctx.discrete_targets():
+        whose = "" if ctx.problem is None else f"of {type(ctx.problem).__name__} "
         return (
-            "the targets are discrete labels (symbol indices) and the estimates live in another "
-            "space (probability vectors), so a distance ‖s^(k) − s‖ to the target is undefined "
+            f"the targets {whose}are discrete labels (class indices) and "
+            "the estimates live in another space (probability vectors), so a distance "
+            "‖s^(k) − s‖ to the target is undefined "
             "(descent is measured on the problem's loss, the rate on the solver's certificate)."
         )
     return None
