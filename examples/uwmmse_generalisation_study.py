@@ -91,6 +91,7 @@ RECIPES: dict[str, Recipe] = {
     "topologies_every_layer": Recipe({"topology": "random"}, "multi_iteration"),
     "topologies_wide": Recipe({"topology": "random"}, width=2, length=2),
     "rayleigh": Recipe({"channel": "rayleigh"}),
+    "mixed": Recipe({"channel": "mixed", "topology": "random"}, width=2, length=2),
 }
 
 
@@ -324,6 +325,7 @@ def plot(results: dict[str, Any], cfg: Preset, path: Path) -> None:
         "topologies_every_layer": "tab:olive",
         "topologies_wide": "tab:cyan",
         "rayleigh": "tab:purple",
+        "mixed": "tab:orange",
     }
     for ax, name in zip(axes.flat, names, strict=False):
         first = next(iter(results["recipes"].values()))["eval"][name]

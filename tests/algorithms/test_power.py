@@ -88,10 +88,49 @@ def test_random_topology_draws_a_fresh_geometry_per_channel() -> None:
     assert prob.with_size(3).topology == "random"
     with pytest.raises(ValueError, match="valid: \\['fixed', 'random'\\]"):
         InterferenceChannel(M=4, topology="pool")
-    with pytest.raises(ValueError, match="channel='geometric'"):
+    with pytest.raises(ValueError, match="channel='geometric' or 'mixed'"):
         InterferenceChannel(M=4, channel="rayleigh", topology="random")
     with pytest.raises(ValueError, match="no channel_set"):
         InterferenceChannel(M=2, topology="random", channel_set=np.ones((3, 2, 2)))
+
+
+def test_mixed_channels_draw_geometric_and_rayleigh_channels_reproducibly() -> None:
+    """channel="mixed": each channel is i.i.d. Rayleigh with probability rayleigh_fraction, else
+    geometric (fixed or random topology); seeded; invalid combinations refused."""
+    M, n = 20, 1000
+    median = lambda h: h.flatten(1).median(dim=1).values  # noqa: E731
+    for topology in ("random", "fixed"):
+        prob = InterferenceChannel(M=M, channel="mixed", topology=topology, seed=3)
+        assert prob.rayleigh_fraction == 0.5
+        x, _ = prob.sample(n, seed=1, dtype=F64)
+        assert torch.equal(x, prob.sample(n, seed=1, dtype=F64)[0])
+        assert not torch.equal(x, prob.sample(n, seed=2, dtype=F64)[0])
+        # a Rayleigh channel's gains are O(1) (median r = 1.18); most of a geometric one's are
+        # d^-2.2 r with d ~ M, far smaller: the channel's median gain tells the two apart
+        rayleigh = median(x) > 0.5
+        assert 0.45 < float(rayleigh.double().mean()) < 0.55
+        pure_r = InterferenceChannel(M=M, channel="rayleigh").sample(n, seed=1, dtype=F64)[0]
+        assert float(median(pure_r).min()) > 0.5  # the classifier is right on both
+        pure_g = InterferenceChannel(M=M, topology=topology, seed=3).sample(n, seed=1)[0]
+        assert float(median(pure_g).max()) < 0.5
+        if topology == "fixed":  # the geometric channels share the seed's topology
+            geo = x[~rayleigh]
+            ratio = geo / torch.from_numpy(prob.path_gain)
+            assert float((ratio.mean(0) - math.sqrt(math.pi / 2)).abs().max()) < 0.15
+    few = InterferenceChannel(M=M, channel="mixed", topology="random", rayleigh_fraction=0.1)
+    share = float((median(few.sample(n, seed=0, dtype=F64)[0]) > 0.5).double().mean())
+    assert 0.07 < share < 0.13
+    assert few.with_size(3).rayleigh_fraction == 0.1
+    assert InterferenceChannel(M=M).rayleigh_fraction is None
+    with pytest.raises(ValueError, match="only applies to channel='mixed'"):
+        InterferenceChannel(M=4, rayleigh_fraction=0.5)
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="must lie in \\(0, 1\\)"):
+            InterferenceChannel(M=4, channel="mixed", rayleigh_fraction=bad)
+    with pytest.raises(ValueError, match="a channel_set replaces"):
+        InterferenceChannel(M=2, channel="mixed", channel_set=np.ones((3, 2, 2)))
+    with pytest.raises(ValueError, match="'mixed'\\]"):
+        InterferenceChannel(M=4, channel="pool")
 
 
 def test_sum_rate_matches_a_direct_formula() -> None:

@@ -101,6 +101,13 @@ CASES: list[tuple[str, Callable[[], ProblemSpec], str | dict[str, Any] | None]] 
         None,
     ),
     (
+        "power_mixed_channels",
+        lambda: InterferenceChannel(
+            M=4, channel="mixed", topology="random", rayleigh_fraction=0.3, seed=1
+        ),
+        None,
+    ),
+    (
         "power_channel_set",
         lambda: InterferenceChannel(M=3, channel_set=np.abs(_rng(6).normal(size=(5, 3, 3)))),
         None,

@@ -21,8 +21,9 @@ from lightning_unfold.core.metrics import MeanOf, ProblemMetric
 if TYPE_CHECKING:
     from lightning_unfold.algorithms.power.iteration import WMMSEState
 
-#: channel models of :class:`InterferenceChannel`
-CHANNEL_MODELS: tuple[str, ...] = ("geometric", "rayleigh")
+#: channel models of :class:`InterferenceChannel` (``"mixed"``: each channel geometric or
+#: i.i.d. Rayleigh at random)
+CHANNEL_MODELS: tuple[str, ...] = ("geometric", "rayleigh", "mixed")
 #: topology modes of a geometric :class:`InterferenceChannel`: one topology per ``seed``, or a
 #: fresh topology for every sampled channel
 TOPOLOGIES: tuple[str, ...] = ("fixed", "random")
@@ -192,6 +193,9 @@ class InterferenceChannel(ProblemSpec):
     gains :math:`h_{ij} = d_{ij}^{-2.2}\,r_{ij}`, :math:`d_{ij}` the distance from transmitter j to
     receiver i, :math:`r_{ij}` i.i.d. Rayleigh(1) fading (``numpy``'s ``rayleigh(1.0)``,
     :math:`\mathbb E r^2 = 2`). ``channel="rayleigh"``: :math:`h_{ij} = r_{ij}` (no geometry).
+    ``channel="mixed"``: every sampled channel is, independently, i.i.d. Rayleigh with
+    probability ``rayleigh_fraction`` (default 1/2) and geometric otherwise (the ``topology``
+    mode's topology), so one model trains on both channel models.
 
     ``topology="random"`` draws a fresh topology for every sampled channel (the same geometry,
     positions from ``sample``'s seeded stream), so a model trained on it sees a distribution of
@@ -211,11 +215,13 @@ class InterferenceChannel(ProblemSpec):
             ``topology="random"`` it seeds the topologies' stream too).
         topology: one of :data:`TOPOLOGIES`: ``"fixed"`` (one topology per ``seed``) or
             ``"random"`` (a fresh geometric topology per sampled channel; ``channel`` must be
-            ``"geometric"`` and no ``channel_set`` given).
+            ``"geometric"`` or ``"mixed"`` and no ``channel_set`` given).
         channel_set: the user's channels, ``(K, M, M)`` amplitude gains :math:`|h_{ij}| \ge 0`
             (e.g. from measurements or a ray tracer); ``sample`` then draws its matrices
             uniformly from these K (seeded) instead of the ``channel`` model, and configs and
             checkpoints keep the set.
+        rayleigh_fraction: with ``channel="mixed"``, the probability in (0, 1) that a sampled
+            channel is i.i.d. Rayleigh (default 0.5); only valid with ``channel="mixed"``.
 
     ``sample`` returns ``x = H`` ``(B, M, M)`` and ``target`` = NaN ``(B, M)`` (unlabelled:
     power allocation has no ground truth; supervised training raises a clear error).
@@ -235,6 +241,7 @@ class InterferenceChannel(ProblemSpec):
         seed: int = 0,
         channel_set: Tensor | np.ndarray | list[Any] | None = None,
         topology: str = "fixed",
+        rayleigh_fraction: float | None = None,
     ) -> None:
         if isinstance(M, bool) or not isinstance(M, int) or M < 1:
             raise ValueError(
@@ -244,12 +251,33 @@ class InterferenceChannel(ProblemSpec):
             raise ValueError(f"Unknown channel {channel!r}; valid: {list(CHANNEL_MODELS)}.")
         if topology not in TOPOLOGIES:
             raise ValueError(f"Unknown topology {topology!r}; valid: {list(TOPOLOGIES)}.")
-        if topology == "random" and (channel != "geometric" or channel_set is not None):
+        if topology == "random" and (channel == "rayleigh" or channel_set is not None):
             raise ValueError(
                 "topology='random' draws a fresh geometric topology per channel: it needs "
-                f"channel='geometric' and no channel_set (got channel={channel!r}"
+                f"channel='geometric' or 'mixed' and no channel_set (got channel={channel!r}"
                 f"{', a channel_set' if channel_set is not None else ''}); use topology='fixed'."
             )
+        if channel == "mixed" and channel_set is not None:
+            raise ValueError(
+                "channel='mixed' draws each channel from the geometric or the Rayleigh model; "
+                "a channel_set replaces the channel model. Pass one or the other."
+            )
+        if rayleigh_fraction is not None:
+            if channel != "mixed":
+                raise ValueError(
+                    f"rayleigh_fraction={rayleigh_fraction} only applies to channel='mixed' "
+                    f"(got channel={channel!r}); drop it or use channel='mixed'."
+                )
+            if not (isinstance(rayleigh_fraction, float | int) and 0 < rayleigh_fraction < 1):
+                raise ValueError(
+                    f"rayleigh_fraction must lie in (0, 1), got {rayleigh_fraction!r}: 0 or 1 "
+                    "is channel='geometric' or channel='rayleigh'."
+                )
+        self.rayleigh_fraction: float | None = (
+            (0.5 if rayleigh_fraction is None else float(rayleigh_fraction))
+            if channel == "mixed"
+            else None
+        )
         for name, value in (("noise_power", noise_power), ("p_max", p_max)):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(
@@ -265,10 +293,11 @@ class InterferenceChannel(ProblemSpec):
             float(path_loss),
         )
         #: the distances d_ij and amplitude path gains d_ij^-path_loss of the fixed topology
-        #: (``None`` with ``topology="random"``, where every channel has its own)
+        #: (``None`` with ``topology="random"``, where every channel has its own; with
+        #: ``channel="mixed"`` those of its geometric channels)
         self.distances: np.ndarray | None = None
         self.path_gain: np.ndarray | None = np.ones((M, M))
-        if channel == "geometric" and topology == "fixed":
+        if channel != "rayleigh" and topology == "fixed":
             self.distances = geometric_topology(seeded_rng(seed), M)[0]
             self.path_gain = self.distances ** (-self.path_loss)
         elif topology == "random":
@@ -313,8 +342,17 @@ class InterferenceChannel(ProblemSpec):
         rng = seeded_rng(self.seed, seed)
         if self.channel_set is not None:
             H = self.channel_set.numpy()[rng.integers(0, self.channel_set.shape[0], size=n)]
-        elif self.path_gain is None:  # topology="random": one topology per channel, then fading
-            gain = geometric_topology(rng, self.M, n)[0] ** (-self.path_loss)
+        elif self.path_gain is None or self.rayleigh_fraction is not None:
+            # topology="random" (one topology per channel) and/or channel="mixed" (per channel
+            # geometric or Rayleigh), then fading
+            gain = (
+                self.path_gain[None]
+                if self.path_gain is not None
+                else geometric_topology(rng, self.M, n)[0] ** (-self.path_loss)
+            )
+            if self.rayleigh_fraction is not None:
+                rayleigh = rng.random(n) < self.rayleigh_fraction
+                gain = np.where(rayleigh[:, None, None], 1.0, gain)
             H = gain * rng.rayleigh(1.0, size=(n, self.M, self.M))
         else:
             H = self.path_gain[None] * rng.rayleigh(1.0, size=(n, self.M, self.M))
