@@ -3,7 +3,7 @@ r"""UWMMSE off its training draw: unseen topologies, another path loss, i.i.d. R
 The power-allocation study (``examples/power_allocation_study.py``) trains UWMMSE (WMMSE
 unfolded to K = 4 layers with a learned correction of its MSE weights,
 :class:`~lightning_unfold.algorithms.power.UWMMSECorrection`) on the channels of *one*
-topology and tests it there. Here three training recipes are evaluated, **without retraining**,
+topology and tests it there. Here six training recipes are evaluated, **without retraining**,
 on channel models none of them was trained on, each against WMMSE run for as many iterations as
 UWMMSE has layers (WMMSE-k at every k = 1..K) and against WMMSE-100, on the same channels:
 
@@ -16,6 +16,9 @@ UWMMSE has layers (WMMSE-k at every k = 1..K) and against WMMSE-100, on the same
                             the last layer's alone
 ``topologies_wide``         the same channels, a network twice as wide trained twice as long
 ``rayleigh``                i.i.d. Rayleigh channels (``channel="rayleigh"``), no geometry
+``mixed``                   both: every channel i.i.d. Rayleigh with probability 1/2, else of a
+                            fresh topology (``channel="mixed", topology="random"``); the
+                            ``topologies_wide`` network and length
 ==========================  ==================================================================
 
 Evaluation channel models (M = 20, noise :math:`10^{-9.1}`, :math:`P_{\max} = 1`):
@@ -91,7 +94,12 @@ RECIPES: dict[str, Recipe] = {
     "topologies_every_layer": Recipe({"topology": "random"}, "multi_iteration"),
     "topologies_wide": Recipe({"topology": "random"}, width=2, length=2),
     "rayleigh": Recipe({"channel": "rayleigh"}),
-    "mixed": Recipe({"channel": "mixed", "topology": "random"}, width=2, length=2),
+    "mixed": Recipe(
+        {"channel": "mixed", "topology": "random", "rayleigh_fraction": 0.2},
+        "multi_iteration",
+        width=2,
+        length=2,
+    ),
 }
 
 

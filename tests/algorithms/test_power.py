@@ -669,14 +669,16 @@ def test_generalisation_study_tiny_preset_writes_the_table(
     res = json.loads((tmp_path / "results.json").read_text())
     assert set(res) == {"recipes", "summary"}
     assert set(res["recipes"]) == set(study.RECIPES)
-    assert set(study.RECIPES) >= {"one_topology", "topologies", "rayleigh"}
+    assert set(study.RECIPES) >= {"one_topology", "topologies", "rayleigh", "mixed"}
     channel_models = {"topology_0", "topology_1", "path_loss_3", "rayleigh"}
     for recipe, entry in res["recipes"].items():
         assert set(entry["eval"]) == channel_models
         # the recipe's training channel model survives the JSON config
-        assert entry["problem"]["init_args"]["topology"] == (
-            "random" if recipe.startswith("topologies") else "fixed"
+        init_args = entry["problem"]["init_args"]
+        assert init_args["topology"] == (
+            "random" if recipe.startswith("topologies") or recipe == "mixed" else "fixed"
         )
+        assert init_args["channel"] == (recipe if recipe in ("rayleigh", "mixed") else "geometric")
         for row in entry["eval"].values():
             assert len(row["uwmmse"]) == len(row["wmmse"]) == 5  # layers 0..4
             assert row["uwmmse"][0] == pytest.approx(row["wmmse"][0], rel=1e-5)  # full power
@@ -689,6 +691,9 @@ def test_generalisation_study_tiny_preset_writes_the_table(
             assert row["worst_layer_margin"] == pytest.approx(margin)
     for s in res["summary"].values():
         assert 0 < s["unseen_percent_min"] <= s["unseen_percent_mean"] < 150
+    # the mixed recipe trains on both channel models, with the every-layer loss
+    assert res["recipes"]["mixed"]["problem"]["init_args"]["rayleigh_fraction"] == 0.2
+    assert study.RECIPES["mixed"].formulation == "multi_iteration"
     assert (tmp_path / "generalisation.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="valid: \\['one_topology'"):
         study.training_problem("pool", study.PRESETS["tiny"])
