@@ -230,7 +230,6 @@ def load_shipped(key: str, luma: str = "bt709") -> np.ndarray:
     return _load(key, luma)
 
 
-
 def _cache_clear() -> None:
     """Forget every decoded and converted image (``load_shipped.cache_clear()``, as when
     :func:`load_shipped` was itself an ``lru_cache``)."""
@@ -239,6 +238,7 @@ def _cache_clear() -> None:
 
 
 load_shipped.cache_clear = _cache_clear  # type: ignore[attr-defined]
+
 
 def _resize(img: np.ndarray, size: int) -> np.ndarray:
     t = torch.tensor(np.ascontiguousarray(img))[None, None]  # a copy: cached arrays are read-only

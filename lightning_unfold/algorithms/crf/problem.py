@@ -101,7 +101,8 @@ def _pixels_correct(estimate: Tensor, target: Tensor, x: Tensor) -> tuple[Tensor
 
 
 class Segmentation(ProblemSpec):
-    r"""Seeded segmentation images with exact label maps (module docstring).
+    r"""Seeded segmentation images with exact label maps
+    (:mod:`lightning_unfold.algorithms.crf` (the package docstring)).
 
     Args:
         size: image side :math:`H = W` (pixels).

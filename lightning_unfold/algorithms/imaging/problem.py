@@ -147,7 +147,7 @@ def ssim(estimate: Tensor, target: Tensor, x: Tensor | None = None) -> Tensor:
 
 class CompressiveImaging(ProblemSpec):
     r"""Seeded undersampled-Fourier imaging of synthetic phantoms or of real images shipped
-    inside packages (module docstring).
+    inside packages (:mod:`lightning_unfold.algorithms.imaging` (the package docstring)).
 
     Args:
         size: image side :math:`n` (``>= 8``).
