@@ -6,6 +6,7 @@ Usage::
     python -m benchmarks --preset tiny --out /tmp/b --sections layer,step
     python -m benchmarks --families sparse --threads 2
     python -m benchmarks gpu                      # every family on a GPU vs the CPU (gpu.py)
+    python -m benchmarks efficiency               # learned vs classical at equal quality
 
 Writes ``DIR/results.json`` (``{"env": ..., "<family>": {"<section>": {...}}}``) and
 ``DIR/results.md`` (the tables). Sections: ``layer`` (one layer ÷ its matmul floor), ``step``
@@ -226,6 +227,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from benchmarks.gpu import main as gpu_main
 
         return gpu_main(argv[1:])
+    if argv[:1] == ["efficiency"]:  # the review's efficiency table: benchmarks/efficiency.py
+        from benchmarks.efficiency import main as efficiency_main
+
+        return efficiency_main(argv[1:])
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description=__doc__,

@@ -32,20 +32,35 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_times(
+def median_wall_and_cpu(
     fns: Mapping[str, Callable[[], object]], repeats: int, device: torch.device
-) -> dict[str, float]:
+) -> dict[str, dict[str, float]]:
+    """Round-robin medians of every contender: ``{name: {"wall": s, "cpu": s}}``.
+
+    After one warm-up call each, the contenders run in turn ``repeats`` times; wall time is
+    ``time.perf_counter`` and CPU time this process's ``time.process_time`` (all threads), each
+    call ending with a device synchronisation. On a shared machine the CPU time is the steadier
+    figure: it does not count the time the process waited for a core."""
     for fn in fns.values():  # warm-up
         fn()
     _sync(device)
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             fn()
             _sync(device)
-            times[name].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+            wall[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
+    return {k: {"wall": statistics.median(wall[k]), "cpu": statistics.median(cpu[k])} for k in fns}
+
+
+def _median_times(
+    fns: Mapping[str, Callable[[], object]], repeats: int, device: torch.device
+) -> dict[str, float]:
+    """Round-robin median wall seconds of every contender (:func:`median_wall_and_cpu`)."""
+    return {k: v["wall"] for k, v in median_wall_and_cpu(fns, repeats, device).items()}
 
 
 # -- layer vs matmul floor -----------------------------------------------------------------------

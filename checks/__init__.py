@@ -7,7 +7,8 @@ Each check takes a trajectory producer (a model of this library, or any callable
 * :func:`linear_convergence` — linear rate of the error to s* (Chen et al., 2018, Thm. 2);
 * :func:`descent` — per-layer descent ratios against 1 − ε (Hadou et al., 2024);
 * :func:`reference_agreement` — s^(K) against the CVXPY LASSO solution, KKT residual;
-* :func:`descending_constraints` — descent under perturbed inputs (Hadou et al., 2024);
+* :func:`descending_constraints` — every layer descends in expectation, also from perturbed
+  inputs (Hadou et al., 2024);
 * :func:`safeguard` — the safeguarded model continued past K reaches the solution (Heaton et al., 2023);
 * :func:`alista_coherence` — coherence of ALISTA's analytic weight (Liu et al., 2019);
 * :func:`restricted_isometry` — restricted isometry constant of IHT/ISTA-type layers' W·H
@@ -36,7 +37,7 @@ from .agreement import reference_agreement
 from .cli import CheckpointError, check_command, load_checkpoint
 from .context import CheckContext, as_check_data, as_trajectory_fn, describe_model, prepare
 from .convergence import descent, linear_convergence
-from .descending import PERTURBATION_BETAS, descending_constraints, safeguard
+from .descending import DEFAULT_BETAS, PERTURBATION_BETAS, descending_constraints, safeguard
 from .generalization import assess_generalization, family_of, generalization_across_depth
 from .isometry import effective_operators, restricted_isometry
 from .objective import objective_descent
@@ -58,6 +59,7 @@ from .weights import alista_coherence, analytic_weight, coupling, lista_weights
 
 __all__ = [
     "CHECKS",
+    "DEFAULT_BETAS",
     "PERTURBATION_BETAS",
     "REFERENCES",
     "SUITES",

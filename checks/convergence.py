@@ -296,7 +296,7 @@ def descent(
     index: np.ndarray | None = None
     if quantity == "loss":
         index, Q = ctx.layer_losses()
-        what = f"{type(ctx.problem).__name__}'s supervised loss per sample"
+        what = f"per-sample supervised loss of {type(ctx.problem).__name__}"
         floor = 0.0
     elif quantity == "distance":
         try:
@@ -350,11 +350,14 @@ def descent(
         )
     else:
         worst = int(layers[np.argmax(ratios[layers - 1])])
+        if ratios[worst - 1] > 1.0:
+            after = "raise the loss" if quantity == "loss" else "move away from the solution"
+        else:  # with eps > 0 a layer that reduces too little also violates
+            after = f"reduce it, by less than the required factor {bound}"
         message = (
             f"{layers.size} of {K} layers violate the descent constraint r_k ≤ {bound} on the mean "
-            f"{what} (worst: layer {worst}, ratio {ratios[worst - 1]:.3g}); those layers "
-            + ("raise the loss" if quantity == "loss" else "move away from the solution")
-            + f". {theorem}"
+            f"{what} (worst: layer {worst}, ratio {ratios[worst - 1]:.3g}); those layers {after}. "
+            f"{theorem}"
         )
     details = {
         "quantity": quantity,
@@ -452,10 +455,23 @@ def objective_descent(
         )
     else:
         worst = int(layers[np.argmax(change[layers - 1])])
+        rising = int((change[layers - 1] > floor[layers - 1]).sum())
+        if rising == layers.size:
+            verdict = "increase the mean objective"
+            after = "those layers undo the solver's progress"
+        else:  # with eps > 0 a layer that lowers the objective too little also violates
+            verdict = (
+                f"do not lower the mean objective by ε·|m_(k−1)| (ε = {eps:g}; {rising} of them "
+                "raise it)"
+            )
+            after = (
+                "those layers undo the solver's progress"
+                if rising
+                else "they descend, by less than the required margin"
+            )
         message = (
-            f"{layers.size} of {K} layers increase the mean objective (worst: layer {worst}, "
-            f"{mean[worst - 1]:.4g} → {mean[worst]:.4g}); those layers undo the solver's progress. "
-            f"{_descent_theorem(ctx)}"
+            f"{layers.size} of {K} layers {verdict} (worst: layer {worst}, "
+            f"{mean[worst - 1]:.4g} → {mean[worst]:.4g}); {after}. {_descent_theorem(ctx)}"
         )
     details = {
         "quantity": "objective",

@@ -91,19 +91,21 @@ def objective_descent(
             "before": float(V[j, worst - 1]),
             "after": float(V[j, worst]),
         }
+    alg = ctx.algorithm()
+    what = f"mean objective of {type(alg).__name__}" if alg is not None else "mean objective"
     if not layers:
         message = (
-            f"Every one of the {K} layers lowers the mean objective (smallest decrease "
-            f"{float(delta.min()):.3g}): the layers act as descent steps on the model's objective."
+            f"Every one of the {K} layers lowers the {what} (smallest decrease "
+            f"{float(delta.min()):.3g}): the layers act as descent steps on it."
         )
     else:
         message = (
-            f"{len(layers)} of {K} layers raise the mean objective by more than tol·|L(s⁰)| "
+            f"{len(layers)} of {K} layers raise the {what} by more than tol·|L(s⁰)| "
             f"(layers {', '.join(map(str, layers))}; worst δ = {float(delta.min()):.3g})"
             + (
                 f", within the allowed rate {max_violation_rate:g}."
                 if passed
-                else "; those layers move away from the optimum."
+                else "; those layers are no descent steps on it."
             )
         )
     from .convergence import _descent_theorem
@@ -116,6 +118,6 @@ def objective_descent(
         "scale": scale,
         "violated_layers": layers,
         "mean_value": V.mean(axis=0).tolist(),
-        "what": "mean objective of the model",
+        "what": what,
     }
     return CheckResult(name, passed, rate, max_violation_rate, message, details, counterexample)

@@ -212,22 +212,29 @@ def _descending_constraints(result: CheckResult, path: Path) -> Path:
     d = result.details
     fig, ax = plt.subplots(figsize=(6.6, 4.2))
     cmap = plt.get_cmap("viridis")
-    keys = list(d["fraction"])
+    expected = d.get("criterion", "samples") == "expected"
+    curves = d["ratios_perturbed"] if expected else d["fraction"]
+    keys = list(curves)
     for i, key in enumerate(keys):
-        f = np.asarray(d["fraction"][key])
+        f = np.asarray(curves[key], dtype=float)
         k = np.arange(1, f.shape[0] + 1)
         style = {"color": "k", "lw": 2.2} if key == "0" else {"color": cmap(i / max(len(keys), 2))}
         label = "unperturbed" if key == "0" else f"β = {key}"
-        ax.plot(k, 100 * f, "o-", ms=4, label=label, **style)
-    ax.axhline(100 * d["min_fraction"], color="r", ls="--", lw=1, label="required overall")
-    ax.set_ylim(-3, 103)
+        ax.plot(k, f if expected else 100 * f, "o-", ms=4, label=label, **style)
+    ref = d.get("reference_label", "s*")
+    by = "‖s^(l−1) − s*‖" if d.get("scale", "norm") == "distance" else "‖s^(l−1)‖"
+    if expected:
+        ax.axhline(1.0 - d["eps"], color="r", ls="--", lw=1, label="must stay below")
+        ax.set_ylabel(f"E‖s^(l) − s*‖ / E‖s̃^(l−1) − s*‖, s* = {ref}", fontsize=8)
+        rule = f"expected ratio per layer, input perturbed by β·{by}"
+    else:
+        ax.axhline(100 * d["min_fraction"], color="r", ls="--", lw=1, label="required overall")
+        ax.set_ylim(-3, 103)
+        ax.set_ylabel(f"samples descending at layer l (%), s* = {ref}", fontsize=8)
+        rule = f"‖s^(l) − s*‖ < ‖s̃^(l−1) − s*‖, input perturbed by β·{by}"
     ax.set_xlabel("layer l")
-    ax.set_ylabel(f"samples descending at layer l (%), s* = {d.get('reference_label', 's*')}")
-    ax.set_title(
-        _verdict(result) + "\n‖s^(l) − s*‖ < ‖s̃^(l−1) − s*‖, input perturbed by β·‖s^(l−1)‖",
-        fontsize=9,
-    )
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.set_title(_verdict(result) + "\n" + rule, fontsize=9)
+    ax.legend(fontsize=7, ncol=2, loc="best")
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
 

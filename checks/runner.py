@@ -74,9 +74,11 @@ def _coupling_applies(ctx: CheckContext) -> str | None:
 
 def _discrete_targets(ctx: CheckContext) -> str | None:
     if ctx.discrete_targets():
+        whose = "" if ctx.problem is None else f"of {type(ctx.problem).__name__} "
         return (
-            "the targets are discrete labels (symbol indices) and the estimates live in another "
-            "space (probability vectors), so a distance ‖s^(k) − s‖ to the target is undefined "
+            f"the targets {whose}are discrete labels (class indices) and "
+            "the estimates live in another space (probability vectors), so a distance "
+            "‖s^(k) − s‖ to the target is undefined "
             "(descent is measured on the problem's loss, the rate on the solver's certificate)."
         )
     return None
@@ -226,7 +228,7 @@ CHECKS: dict[str, CheckSpec] = {
             "descending_constraints",
             descending_constraints,
             _descending_applies,
-            "fraction of layers that descend, also with perturbed inputs (Hadou et al., 2024)",
+            "every layer descends in expectation, also from perturbed inputs (Hadou et al., 2024)",
         ),
         CheckSpec(
             "safeguard",
@@ -257,9 +259,8 @@ CHECKS: dict[str, CheckSpec] = {
 }
 
 #: named suites; ``default`` omits the heavy generalization check (it trains models) and the
-#: perturbation test ``descending_constraints`` (a target of constraint-trained models: the
-#: unconstrained demo ALISTA measures a descending fraction of 0.167 against 0.9; run it with
-#: ``all`` or by name)
+#: perturbation test ``descending_constraints`` (a target of constraint-trained models, which an
+#: unconstrained model need not meet; run it with ``all`` or by name)
 SUITES: dict[str, tuple[str, ...]] = {
     "default": (
         "coupling",

@@ -14,16 +14,19 @@ constraints never bind. This part builds the regime where they can: a deep netwo
 :math:`K = 20`, :math:`m = 64`, :math:`n = 128`, Bernoulli(0.1)–Gaussian codes, noiseless)
 trained on its **last layer only**, from the ISTA initialisation, for three families —
 LISTA, LISTA-CP (objective paradigm) and ISTA plus a learned per-layer correction
-(correction paradigm) — each three ways on the same data stream, initialisation and budget:
+(correction paradigm) — each four ways on the same data stream, initialisation and budget:
 ``end_to_end`` (final-layer loss), ``constrained`` (the same loss under descending
-constraints, :math:`\epsilon = 0.05`) and ``multi_iteration`` (the log-weighted loss on every
-layer), over several training seeds. Every model is measured per layer on one fixed test set:
+constraints, :math:`\epsilon = 0.05`), ``constrained_noise`` (the same constraints trained with
+noise of relative size ``train_noise`` injected into every intermediate iterate, each layer
+constrained to descend from its perturbed input: the paper's robust recipe) and
+``multi_iteration`` (the log-weighted loss on every layer), over several training seeds. Every model is measured per layer on one fixed test set:
 the distance ratio :math:`\mathbb E\|s^{(l)}-s^\star\|/\mathbb E\|s^{(l-1)}-s^\star\|`, the
 fraction of samples whose layer descends, NMSE; under additive perturbations of the observation
 (:math:`x + \delta\|x\|z/\|z\|`) and of every intermediate iterate (relative size
 :math:`\beta`, :func:`~lightning_unfold.core.perturb.relative_perturbation`); out of
 distribution (a dictionary with 20 % of its columns redrawn; noisy observations at 20 and
-10 dB SNR); and by :func:`~lightning_unfold.checks.descending_constraints`.
+10 dB SNR); and by :func:`~lightning_unfold.checks.descending_constraints` (at its defaults and as the paper's
+per-sample test). The trained weights are saved as ``DIR/models/<family>_<variant>_<seed>.pt``.
 
 **Part 2, ``--part safeguards``: K = 10, where they do not bind, and the safeguard.** LISTA
 and LISTA-CP (:math:`m = 250`, :math:`n = 500`, :math:`K = 10`) trained end to end with and
@@ -39,6 +42,8 @@ Run::
     python examples/descent_study.py --preset cpu --out runs/descent/cpu        # part 1
     python examples/descent_study.py --preset cpu --out runs/descent/cpu --replot  # its plots
     python examples/descent_study.py --preset cpu --families lista_cp --seeds 0 --out DIR
+    python examples/descent_study.py --preset cpu --families lista_cp \
+        --variants constrained_noise --merge --out DIR       # add an arm to DIR's results
     python examples/descent_study.py --part safeguards --preset cpu --out runs/descent_sg
     python examples/descent_study.py --preset tiny --out /tmp/descent_tiny      # seconds (tests)
 
@@ -434,6 +439,9 @@ def safeguard_main(args: argparse.Namespace) -> dict[str, Any]:
             (x_test[: preset.perturb_size], s_test[: preset.perturb_size]),
             reference="truth",
             n_reference=preset.perturb_size,
+            betas=checks.PERTURBATION_BETAS,  # the paper's per-sample test (the §4 numbers)
+            scale="norm",
+            criterion="samples",
         )
         perturbation[name] = {
             b: res.details["fraction"][b] for b in res.details["fraction"] if b != "0"
@@ -474,11 +482,11 @@ def safeguard_main(args: argparse.Namespace) -> dict[str, Any]:
 
 # %% part 1: the regime where descending constraints bind
 FAMILIES: tuple[str, ...] = ("lista", "lista_cp", "ista_correction")
-VARIANTS: tuple[str, ...] = ("end_to_end", "constrained", "multi_iteration")
+VARIANTS: tuple[str, ...] = ("end_to_end", "constrained", "constrained_noise", "multi_iteration")
 OBS_DELTAS: tuple[float, ...] = (0.0, 0.03, 0.1, 0.3)  # ‖x̃ − x‖ / ‖x‖ of the observation
 ITER_BETAS: tuple[float, ...] = (0.0, 0.01, 0.1, 1.0)  # ‖s̃ − s‖ / ‖s‖ of every iterate
 OOD_SNRS_DB: tuple[float, ...] = (20.0, 10.0)
-#: perturbation sizes of the check: the paper's
+#: perturbation sizes of the paper's per-sample test (relative to the iterate's norm)
 CHECK_BETAS: tuple[float, ...] = checks.PERTURBATION_BETAS
 
 
@@ -502,11 +510,14 @@ class RegimePreset:
     changed_columns: int  # dictionary columns redrawn out of distribution
     eps: float = 0.05  # the constraint's 1 - eps per layer
     families: tuple[str, ...] = ("lista", "ista_correction", "lista_cp")
+    #: ``constrained_noise``: relative size of the noise injected into every intermediate
+    #: iterate during training (``DescendingConstraints(noise=...)``)
+    train_noise: float = 0.1
 
 
 #: ``cpu``: m = 64, n = 128, K = 20, 1500 Adam steps of batch 64 at lr 3e-3 per model (gradient
-#: norm clipped at 1), a dual step every 20 steps, three seeds, 27 models (about 15 minutes of
-#: one core). ``tiny``: seconds (tests).
+#: norm clipped at 1), a dual step every 20 steps, noise 0.1 for ``constrained_noise``, three
+#: seeds, 36 models (about 25 minutes of one core). ``tiny``: seconds (tests).
 PRESETS: dict[str, RegimePreset] = {
     "tiny": RegimePreset(12, 24, 6, 12, 16, 3e-3, 1.0, 1.0, 4, (0, 1), None, 32, 8, 3),
     "cpu": RegimePreset(
@@ -543,14 +554,19 @@ def train_regime(
     family: str, variant: str, problem: SparseRecovery, preset: RegimePreset, seed: int
 ) -> tuple[UnfoldedModule, dict[str, Any]]:
     """Train one model on fresh batches; ``constrained`` adds DescendingConstraints to the
-    end-to-end loss. Same data stream, initialisation and budget for every variant of a seed."""
+    end-to-end loss, ``constrained_noise`` also its noise injection (``preset.train_noise``).
+    Same data stream, initialisation and budget for every variant of a seed."""
     L.seed_everything(seed, verbose=False)
     module = regime_module(family, variant, problem, preset)
     callbacks: list[Any] = []
     constraints = None
-    if variant == "constrained":
+    if variant in ("constrained", "constrained_noise"):
         constraints = DescendingConstraints(
-            eps=preset.eps, dual_lr=preset.dual_lr, dual_every_n_steps=preset.dual_every
+            eps=preset.eps,
+            dual_lr=preset.dual_lr,
+            dual_every_n_steps=preset.dual_every,
+            noise=preset.train_noise if variant == "constrained_noise" else 0.0,
+            seed=seed,
         )
         callbacks.append(constraints)
     data = SyntheticDataModule(
@@ -633,22 +649,48 @@ def regime_measure(
         xn, sn = noisy.sample(preset.test_size, seed=(3, 0))
         ood[f"snr_{snr:g}db"] = layer_stats(model, xn, sn)
     out["out_of_distribution"] = ood
+    out.update(check_verdicts(model, problem, x[: preset.check_size], s[: preset.check_size]))
+    return out
+
+
+def check_verdicts(model: Any, problem: SparseRecovery, x: Tensor, s: Tensor) -> dict[str, Any]:
+    """:func:`~lightning_unfold.checks.descending_constraints` against the true codes at its
+    defaults (``"check"``: expected ratio per layer, perturbations scaled by the distance to s★)
+    and the paper's per-sample test (``"check_paper"``: sizes up to 1000 times the iterate's
+    norm, the fraction of descending (sample, layer) pairs against 0.9)."""
+    data = (x, s)
     res = checks.descending_constraints(
+        model, problem, data, reference="truth", n_reference=x.shape[0]
+    )
+    paper = checks.descending_constraints(
         model,
         problem,
-        (x[: preset.check_size], s[: preset.check_size]),
+        data,
         reference="truth",
-        n_reference=preset.check_size,
+        n_reference=x.shape[0],
         betas=CHECK_BETAS,
+        scale="norm",
+        criterion="samples",
+        min_fraction=0.9,
     )
-    out["check"] = {
-        "passed": bool(res.passed),
-        "value": float(res.value) if res.value is not None else math.nan,
-        "overall": res.details["overall"],
-        "fraction": res.details["fraction"],
-        "message": res.message,
+    return {
+        "check": {
+            "passed": bool(res.passed),
+            "value": float(res.value) if res.value is not None else math.nan,
+            "largest_ratio": res.details["largest_ratio"],
+            "ratios_perturbed": res.details["ratios_perturbed"],
+            "overall": res.details["overall"],
+            "message": res.message,
+        },
+        "check_paper": {
+            "passed": bool(paper.passed),
+            "value": float(paper.value) if paper.value is not None else math.nan,
+            "overall": paper.details["overall"],
+            "fraction": paper.details["fraction"],
+            "largest_ratio": paper.details["largest_ratio"],
+            "message": paper.message,
+        },
     }
-    return out
 
 
 def _mean_spread(runs: list[list[float]]) -> dict[str, list[float]]:
@@ -690,12 +732,21 @@ def summarize(per_seed: dict[str, dict[str, dict[str, Any]]], eps: float) -> dic
                     key: curves(lambda r, g=group, k=key: r[g][k]) for key in runs[0][group]
                 }
             entry["n_seeds"] = len(runs)
+            # the paper's per-sample fractions (every run has them) ...
+            paper = [r.get("check_paper", r["check"]) for r in runs]
             entry["check_overall"] = {
-                b: _mean_spread([[r["check"]["overall"][b]] for r in runs])
-                for b in runs[0]["check"]["overall"]
+                b: _mean_spread([[p["overall"][b]] for p in paper]) for b in paper[0]["overall"]
             }
-            entry["check_passed"] = [r["check"]["passed"] for r in runs]
-            entry["check_value"] = _mean_spread([[r["check"]["value"]] for r in runs])
+            entry["check_paper_passed"] = [p["passed"] for p in paper]
+            entry["check_paper_value"] = _mean_spread([[p["value"]] for p in paper])
+            # ... and the check at its defaults (runs of this version)
+            if all("check_paper" in r for r in runs):
+                entry["check_passed"] = [r["check"]["passed"] for r in runs]
+                entry["check_value"] = _mean_spread([[r["check"]["value"]] for r in runs])
+                entry["check_largest_ratio"] = {
+                    b: _mean_spread([[r["check"]["largest_ratio"][b]] for r in runs])
+                    for b in runs[0]["check"]["largest_ratio"]
+                }
             summary[family][variant] = entry
     return summary
 
@@ -703,6 +754,7 @@ def summarize(per_seed: dict[str, dict[str, dict[str, Any]]], eps: float) -> dic
 VARIANT_STYLE = {
     "end_to_end": ("tab:red", "--", "end to end"),
     "constrained": ("tab:blue", "-", "end to end + descending constraints"),
+    "constrained_noise": ("tab:green", "-.", "… + noise injection"),
     "multi_iteration": ("tab:gray", ":", "multi-iteration loss"),
 }
 FAMILY_TITLE = {"lista": "LISTA", "lista_cp": "LISTA-CP", "ista_correction": "ISTA + correction"}
@@ -792,7 +844,7 @@ def plot_regime_robustness(summary: dict[str, Any], path: Path) -> None:
             f"{FAMILY_TITLE[fam]}: (sample, layer) pairs descending from a perturbed input",
             fontsize=8,
         )
-        axes[3, j].set_xlabel("β (every iterate + β‖s‖z/‖z‖; the check's sizes)")
+        axes[3, j].set_xlabel("β (every iterate + β‖s‖z/‖z‖; the paper's sizes)")
         axes[3, j].set_ylim(-0.03, 1.03)
         for a in axes[:, j]:
             a.set_ylabel("NMSE at layer K (dB)")
@@ -834,13 +886,24 @@ def regime_main(args: argparse.Namespace) -> dict[str, Any]:
             "cpu_s": time.process_time() - c_start,
         }
 
+    variants = tuple(args.variants) if args.variants else VARIANTS
+    if args.merge and (args.out / "per_seed.json").exists():
+        # add these variants to a previous run's (same preset: the other variants are reused)
+        per_seed = json.loads((args.out / "per_seed.json").read_text())
+        training = json.loads((args.out / "details.json").read_text()).get("training", {})
+    models_dir = args.out / "models"
+    models_dir.mkdir(exist_ok=True)
     # family by family, seed by seed: a run stopped early keeps whole families' comparisons
     for family in args.families or preset.families:
-        per_seed[family] = {v: {} for v in VARIANTS}
-        training[family] = {v: {} for v in VARIANTS}
+        per_seed.setdefault(family, {})
+        training.setdefault(family, {})
+        for v in variants:
+            per_seed[family].setdefault(v, {})
+            training[family].setdefault(v, {})
         for seed in seeds:
-            for variant in VARIANTS:
+            for variant in variants:
                 module, info = train_regime(family, variant, problem, preset, seed)
+                torch.save(module.model.state_dict(), models_dir / f"{family}_{variant}_{seed}.pt")
                 r = regime_measure(module, problem, shifted, preset)
                 per_seed[family][variant][str(seed)] = r
                 training[family][variant][str(seed)] = info
@@ -854,7 +917,7 @@ def regime_main(args: argparse.Namespace) -> dict[str, Any]:
             # partial results survive a stop (``--replot`` summarises and plots them)
             write_json(args.out, "per_seed.json", per_seed)
             write_json(args.out, "details.json", details())
-    summary = summarize(per_seed, preset.eps)
+    summary = summarize(_complete(per_seed), preset.eps)
     write_json(args.out, "results.json", {"summary": summary, "per_seed": per_seed})
     d = details()
     write_json(args.out, "details.json", d)
@@ -864,17 +927,22 @@ def regime_main(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def _complete(per_seed: dict[str, Any]) -> dict[str, Any]:
+    """The seeds every variant of a family completed (variants in :data:`VARIANTS` order)."""
+    complete: dict[str, Any] = {}
+    for family, variants in per_seed.items():
+        runs = {v: variants[v] for v in VARIANTS if variants.get(v)}
+        common = set.intersection(*(set(r) for r in runs.values())) if runs else set()
+        if common:
+            complete[family] = {v: {k: r[k] for k in sorted(common)} for v, r in runs.items()}
+    return complete
+
+
 def replot(out: Path, preset: RegimePreset) -> dict[str, Any]:
     """Summary and plots from ``out/per_seed.json`` (e.g. of a run stopped early: the seeds
     every variant of a family completed)."""
     per_seed = json.loads((out / "per_seed.json").read_text())
-    complete: dict[str, Any] = {}
-    for family, variants in per_seed.items():
-        common = set.intersection(*(set(runs) for runs in variants.values()))
-        if common:
-            complete[family] = {
-                v: {k: runs[k] for k in sorted(common)} for v, runs in variants.items()
-            }
+    complete = _complete(per_seed)
     summary = summarize(complete, preset.eps)
     write_json(out, "results.json", {"summary": summary, "per_seed": complete})
     plot_regime_layers(summary, out / "regime_layers.png", preset)
@@ -898,6 +966,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--seed", type=int, default=0, help="safeguards: the training seed of the four models"
     )
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
+    parser.add_argument(
+        "--variants", nargs="*", choices=VARIANTS, default=None, help="regime: (all)"
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="regime: add the trained variants to DIR/per_seed.json of a previous run",
+    )
     parser.add_argument(
         "--replot", action="store_true", help="regime: summarise and plot DIR/per_seed.json"
     )

@@ -326,7 +326,7 @@ class UnfoldCLI(LightningCLI):
             return
         trainer = self.config[sub]["trainer"]
         if trainer.get(key) is not None and float(trainer[key]) == 0.0:
-            trainer[key] = 1.0
+            trainer[key] = None  # Lightning's default, the whole set (1.0 adds its notice)
             data = "validation" if sub == "validate" else "test"
             print(
                 f"{PROG} {sub}: note: the config sets trainer.{key}: 0 (for fit); {sub} runs on "
@@ -518,7 +518,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] == "check":
         from lightning_unfold.checks import check_command
 
-        return int(check_command(args[1:]))
+        try:
+            return int(check_command(args[1:]))
+        except Exception as exc:  # the model could not be run at all (each check's own
+            if traceback:  # failure is already an ERROR in the report)
+                raise
+            print(
+                f"{_where('check')}: error: the checks could not run the model: "
+                f"{type(exc).__name__}: {_one_line(exc)} (--traceback shows where).",
+                file=sys.stderr,
+            )
+            return 1
     return _cli(args, traceback)
 
 

@@ -104,3 +104,91 @@ def test_lista_benchmark_medium_preset_fits_an_hour_and_follows_the_schedule() -
         assert sched["medium"]["max_steps_per_stage"] > sched["small"]["max_steps_per_stage"]
     with pytest.raises(ValueError, match="standard-size presets"):
         bench.worst_case_seconds("tiny")
+
+
+# -- python -m benchmarks efficiency ---------------------------------------------------------------
+#: the families registered when the efficiency table was written: each has a row
+_TABLE_FAMILIES = (
+    "ista",
+    "fista",
+    "admm_lasso",
+    "iht",
+    "rpca",
+    "wmmse",
+    "soft_ic",
+    "projected_gradient",
+    "hybrid_pga",
+    "admm_tv",
+    "nmf",
+    "ista_rpca",
+    "fista_rpca",
+    "corona",
+    "mean_field_crf",
+    "hqs_deblur",
+)
+
+
+@pytest.mark.slow  # about 6 s on a quiet machine: twelve rows, each trained and matched
+def test_efficiency_tiny_preset_matches_every_row(tmp_path: Path) -> None:
+    from benchmarks.efficiency import ROWS
+
+    assert main(["efficiency", "--preset", "tiny", "--out", str(tmp_path), "--threads", "1"]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["env"]["preset"] == "tiny" and set(res["rows"]) == set(ROWS)
+    for name, row in res["rows"].items():
+        better = (lambda a, b: a >= b) if row["higher_is_better"] else (lambda a, b: a <= b)
+        goal = row["learned"]["metric_at_K"]
+        assert math.isfinite(goal), name
+        assert row["learned"]["curve"][row["depth"]] == goal
+        assert _finite_positive(*row["learned"]["time_per_instance"].values())
+        for bb in row["black_box"].values():  # the family's network, about the asked size
+            assert bb["params"] > 0 and math.isfinite(bb["metric"])
+        for label, c in row["classical"].items():
+            k, head = c["iterations_to_match"], c["curve_head"]
+            if k is None:  # never: its best falls short of the learned model's
+                assert not better(c["best"], goal) and c["wall_ratio"] is None
+                assert 1 <= c["plateau_iteration"] <= c["max_it"]
+            else:  # the first iteration that reaches the goal
+                assert 1 <= k <= c["max_it"] and c["iteration_ratio"] == k / row["depth"]
+                if k < len(head):
+                    assert better(head[k], goal), (name, label)
+                assert all(not better(v, goal) for v in head[1:k]), (name, label)
+                assert _finite_positive(c["wall_ratio"], c["cpu_ratio"])
+            assert _finite_positive(*c["time_at_K_per_instance"].values())
+    md = (tmp_path / "results.md").read_text()
+    assert "“over 50 times faster than Fast-ISTA”" in md and "ADMM-CSNet" in md
+    assert "may be 20 times faster than ISTA" in md
+    assert "“can be 1000 times faster than TV-based deblurring”" in md
+    # every family known when the table was written has a row
+    assert not set(_TABLE_FAMILIES) & set(res["uncovered"])
+
+
+def test_efficiency_rows_are_checked_and_new_families_are_listed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks import efficiency, efficiency_rows  # noqa: F401  (rows registered)
+    from benchmarks.efficiency import Classical, EfficiencyRow, register_row, uncovered_families
+    from lightning_unfold.algorithms import FAMILIES
+
+    ok = Classical("ISTA", "ista")
+    with pytest.raises(ValueError, match="already registered"):
+        register_row(EfficiencyRow("lista", "LISTA", "lista", ("ista",), (ok,)))
+    with pytest.raises(ValueError, match=r"no config .nope.*valid: .*lista_cp"):
+        register_row(EfficiencyRow("x", "X", "nope", ("ista",), (ok,)))
+    with pytest.raises(ValueError, match="registered classical solvers, got \\['istaa'\\]"):
+        register_row(EfficiencyRow("x", "X", "lista", ("ista",), (Classical("I", "istaa"),)))
+    with pytest.raises(ValueError, match="unknown presets \\['gpu'\\]"):
+        register_row(EfficiencyRow("x", "X", "lista", ("ista",), (ok,), presets={"gpu": {}}))
+    assert "x" not in efficiency.ROWS
+    monkeypatch.setitem(FAMILIES, "new_family", FAMILIES["ista"])
+    assert "new_family" in uncovered_families()
+    md = efficiency.to_markdown(
+        {
+            "env": {"preset": "tiny", "torch": "", "threads": 1, "cpus": 1, "load_before": 0},
+            "rows": {},
+            "uncovered": uncovered_families(),
+        }
+    )
+    assert "without an efficiency row" in md and "new_family" in md
+    with pytest.raises(SystemExit, match="valid: lista, lista_cp"):
+        main(["efficiency", "--rows", "listaa"])

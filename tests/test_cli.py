@@ -384,17 +384,51 @@ def test_a_matching_checkpoint_validates(
 
 
 def test_validate_on_a_config_without_validation_batches_says_so(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    import logging
+
     monkeypatch.chdir(tmp_path)
     config = _tiny(
         tmp_path,
         ("  enable_progress_bar: false", "  enable_progress_bar: false\n  limit_val_batches: 0"),
     )
-    assert main(["validate", "--config", str(config)]) == 0
+    lightning_log = logging.getLogger("lightning.pytorch")  # does not propagate to the root
+    lightning_log.addHandler(caplog.handler)
+    try:
+        assert main(["validate", "--config", str(config)]) == 0
+    finally:
+        lightning_log.removeHandler(caplog.handler)
+    assert "GPU available" in caplog.text  # the handler saw Lightning's messages ...
+    assert "was configured so" not in caplog.text  # ... but no second note on the batches
     captured = capsys.readouterr()
     assert (
         "limit_val_batches: 0" in captured.err
         and "runs on the whole validation set" in captured.err
     )
     assert "val/nmse_db" in captured.out
+
+
+def test_check_on_a_model_that_cannot_run_fails_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each check's own failure is an ERROR in the report; a model that cannot be run on its
+    problem's data at all ends the command with one line and exit 1, not a traceback."""
+    import lightning_unfold.checks.cli as check_cli
+
+    problem = SparseRecovery(m=8, n=16, sparsity=0.2, snr_db=None, rho=0.1, seed=0)
+    module = UnfoldedModule(problem, paradigm="objective", variant="lista", depth=2)
+    ckpt = _save_checkpoint(module, tmp_path / "model.ckpt")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (8x16 and 12x8)")
+
+    monkeypatch.setattr(check_cli, "report_for_module", broken)
+    argv = ["check", str(ckpt), "--out", str(tmp_path / "report")]
+    err = _fails_in_one_line(argv, capsys, "could not run the model", "RuntimeError", code=1)
+    assert "mat1 and mat2" in err
+    with pytest.raises(RuntimeError, match="mat1 and mat2"):
+        main([*argv, "--traceback"])

@@ -24,7 +24,7 @@ def _study() -> Any:
     return study
 
 
-@pytest.mark.slow  # 18 small models: about 8 s of one quiet core
+@pytest.mark.slow  # 24 small models and one again: about 11 s of one quiet core
 def test_descent_study_regime_tiny_preset(tmp_path: Path) -> None:
     study = _study()
     summary = study.main(["--preset", "tiny", "--out", str(tmp_path)])
@@ -51,6 +51,11 @@ def test_descent_study_regime_tiny_preset(tmp_path: Path) -> None:
                     for st in r[group].values():
                         assert all(0.0 <= f <= 1.0 for f in st["descending_fraction"])
                 assert isinstance(r["check"]["passed"], bool)
+                assert set(r["check"]["largest_ratio"]) == {"0", "0.01", "0.1"}
+                assert set(r["check_paper"]["overall"]) == {
+                    "0",
+                    *(f"{b:g}" for b in study.CHECK_BETAS),
+                }
     for fam, variants in summary.items():
         for variant, entry in variants.items():
             ratio = entry["in_distribution"]["ratio"]
@@ -65,6 +70,15 @@ def test_descent_study_regime_tiny_preset(tmp_path: Path) -> None:
         assert (tmp_path / f"{png}.png").stat().st_size > 5000
     details = json.loads((tmp_path / "details.json").read_text())
     assert details["cpu_s"] > 0 and set(details["training"]) == set(preset.families)
+    n_models = len(preset.families) * len(study.VARIANTS) * len(seeds)
+    assert len(list((tmp_path / "models").glob("*.pt"))) == n_models
+    # --merge adds (or retrains) some arms and keeps the others' results
+    old = per_seed["lista_cp"]["end_to_end"]
+    args = ["--preset", "tiny", "--out", str(tmp_path), "--merge", "--families", "lista"]
+    study.main([*args, "--variants", "constrained_noise", "--seeds", "0"])
+    merged = json.loads((tmp_path / "per_seed.json").read_text())
+    assert merged["lista_cp"]["end_to_end"] == old
+    assert merged["lista"]["constrained_noise"]["0"] == per_seed["lista"]["constrained_noise"]["0"]
 
 
 def test_descent_study_rejects_unknown_family_and_variant() -> None:

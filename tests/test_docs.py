@@ -18,6 +18,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
         "adding_a_problem.md",
         "descent_and_safeguards.md",
         "vocabulary.md",
+        "scn.md",
     ],
 )
 def test_doc_snippets_run(page: str) -> None:
@@ -51,3 +52,13 @@ def test_the_issue_reference_pattern_catches_what_it_should() -> None:
         assert ISSUE_REFERENCE.search(bad), bad
     for fine in ("a tissue 20 dB", "the issue", "C# code", "`x#1`", "&#8211;", "colour #fff"):
         assert not ISSUE_REFERENCE.search(fine), fine
+
+
+def test_the_suites_table_of_the_checks_page_lists_each_suites_checks() -> None:
+    from lightning_unfold.checks import SUITES
+
+    text = (DOCS / "checks.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([a-z_, ]+?)(?: \(.*\))? \|$", text, flags=re.M))
+    assert set(SUITES) <= set(rows), rows
+    for name, names in SUITES.items():
+        assert [n.strip() for n in rows[name].split(",")] == list(names), name

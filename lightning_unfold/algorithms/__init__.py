@@ -87,6 +87,13 @@ from lightning_unfold.algorithms.rpca import (
     RPCAProblem,
     RPCAState,
 )
+from lightning_unfold.algorithms.scn import (
+    SCN,
+    SparseCodingSR,
+    SRBlackBoxNet,
+    SRState,
+    SuperResolution,
+)
 from lightning_unfold.algorithms.sparse import (
     ALISTA,
     FISTA,
@@ -112,6 +119,7 @@ ALGORITHMS.update({cls.name: cls for cls in (IHT, LIHT, LIHTCP, NMF)})
 ALGORITHMS[ADMMTV.name] = ADMMTV
 ALGORITHMS.update({cls.name: cls for cls in (ISTARPCA, FISTARPCA, CORONA)})
 ALGORITHMS[MeanFieldCRF.name] = MeanFieldCRF
+ALGORITHMS.update({cls.name: cls for cls in (SparseCodingSR, SCN)})
 ALGORITHMS[HQSBlindDeblur.name] = HQSBlindDeblur
 
 
@@ -149,6 +157,7 @@ __all__ = [
     "LISTACPSS",
     "NMF",
     "RPCA",
+    "SCN",
     "WMMSE",
     "ADMMLasso",
     "ADMMState",
@@ -192,10 +201,14 @@ __all__ = [
     "RPCACorrectionNet",
     "RPCAProblem",
     "RPCAState",
+    "SRBlackBoxNet",
+    "SRState",
     "Segmentation",
     "SegmentationBlackBoxNet",
     "SoftIC",
+    "SparseCodingSR",
     "SparseRecovery",
+    "SuperResolution",
     "UWMMSECorrection",
     "UltrasoundClutter",
     "WMMSEState",

@@ -53,6 +53,7 @@ from lightning_unfold.algorithms.nmf import NMF, NMFSeparation
 from lightning_unfold.algorithms.power import WMMSE, InterferenceChannel
 from lightning_unfold.algorithms.precoding import HybridPGA, HybridPrecoding
 from lightning_unfold.algorithms.rpca import RPCA, RPCAProblem
+from lightning_unfold.algorithms.scn import SparseCodingSR, SuperResolution
 from lightning_unfold.algorithms.sparse import FISTA, ISTA, SparseRecovery
 from lightning_unfold.core.algorithm import Algorithm, ProblemSpec
 from lightning_unfold.core.unfolded import PARADIGMS, BlackBoxModel, ClassicalSolver, UnfoldedModel
@@ -545,6 +546,38 @@ register_family(
         cases=(  # damped first: the round trip perturbs eta, and eta = 1 sits on its clamp
             FamilyCase("damped", algorithm={"step": 0.6}),
             FamilyCase("crf_rnn_update", algorithm={"step": 1.0}),
+        ),
+        depth=6,
+        batch=4,
+        hidden=4,
+    )
+)
+
+# -- super-resolution: sparse coding per patch by ISTA, SCN ----------------------------------------
+register_family(
+    ProblemFamily(
+        name="sc_sr",
+        problem=partial(SuperResolution, size=16, source="synthetic", seed=1),
+        algorithm=partial(
+            SparseCodingSR,
+            patch=3,
+            atoms=8,
+            lam=0.01,
+            dictionary_iterations=2,
+            training_patches=300,
+        ),
+        keeps_classical=(
+            _S("hyperparameters"),
+            _S("hyperparameters", tied=True),
+            _S("objective", "direct"),
+            _S("objective", "lista"),
+            _S("objective", "lista", tied=True),
+        ),
+        cases=(
+            FamilyCase("default-step", paradigms=("hyperparameters", "objective")),
+            FamilyCase(
+                "short-step", algorithm={"step": 0.1}, paradigms=("hyperparameters", "objective")
+            ),
         ),
         depth=6,
         batch=4,

@@ -37,8 +37,20 @@ The measure :math:`q` (``form``):
     solution, so :math:`\epsilon` is a per-layer relative decrease here; keep it small.
 
 ``noise > 0`` injects the paper's perturbation during training: every intermediate iterate gets
-noise of relative size ``noise`` (:func:`~lightning_unfold.core.perturb.relative_perturbation`),
-seeded by ``(seed, global step, rank)`` so a resumed run draws the same noise.
+noise of relative size ``noise`` (:func:`~lightning_unfold.core.perturb.relative_perturbation`:
+:math:`\tilde s^{(l)} = s^{(l)} + \sigma\|s^{(l)}\| z/\|z\|`) before the next layer reads it,
+seeded by ``(seed, global step, rank)`` so a resumed run draws the same noise. The constraint then
+asks each layer to descend *from the perturbed iterate it received*,
+
+.. math::
+
+    c_l = \frac{\mathbb E\, q(s^{(l)})}{\mathbb E\, q(\tilde s^{(l-1)})} - (1-\epsilon),
+    \qquad s^{(l)} = \Phi_l(\tilde s^{(l-1)}),\ \tilde s^{(0)} = s^{(0)},
+
+the property the perturbation test of
+:func:`~lightning_unfold.checks.descending_constraints` measures: a layer must map a perturbed
+input closer to the solution, not merely keep the clean trajectory descending. With
+``noise = 0`` the two coincide (:math:`\tilde s = s`).
 
 The callback is Lightning state: the duals, the running sums of the current dual window and the
 history of dual steps are in its ``state_dict`` (checkpoints, exact resume). Each dual step logs
@@ -113,7 +125,12 @@ def layer_measure(
 
 def _constraints(means: Tensor, form: str, eps: float) -> Tensor:
     """:math:`c_l` for ``l = 1..len(means) - 1`` from the per-layer means of the measure."""
-    prev, cur = means[:-1], means[1:]
+    return _layer_constraints(means[1:], means[:-1], form, eps)
+
+
+def _layer_constraints(cur: Tensor, prev: Tensor, form: str, eps: float) -> Tensor:
+    """:math:`c_l` from the mean measure of each layer's output (``cur``) and of its input
+    (``prev``: :math:`s^{(l-1)}`, or the perturbed :math:`\tilde s^{(l-1)}` under noise)."""
     if form == "objective":
         return (cur - prev) / prev.abs().clamp_min(1e-30) + eps
     return cur / prev.clamp_min(1e-30) - (1.0 - eps)
@@ -132,8 +149,9 @@ class DescendingConstraints(Callback):
         dual_every_n_steps: a dual step every this many optimizer steps; ``None``: once per
             training epoch (the paper's schedule).
         init_dual: the initial :math:`\nu_l \ge 0`.
-        noise: relative size of the noise injected into intermediate iterates during training
-            (0: none).
+        noise: relative size :math:`\sigma \ge 0` of the noise injected into intermediate
+            iterates during training (0: none); each layer's constraint is then measured from
+            the perturbed input it received (see the module docstring).
         seed: seed of that noise.
         solution_tol, solution_max_iter: stopping rule of the ``"solution"`` reference.
     """
@@ -194,6 +212,8 @@ class DescendingConstraints(Callback):
         self.nu: list[float] = []
         self._sums: list[float] = []  # per layer 0..K: sum of q over the window's samples
         self._counts: list[float] = []
+        self._in_sums: list[float] = []  # per layer 1..K: sum of q of its (perturbed) input
+        self._perturbed: dict[int, Any] = {}  # this batch's perturbed iterates, by layer
         self.steps_since_update = 0
         #: one record per dual step: global step, duals after it, window constraints
         self.history: list[dict[str, Any]] = []
@@ -246,6 +266,7 @@ class DescendingConstraints(Callback):
     def _reset_window(self) -> None:
         self._sums = [0.0] * (self.depth + 1)
         self._counts = [0.0] * (self.depth + 1)
+        self._in_sums = [0.0] * self.depth
 
     # -- the primal term -------------------------------------------------------------------
     def _reference(self, x: Tensor, target: Tensor, model: UnfoldedModel) -> Tensor:
@@ -269,23 +290,45 @@ class DescendingConstraints(Callback):
         model = module.model
         ref = self._reference(x, target, model) if self.form == "distance" else None
         q = layer_measure(model, traj, x, self.form, ref)  # (B, depth + 1)
-        means = q.mean(dim=0)
-        c = _constraints(means, self.form, self.eps)
+        q_in = q[:, :-1]  # the measure of each layer's input: s^(l-1), or its perturbed copy
+        perturbed = self._perturbed
+        self._perturbed = {}
+        if perturbed and module.train_perturbation is not None:
+            depth = q.shape[1] - 1
+            missing = [k for k in range(1, depth) if k not in perturbed]
+            if missing:
+                raise RuntimeError(
+                    f"The noise injection recorded no perturbed input for layers {missing}; "
+                    "the training forward pass must run UnfoldedModel(x, perturb=...)."
+                )
+            alg = model.algorithm
+            inputs = [traj.iterates[0], *(perturbed[k] for k in range(1, depth))]
+            seen = Trajectory(tuple(inputs), tuple(alg.estimate(s) for s in inputs))
+            q_in = layer_measure(model, seen, x, self.form, ref)  # (B, depth)
+        means_out, means_in = q[:, 1:].mean(dim=0), q_in.mean(dim=0)
+        c = _layer_constraints(means_out, means_in, self.form, self.eps)
         nu = torch.tensor(self.nu[: c.shape[0]], dtype=c.dtype, device=c.device)
         with torch.no_grad():
             sums = q.detach().double().sum(dim=0)
+            in_sums = q_in.detach().double().sum(dim=0)
             for l in range(q.shape[1]):
                 self._sums[l] += float(sums[l])
                 self._counts[l] += float(q.shape[0])
+            for l in range(q_in.shape[1]):
+                self._in_sums[l] += float(in_sums[l])
         self._last_batch = [float(v) for v in c.detach()]
         return (nu * c).sum()
 
     def _perturbation(self, step: int, rank: int) -> Callable[[int, Any], Any]:
         gen = torch.Generator().manual_seed((self.seed * 1_000_003 + step * 7919 + rank) % 2**63)
         beta = self.noise
+        self._perturbed = {}
+        record = self._perturbed
 
         def perturb(k: int, s: Any) -> Any:
-            return relative_perturbation(s, beta, gen)
+            out = relative_perturbation(s, beta, gen)
+            record[k] = out  # the input layer k + 1 reads (lagrangian_term measures it)
+            return out
 
         return perturb
 
@@ -303,12 +346,15 @@ class DescendingConstraints(Callback):
         given); layers without samples in the window get ``nan``."""
         sums = torch.tensor(self._sums, dtype=torch.float64)
         counts = torch.tensor(self._counts, dtype=torch.float64)
+        in_sums = torch.tensor(self._in_sums, dtype=torch.float64)
         if trainer is not None and trainer.world_size > 1:
             device = trainer.strategy.root_device
             sums = trainer.strategy.reduce(sums.to(device), reduce_op="sum").cpu()
             counts = trainer.strategy.reduce(counts.to(device), reduce_op="sum").cpu()
+            in_sums = trainer.strategy.reduce(in_sums.to(device), reduce_op="sum").cpu()
         means = sums / counts.clamp_min(1.0)
-        c = _constraints(means, self.form, self.eps)
+        means_in = in_sums / counts[:-1].clamp_min(1.0)
+        c = _layer_constraints(means[1:], means_in, self.form, self.eps)
         seen = (counts[1:] > 0) & (counts[:-1] > 0)
         return [float(v) if bool(ok) else math.nan for v, ok in zip(c, seen, strict=True)]
 
@@ -368,6 +414,7 @@ class DescendingConstraints(Callback):
             "nu": list(self.nu),
             "sums": list(self._sums),
             "counts": list(self._counts),
+            "in_sums": list(self._in_sums),
             "steps_since_update": self.steps_since_update,
             "history": [dict(h) for h in self.history],
             "eps": self.eps,
@@ -383,5 +430,8 @@ class DescendingConstraints(Callback):
         self.nu = [float(v) for v in state_dict["nu"]]
         self._sums = [float(v) for v in state_dict["sums"]]
         self._counts = [float(v) for v in state_dict["counts"]]
+        # checkpoints written before the perturbed-input sums: without noise they are the
+        # previous layer's output sums
+        self._in_sums = [float(v) for v in state_dict.get("in_sums", self._sums[:-1])]
         self.steps_since_update = int(state_dict["steps_since_update"])
         self.history = [dict(h) for h in state_dict["history"]]

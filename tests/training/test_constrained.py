@@ -117,6 +117,47 @@ def test_dual_ascent_is_the_projected_step_on_the_pooled_window_constraint() -> 
     assert "descent/satisfied_fraction" in logged
 
 
+def test_noise_injection_constrains_descent_from_the_perturbed_input() -> None:
+    # Hadou et al.'s noise injection: layer l + 1 reads s~(l) = s(l) + sigma ||s(l)|| z / ||z||,
+    # and its constraint compares its output with that perturbed input
+    sigma, seed = 0.5, 3
+    module = _module(lr=1e-12)
+    cons = DescendingConstraints(
+        eps=0.05, dual_lr=0.5, dual_every_n_steps=3, noise=sigma, seed=seed, init_dual=1.0
+    )
+    rec = _Batches()
+    _trainer([rec, cons], max_epochs=1).fit(module, _data(batches=3))
+    assert module.train_perturbation is None  # detached at teardown
+    # by hand: the same noise stream (seeded by seed and step), walked layer by layer
+    model = module.model
+    d_out, d_in, d_clean = [], [], []
+    with torch.no_grad():
+        for step, (x, target) in enumerate(rec.batches):
+            gen = torch.Generator().manual_seed((seed * 1_000_003 + step * 7919) % 2**63)
+            s = model.algorithm.init(x, model.layer_params(1))
+            outs, ins = [], [(s - target).norm(dim=1)]
+            for k in range(1, model.depth + 1):
+                s = model.layer(s, x, k)
+                outs.append((s - target).norm(dim=1))
+                if k < model.depth:
+                    noise = torch.randn(s.shape, generator=gen)
+                    s = s + sigma * s.norm(dim=1, keepdim=True) * noise / noise.norm(
+                        dim=1, keepdim=True
+                    )
+                    ins.append((s - target).norm(dim=1))
+            d_out.append(torch.stack(outs, dim=1))
+            d_in.append(torch.stack(ins, dim=1))
+            d_clean.append(torch.stack([ins[0], *outs[:-1]], dim=1))
+    out, inp, clean = (torch.cat(d).double().mean(dim=0) for d in (d_out, d_in, d_clean))
+    expected = torch.clamp(1.0 + 0.5 * (out / inp - 0.95), min=0.0)
+    assert torch.allclose(torch.tensor(cons.nu, dtype=torch.float64), expected, atol=1e-5)
+    # measured from the clean previous output instead, the duals would differ: the test can fail
+    against_clean = torch.clamp(1.0 + 0.5 * (out / clean - 0.95), min=0.0)
+    assert not torch.allclose(against_clean, expected, atol=1e-3)
+    # the perturbed inputs are farther from the code than the clean iterates
+    assert bool((inp[1:] > clean[1:]).all())
+
+
 @pytest.mark.parametrize("form", ["distance", "gradient", "objective"])
 def test_each_form_trains_and_the_lagrangian_enters_the_loss(form: str) -> None:
     module = _module()
@@ -168,6 +209,23 @@ def test_resume_with_duals_equals_the_uninterrupted_run(tmp_path: Path) -> None:
     assert len(hist_a) == 4 and any(v > 0 for h in hist_a for v in h["nu"])
     assert hist_a == hist_b  # every dual step, including the one whose window straddles the resume
     assert all(torch.equal(a, b) for a, b in zip(params_a, params_b, strict=True))
+
+
+def test_a_checkpoint_without_perturbed_input_sums_still_resumes() -> None:
+    # checkpoints written before the perturbed-input sums existed hold only the output sums
+    cons = DescendingConstraints()
+    state = {
+        "nu": [0.1, 0.2],
+        "sums": [3.0, 2.0, 1.0],
+        "counts": [4.0, 4.0, 4.0],
+        "steps_since_update": 1,
+        "history": [],
+        "eps": 0.05,
+        "form": "distance",
+    }
+    cons.load_state_dict(state)
+    assert cons.state_dict()["in_sums"] == [3.0, 2.0]
+    assert cons.window_constraints() == pytest.approx([2 / 3 - 0.95, 1 / 2 - 0.95])
 
 
 def test_checkpoint_holds_the_duals(tmp_path: Path) -> None:
@@ -256,3 +314,25 @@ def test_yaml_config_builds_the_constraints(monkeypatch: pytest.MonkeyPatch) -> 
         found[0].eps == 0.05 and found[0].form == "distance" and found[0].dual_every_n_steps is None
     )
     assert cli.model.hparams["variant"] == "lista_cp" and cli.model.depth == 10
+    assert found[0].noise == 0.0
+
+
+@pytest.mark.filterwarnings("ignore::jsonargparse._deprecated.JsonargparseDeprecationWarning")
+def test_yaml_config_sets_the_noise_injection(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from lightning_unfold.cli import UnfoldCLI
+
+    monkeypatch.setattr("sys.argv", ["lightning-unfold"])
+    text = (ROOT / "examples" / "configs" / "descending_constraints.yaml").read_text()
+    assert "noise: 0.0" in text
+    cfg = tmp_path / "noisy.yaml"
+    cfg.write_text(text.replace("noise: 0.0", "noise: 0.1\n        seed: 7"))
+    cli = UnfoldCLI(
+        UnfoldedModule,
+        SyntheticDataModule,
+        args=["--config", str(cfg), "--trainer.logger=false"],
+        run=False,
+    )
+    (found,) = [cb for cb in cli.trainer.callbacks if isinstance(cb, DescendingConstraints)]  # type: ignore[attr-defined]
+    assert found.noise == 0.1 and found.seed == 7

@@ -35,6 +35,7 @@ from lightning_unfold.algorithms import (
     RPCAProblem,
     Segmentation,
     SparseRecovery,
+    SuperResolution,
     UltrasoundClutter,
 )
 from lightning_unfold.core.algorithm import ProblemSpec, problem_from_config
@@ -59,7 +60,18 @@ def _after_construction_channel() -> MIMODetection:
 
 #: (id, builder, algorithm used for the checkpoint): a small instance of every problem class, and
 #: every user operator, as a tensor, a NumPy array or nested lists
-CASES: list[tuple[str, Callable[[], ProblemSpec], str | None]] = [
+#: sparse-coding SR with a small dictionary pair (the defaults fit 64 atoms on 20 000 patches)
+_SMALL_SC_SR = {
+    "algorithm": "sc_sr",
+    "algorithm_options": {
+        "patch": 3,
+        "atoms": 8,
+        "dictionary_iterations": 2,
+        "training_patches": 300,
+    },
+}
+
+CASES: list[tuple[str, Callable[[], ProblemSpec], str | dict[str, Any] | None]] = [
     ("sparse", lambda: SparseRecovery(m=6, n=10, snr_db=20.0, seed=3), None),
     (
         "sparse_dictionary_iht",
@@ -149,6 +161,16 @@ CASES: list[tuple[str, Callable[[], ProblemSpec], str | None]] = [
         None,
     ),
     (
+        "super_resolution",
+        lambda: SuperResolution(size=16, scale=2, source="synthetic", border=1, seed=1),
+        _SMALL_SC_SR,
+    ),
+    (
+        "super_resolution_shipped",
+        lambda: SuperResolution(size=24, scale=3, source="skimage", split="test", seed=2),
+        _SMALL_SC_SR,
+    ),
+    (
         "deblurring",
         lambda: BlindDeblurring(size=16, kernel_size=5, source="synthetic", snr_db=None, seed=1),
         None,
@@ -212,10 +234,12 @@ def test_config_round_trip_through_yaml(build: Callable[[], ProblemSpec], algori
 
 @pytest.mark.parametrize(("build", "algorithm"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_checkpoint_round_trip(
-    build: Callable[[], ProblemSpec], algorithm: str | None, tmp_path: Path
+    build: Callable[[], ProblemSpec], algorithm: str | dict[str, Any] | None, tmp_path: Path
 ) -> None:
     problem = build()
-    module = UnfoldedModule(problem, algorithm=algorithm, paradigm="hyperparameters", depth=2)
+    # a case's algorithm: a registry name, or UnfoldedModule keywords (name and small options)
+    kwargs = algorithm if isinstance(algorithm, dict) else {"algorithm": algorithm}
+    module = UnfoldedModule(problem, **kwargs, paradigm="hyperparameters", depth=2)
     path = tmp_path / "m.ckpt"
     # the checkpoint Lightning writes: weights and the module's hyperparameters
     torch.save(

@@ -25,7 +25,14 @@ from lightning_unfold.algorithms.crf.networks import (
 from lightning_unfold.algorithms.crf.problem import (
     Segmentation,
 )
-from lightning_unfold.core.algorithm import Algorithm, Constraint, ParamSpec, ProblemSpec, Role
+from lightning_unfold.core.algorithm import (
+    Algorithm,
+    Constraint,
+    ParamSpec,
+    ProblemSpec,
+    Role,
+    SolverTheory,
+)
 from lightning_unfold.core.iterate import aux_field
 
 
@@ -116,6 +123,17 @@ class MeanFieldCRF(Algorithm[CRFState]):
     """
 
     name: ClassVar[str] = "mean_field_crf"
+    theory: ClassVar[SolverTheory] = SolverTheory(
+        problem="dense-CRF segmentation: the mean-field free energy "
+        "Σ Q log Q − Σ Q·U + ½ Σ Q·μm(Q) over per-pixel label distributions Q",
+        fixed_point="a stationary point of the mean-field free energy, Q = softmax(U − μm(Q)) "
+        "(for a symmetric compatibility μ)",
+        convex=False,
+        averaged=None,
+        descent=None,  # parallel mean field need not lower the free energy (module docstring)
+        linear_rate="the mean-field map is a contraction where contraction_factor < 1 (weak "
+        "couplings) and then converges linearly (Banach's fixed-point theorem)",
+    )
 
     def __init__(
         self,
