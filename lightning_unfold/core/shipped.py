@@ -9,8 +9,9 @@ come with the optional extra ``pip install lightning-unfold[images]``; a missing
 against the wheels' RECORD files in the tests). Users:
 :class:`~lightning_unfold.algorithms.imaging.CompressiveImaging`
 (``images="skimage:camera,astronaut,pydicom:MR_small"``),
-:class:`~lightning_unfold.algorithms.crf.Segmentation` and
-:class:`~lightning_unfold.algorithms.dublid.BlindDeblurring` (``source="skimage"``).
+:class:`~lightning_unfold.algorithms.crf.Segmentation`,
+:class:`~lightning_unfold.algorithms.dublid.BlindDeblurring` and
+:class:`~lightning_unfold.algorithms.scn.SuperResolution` (``source="skimage"``).
 
 :func:`read_shipped` gives the stored array as is (e.g. ``uint8`` RGBA), for rules on the code
 values such as Segmentation's masks. :func:`load_shipped` gives a real array in :math:`[0, 1]`:
@@ -20,7 +21,10 @@ divided by the dtype's range, RGB(A) ones (alpha dropped) reduced to grey by a `
 * ``"bt709"`` (default): :math:`0.2125R + 0.7154G + 0.0721B` (ITU-R BT.709, scikit-image's
   ``rgb2gray`` weights) of the scaled values;
 * ``"bt601"``: :math:`0.299R + 0.587G + 0.114B` (ITU-R BT.601 luma) of the stored code values,
-  then scaled (the order is part of the rule: the two orders differ in the last bit).
+  then scaled (the order is part of the rule: the two orders differ in the last bit);
+* ``"ycbcr"``: the Y channel of BT.601 YCbCr of the scaled values,
+  :math:`(16 + 65.481R + 128.553G + 24.966B)/255`, in :math:`[16/255, 235/255]` (the channel
+  super-resolution papers score); grey images stay the scaled code values.
 
 Two views of a set for training and testing (:func:`shipped_batch`):
 
@@ -167,10 +171,11 @@ def shipped_path(key: str) -> str:
     return path
 
 
-#: RGB → grey weights of the ``luma`` rules of :func:`load_shipped`
+#: RGB → grey weights of the ``luma`` rules of :func:`load_shipped` (``"ycbcr"`` adds 16/255)
 LUMA: dict[str, tuple[float, float, float]] = {
     "bt709": (0.2125, 0.7154, 0.0721),
     "bt601": (0.299, 0.587, 0.114),
+    "ycbcr": (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0),
 }
 
 
@@ -210,6 +215,10 @@ def _load(key: str, luma: str) -> np.ndarray:
             out = raw.astype(np.float64) / scale
         elif luma == "bt709":  # scaled, then weighed
             out = (raw.astype(np.float64) / scale)[..., :3] @ weights
+        elif luma == "ycbcr":  # scaled, then Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255
+            rgb = raw.astype(np.float64) / scale
+            r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+            out = (16.0 + 65.481 * r + 128.553 * g + 24.966 * b) / 255.0
         else:  # weighed code values, then scaled
             out = (raw.astype(np.float64)[..., :3] @ weights) / scale
     if out.ndim != 2 or min(out.shape) < 8 or not np.isfinite(out).all():

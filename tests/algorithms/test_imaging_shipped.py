@@ -72,8 +72,8 @@ def test_grey_levels_match_an_independent_reading_of_the_files() -> None:
 
 @needs_skimage
 def test_raw_arrays_and_the_bt601_rule_match_an_independent_reading() -> None:
-    """The shared reader behind Segmentation (stored arrays) and BlindDeblurring (BT.601 luma of
-    the code values, then scaled) against PIL."""
+    """The shared reader behind Segmentation (stored arrays), BlindDeblurring (BT.601 luma of
+    the code values, then scaled) and SuperResolution (YCbCr's Y) against PIL."""
     from PIL import Image
 
     horse = read_shipped("skimage:horse")
@@ -84,6 +84,8 @@ def test_raw_arrays_and_the_bt601_rule_match_an_independent_reading() -> None:
     coffee = load_shipped("skimage:coffee", luma="bt601")
     np.testing.assert_allclose(coffee, luma, atol=1e-12)
     assert not np.array_equal(coffee, load_shipped("skimage:coffee"))  # the rule matters
+    y = 16.0 + 65.481 * rgb[..., 0] / 255 + 128.553 * rgb[..., 1] / 255 + 24.966 * rgb[..., 2] / 255
+    np.testing.assert_allclose(load_shipped("skimage:coffee", luma="ycbcr"), y / 255.0, atol=1e-12)
     # a grey image has no luma rule to apply: both rules give the scaled code values
     np.testing.assert_array_equal(
         load_shipped("skimage:camera", luma="bt601"), load_shipped("skimage:camera")
