@@ -533,14 +533,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/efficiency"))
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    for logger in ("lightning.pytorch", "lightning.fabric"):  # the row logs its own progress
-        logging.getLogger(logger).setLevel(logging.WARNING)
     names = [v.strip() for v in args.rows.split(",") if v.strip()]
     bad = [v for v in names if v not in ROWS]
     if bad or not names:
         raise SystemExit(f"Unknown rows {bad or args.rows!r}; valid: {', '.join(ROWS)}.")
-    results = run(args.preset, names, args.out)
+    # the row logs its own progress: Lightning's banners are muted for the run, and the caller's
+    # logger levels and thread count are restored afterwards (main() also runs in-process)
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels, threads = [lg.level for lg in loggers], torch.get_num_threads()
+    try:
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        results = run(args.preset, names, args.out)
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        torch.set_num_threads(threads)
     print(to_markdown(results))
     return 0

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -54,6 +53,7 @@ from lightning_unfold.algorithms import MeanFieldCRF, Segmentation
 from lightning_unfold.algorithms.crf import SHIPPED_IMAGES
 from lightning_unfold.core.metrics import layer_curves
 from lightning_unfold.training.study import (
+    median_cpu_time,
     median_time,
     plot_layer_curves,
     study_parser,
@@ -92,18 +92,6 @@ PRESETS: dict[str, Preset] = {
 }
 #: the hand-set CRF's grid (w_s, w_b), tuned on training images at convergence
 GRID = tuple(itertools.product((1.0, 2.0, 4.0, 8.0), (0.0, 1.0)))
-
-
-def cpu_time(fn: Callable[[], Any], repeats: int = 5) -> float:
-    """Median CPU time of this process for ``fn()`` (seconds, one warm-up call, no autograd)."""
-    with torch.no_grad():
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.process_time()
-            fn()
-            times.append(time.process_time() - t0)
-    return statistics.median(times)
 
 
 def _chunked_traj(model: torch.nn.Module, x: Tensor, chunk: int) -> Tensor:
@@ -230,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     def per_image(fn: Callable[[], Any]) -> dict[str, float]:
         return {
             "ms_per_image": 1e3 * median_time(fn) / p.test_size,
-            "cpu_ms_per_image": 1e3 * cpu_time(fn) / p.test_size,
+            "cpu_ms_per_image": 1e3 * median_cpu_time(fn) / p.test_size,
         }
 
     methods["unary"] = {

@@ -35,7 +35,6 @@ Writes ``DIR/results.json``, ``DIR/psnr_vs_layer.png`` and ``DIR/examples.png``.
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -52,6 +51,7 @@ from lightning_unfold.algorithms.dublid import DEBLUR_IMAGES
 from lightning_unfold.core.metrics import layer_curves
 from lightning_unfold.training import tune_classical
 from lightning_unfold.training.study import (
+    median_cpu_time,
     median_time,
     plot_layer_curves,
     study_parser,
@@ -93,18 +93,6 @@ PRESETS: dict[str, Preset] = {
         (0.02, 0.035, 0.05, 0.08), (0.01, 0.03, 0.1), (3.0, 10.0, 30.0),
     ),
 }  # fmt: skip
-
-
-def cpu_time(fn: Callable[[], Any], repeats: int = 5) -> float:
-    """Median CPU time of this process for ``fn()`` (seconds, one warm-up call, no autograd)."""
-    with torch.no_grad():
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.process_time()
-            fn()
-            times.append(time.process_time() - t0)
-    return statistics.median(times)
 
 
 def tune(p: Preset, train: BlindDeblurring) -> dict[str, Any]:
@@ -202,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     def per_image(fn: Callable[[], Any]) -> dict[str, float]:
         return {
             "ms_per_image": 1e3 * median_time(fn) / p.test_size,
-            "cpu_ms_per_image": 1e3 * cpu_time(fn) / p.test_size,
+            "cpu_ms_per_image": 1e3 * median_cpu_time(fn) / p.test_size,
         }
 
     tuned = tune(p, train)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -130,9 +131,16 @@ _TABLE_FAMILIES = (
 
 @pytest.mark.slow  # about 6 s on a quiet machine: twelve rows, each trained and matched
 def test_efficiency_tiny_preset_matches_every_row(tmp_path: Path) -> None:
+    import logging
+
     from benchmarks.efficiency import ROWS
 
+    lightning_log, threads = logging.getLogger("lightning.pytorch"), torch.get_num_threads()
+    level = lightning_log.level
     assert main(["efficiency", "--preset", "tiny", "--out", str(tmp_path), "--threads", "1"]) == 0
+    # it runs in-process here: the caller's logging and threads are left as they were (muting
+    # Lightning's logger for good made later tests that read its messages fail)
+    assert lightning_log.level == level and torch.get_num_threads() == threads
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["env"]["preset"] == "tiny" and set(res["rows"]) == set(ROWS)
     for name, row in res["rows"].items():

@@ -305,16 +305,11 @@ def test_skimage_source_uses_only_shipped_files_and_splits_by_image() -> None:
 
 
 def test_missing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    import lightning_unfold.algorithms.crf as crf
-
-    crf._shipped.cache_clear()
     monkeypatch.setitem(sys.modules, "skimage", None)
     monkeypatch.setitem(sys.modules, "skimage.data", None)
     monkeypatch.setitem(sys.modules, "skimage.io", None)
     with pytest.raises(ImportError, match=r"pip install lightning-unfold\[images\]"):
         Segmentation(source="skimage")
-    monkeypatch.undo()
-    crf._shipped.cache_clear()
 
 
 @needs_skimage

@@ -27,6 +27,7 @@ from lightning_unfold.algorithms.imaging import (
 )
 from lightning_unfold.algorithms.imaging.shipped import shipped_path
 from lightning_unfold.core.algorithm import problem_from_config
+from lightning_unfold.core.shipped import read_shipped
 from lightning_unfold.training import UnfoldedModule
 
 HAS = {d: importlib.util.find_spec(m) is not None for d, m in [("scikit-image", "skimage")]}
@@ -67,6 +68,32 @@ def test_grey_levels_match_an_independent_reading_of_the_files() -> None:
     lum = (0.2125 * rgb[..., 0] + 0.7154 * rgb[..., 1] + 0.0721 * rgb[..., 2]) / 255.0
     np.testing.assert_allclose(astronaut, lum, atol=1e-12)
     assert astronaut.shape == (512, 512) and not astronaut.flags.writeable
+
+
+@needs_skimage
+def test_raw_arrays_and_the_bt601_rule_match_an_independent_reading() -> None:
+    """The shared reader behind Segmentation (stored arrays), BlindDeblurring (BT.601 luma of
+    the code values, then scaled) and SuperResolution (YCbCr's Y) against PIL."""
+    from PIL import Image
+
+    horse = read_shipped("skimage:horse")
+    assert horse.dtype == np.uint8 and not horse.flags.writeable
+    np.testing.assert_array_equal(horse, np.asarray(Image.open(shipped_path("skimage:horse"))))
+    rgb = np.asarray(Image.open(shipped_path("skimage:coffee")).convert("RGB"), np.float64)
+    luma = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]) / 255.0
+    coffee = load_shipped("skimage:coffee", luma="bt601")
+    np.testing.assert_allclose(coffee, luma, atol=1e-12)
+    assert not np.array_equal(coffee, load_shipped("skimage:coffee"))  # the rule matters
+    y = 16.0 + 65.481 * rgb[..., 0] / 255 + 128.553 * rgb[..., 1] / 255 + 24.966 * rgb[..., 2] / 255
+    np.testing.assert_allclose(load_shipped("skimage:coffee", luma="ycbcr"), y / 255.0, atol=1e-12)
+    # a grey image has no luma rule to apply: both rules give the scaled code values
+    np.testing.assert_array_equal(
+        load_shipped("skimage:camera", luma="bt601"), load_shipped("skimage:camera")
+    )
+    with pytest.raises(ValueError, match="Unknown luma rule 'bt2020'"):
+        load_shipped("skimage:camera", luma="bt2020")
+    with pytest.raises(ValueError, match="Unknown shipped image 'skimage:brain'"):
+        read_shipped("skimage:brain")
 
 
 @needs_pydicom

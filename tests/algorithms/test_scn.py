@@ -221,7 +221,7 @@ def test_bad_input_is_a_clear_error() -> None:
         UnfoldedModel(_algorithm(), prob, 2, "objective", variant="alista")
     with pytest.raises(ValueError, match="'hyperparameters' and 'objective'"):
         UnfoldedModel(_algorithm(), prob, 2, "correction")
-    with pytest.raises(FileNotFoundError, match=r"not in scikit-image.s data directory"):
+    with pytest.raises(ValueError, match=r"Unknown shipped image 'skimage:not_shipped'"):
         scn_images.shipped_luminance.__wrapped__("not_shipped.png")  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="divisible by scale"):
         degrade(torch.zeros(1, 1, 15, 16), 2)

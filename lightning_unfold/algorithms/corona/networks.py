@@ -86,8 +86,9 @@ def corona_kernels(
 class CORONA(_ClutterSolver):
     r"""CORONA (Solomon et al. 2019): ISTA-RPCA with the six operators as learned convolutions.
 
-    Layer :math:`k` (see the module docstring), on the reshaped :math:`n_x\times n_z\times T`
-    sequences, with one kernel tensor :math:`\mathcal P^k` of shape ``(2, 3, k, k, k_t)`` holding
+    Layer :math:`k` (see :mod:`lightning_unfold.algorithms.corona`, the package docstring), on
+    the reshaped :math:`n_x\times n_z\times T` sequences, with one kernel tensor
+    :math:`\mathcal P^k` of shape ``(2, 3, k, k, k_t)`` holding
     :math:`[[P_5, P_3, P_1], [P_4, P_6, P_2]]`:
 
     .. math::

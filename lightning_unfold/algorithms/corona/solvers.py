@@ -103,7 +103,8 @@ class _ClutterSolver(Algorithm[LowRankSparseState]):
 
 
 class ISTARPCA(_ClutterSolver):
-    r"""ISTA for RPCA — proximal gradient with SVT and (group) soft thresholding (module docstring).
+    r"""ISTA for RPCA — proximal gradient with SVT and (group) soft thresholding
+    (:mod:`lightning_unfold.algorithms.corona` (the package docstring)).
 
     Args:
         step: classical :math:`\eta \in (0, 1/L_f]` (``None``: :math:`1/L_f`).

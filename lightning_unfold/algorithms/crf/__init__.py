@@ -73,9 +73,6 @@ from lightning_unfold.algorithms.crf.problem import (
     MeanIoU,
     Segmentation,
 )
-from lightning_unfold.algorithms.crf.problem import (
-    _shipped as _shipped,
-)
 from lightning_unfold.algorithms.crf.solvers import (
     CRFState,
     MeanFieldCRF,

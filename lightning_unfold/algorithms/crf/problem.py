@@ -20,6 +20,7 @@ from lightning_unfold.algorithms.crf.kernels import (
 from lightning_unfold.core.algorithm import ProblemSpec
 from lightning_unfold.core.iterate import require_finite
 from lightning_unfold.core.metrics import ProblemMetric, RateOf, labelled_rows
+from lightning_unfold.core.shipped import read_shipped
 
 #: the data sources of :class:`Segmentation`
 SOURCES: tuple[str, ...] = ("synthetic", "skimage")
@@ -30,29 +31,17 @@ SHIPPED_IMAGES: dict[str, dict[str, str]] = {
     "train": {"mask": "horse.png", "foreground": "brick.png", "background": "grass.png"},
     "test": {"mask": "phantom.png", "foreground": "brick.png", "background": "grass.png"},
 }
-_INSTALL = "pip install lightning-unfold[images]"
 
 
-@functools.lru_cache(maxsize=8)
 def _shipped(name: str) -> np.ndarray:
-    """A file shipped inside the scikit-image wheel, as a read-only array (no fetch, no network)."""
+    """A file shipped inside the scikit-image wheel, as stored (read-only; no fetch, no network):
+    :func:`~lightning_unfold.core.shipped.read_shipped` of ``skimage:<name without extension>``."""
     try:
-        import skimage.data
-        import skimage.io
+        return read_shipped(f"skimage:{os.path.splitext(name)[0]}")
     except ImportError as err:
         raise ImportError(
-            f"Segmentation(source='skimage') reads images shipped with scikit-image; install the "
-            f"extra: {_INSTALL}"
+            f"Segmentation(source='skimage') reads images shipped with scikit-image: {err}"
         ) from err
-    path = os.path.join(skimage.data.data_dir, name)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{name} is not in scikit-image's data directory {skimage.data.data_dir}; this "
-            "problem uses only images shipped inside the wheel (scikit-image >= 0.22)."
-        )
-    img = np.asarray(skimage.io.imread(path))
-    img.setflags(write=False)
-    return img
 
 
 def _mask_image(name: str) -> np.ndarray:
@@ -112,7 +101,8 @@ def _pixels_correct(estimate: Tensor, target: Tensor, x: Tensor) -> tuple[Tensor
 
 
 class Segmentation(ProblemSpec):
-    r"""Seeded segmentation images with exact label maps (module docstring).
+    r"""Seeded segmentation images with exact label maps
+    (:mod:`lightning_unfold.algorithms.crf` (the package docstring)).
 
     Args:
         size: image side :math:`H = W` (pixels).

@@ -77,7 +77,8 @@ def free_energy(
 
 def contraction_factor(s: CRFState, p: Mapping[str, Tensor]) -> Tensor:
     r"""Per image ``(B,)`` the bound :math:`\tfrac12\|\mu\|_2\|w_sK_s + w_bK_b\|_2` on the
-    Lipschitz constant of the undamped mean-field map (module docstring): below 1, the
+    Lipschitz constant of the undamped mean-field map
+    (:mod:`lightning_unfold.algorithms.crf` (the package docstring)): below 1, the
     iteration is a contraction with a unique fixed point."""
     if s.spatial is None or s.bilateral is None:
         raise ValueError("The iterate carries no kernels; build it with MeanFieldCRF.init.")
@@ -96,7 +97,8 @@ def _require_segmentation(problem: ProblemSpec) -> Segmentation:
 
 
 class MeanFieldCRF(Algorithm[CRFState]):
-    r"""Parallel mean-field inference of the dense CRF (module docstring), CRF-RNN's layer:
+    r"""Parallel mean-field inference of the dense CRF
+    (:mod:`lightning_unfold.algorithms.crf` (the package docstring)), CRF-RNN's layer:
 
     .. math:: Q^{(k)} = (1-\eta_k)Q^{(k-1)} + \eta_k\operatorname{softmax}\Big(U_k - \mu_k
         \sum_{j\ne i}\big(w_{s,k}k^s_{ij} + w_{b,k}k^b_{ij}\big)Q_j^{(k-1)}\Big),
@@ -107,7 +109,8 @@ class MeanFieldCRF(Algorithm[CRFState]):
     ``compatibility`` (classical Potts :math:`1 - I`)}; θh = {``step`` :math:`\eta`, classical
     1 = CRF-RNN's update, clamped to :math:`(0, 1]`}; fixed: the bandwidths. Step-size
     condition: :math:`0 < \eta \le 1` keeps every iterate a product of probability vectors;
-    convergence is guaranteed when :func:`contraction_factor` is below 1 (module docstring),
+    convergence is guaranteed when :func:`contraction_factor` is below 1
+    (:mod:`lightning_unfold.algorithms.crf` (the package docstring)),
     otherwise only observed.
 
     Args:

@@ -27,7 +27,8 @@ def _db_to_var(snr_db: np.ndarray) -> np.ndarray:
 
 
 class MIMODetection(ProblemSpec):
-    r"""Seeded multiuser MIMO detection instances :math:`y = Hs + w` (see the module docstring).
+    r"""Seeded multiuser MIMO detection instances :math:`y = Hs + w` (see
+    :mod:`lightning_unfold.algorithms.detection` (the package docstring)).
 
     Args:
         n_users: :math:`U` transmitters (one symbol each); ``users=`` is its deprecated name.

@@ -45,7 +45,8 @@ def _user_blocks(H: Tensor, users: int) -> Tensor:
 
 
 class SoftIC(Algorithm[Tensor]):
-    r"""Iterative soft interference cancellation (see the module docstring for the recursion).
+    r"""Iterative soft interference cancellation (the recursion is in
+    :mod:`lightning_unfold.algorithms.detection` (the package docstring)).
 
     Iterate ``(B, U, M)``: per-user posteriors over the constellation, :math:`p^{(0)}` uniform.
     θh = {``damping`` :math:`\gamma_k` (classical 0), ``var_scale`` :math:`\nu_k` (classical 1)}.

@@ -21,6 +21,7 @@ from lightning_unfold.algorithms.dublid.operators import (
 from lightning_unfold.core.algorithm import ProblemSpec, seeded_rng
 from lightning_unfold.core.iterate import require_finite
 from lightning_unfold.core.metrics import MeanOf, ProblemMetric, labelled_rows
+from lightning_unfold.core.shipped import load_shipped
 
 #: the image sources of :class:`BlindDeblurring`
 DEBLUR_SOURCES: tuple[str, ...] = ("skimage", "synthetic")
@@ -29,31 +30,21 @@ DEBLUR_IMAGES: dict[str, tuple[str, ...]] = {
     "train": ("astronaut.png", "camera.png", "chelsea.png", "coffee.png", "motorcycle_left.png"),
     "test": ("coins.png", "rocket.jpg", "moon.png"),
 }
-_INSTALL = "pip install lightning-unfold[images]"
 
 
 @functools.lru_cache(maxsize=16)
 def shipped_grey(name: str, downscale: int) -> np.ndarray:
     """A file shipped inside the scikit-image wheel (never fetched), as a read-only grey image in
-    ``[0, 1]`` (RGB by ITU-R 601 luma), averaged over ``downscale × downscale`` blocks."""
+    ``[0, 1]`` (RGB by ITU-R 601 luma: :func:`~lightning_unfold.core.shipped.load_shipped` of
+    ``skimage:<name without extension>`` with ``luma="bt601"``), averaged over
+    ``downscale × downscale`` blocks."""
     try:
-        import skimage.data
-        import skimage.io
+        img = load_shipped(f"skimage:{os.path.splitext(name)[0]}", luma="bt601")
     except ImportError as err:
         raise ImportError(
-            f"BlindDeblurring(source='skimage') reads images shipped with scikit-image; install "
-            f"the extra: {_INSTALL} (or use source='synthetic')."
+            f"BlindDeblurring(source='skimage') reads images shipped with scikit-image: {err} "
+            "(or use source='synthetic')."
         ) from err
-    path = os.path.join(skimage.data.data_dir, name)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{name} is not in scikit-image's data directory {skimage.data.data_dir}; this "
-            "problem uses only images shipped inside the wheel (scikit-image >= 0.22)."
-        )
-    img = np.asarray(skimage.io.imread(path)).astype(np.float64)
-    if img.ndim == 3:
-        img = img[..., :3] @ np.array([0.299, 0.587, 0.114])
-    img = img / 255.0
     h, w = (img.shape[0] // downscale) * downscale, (img.shape[1] // downscale) * downscale
     img = img[:h, :w].reshape(h // downscale, downscale, w // downscale, downscale).mean((1, 3))
     img.setflags(write=False)

@@ -3,7 +3,7 @@ r"""Compressive imaging from undersampled Fourier data: ADMM-TV and ADMM-CSNet.
 Problem (:class:`CompressiveImaging`; the MRI-like setting of Yang, Sun, Li & Xu 2018): a real
 image :math:`x^\star \in \mathbb R^{n\times n}` (a synthetic piecewise-smooth phantom, or a real
 photograph or MR/CT slice shipped inside an installed wheel —
-:mod:`~lightning_unfold.algorithms.imaging.shipped`; values in :math:`[0, 1]`) is observed through a fixed binary sampling mask :math:`M` of its orthonormal 2-D
+:mod:`~lightning_unfold.core.shipped`; values in :math:`[0, 1]`) is observed through a fixed binary sampling mask :math:`M` of its orthonormal 2-D
 Fourier transform :math:`F`, with complex Gaussian noise on the sampled entries,
 
 .. math:: y = M\odot(Fx^\star + e) \in \mathbb C^{n\times n},
@@ -89,14 +89,14 @@ from lightning_unfold.algorithms.imaging.problem import (
     sampling_mask,
     ssim,
 )
-from lightning_unfold.algorithms.imaging.shipped import (
+from lightning_unfold.algorithms.imaging.solvers import ADMMTV, ImagingADMMState
+from lightning_unfold.core.shipped import (
     SHIPPED_IMAGES,
     ShippedImage,
     load_shipped,
     parse_image_set,
     shipped_batch,
 )
-from lightning_unfold.algorithms.imaging.solvers import ADMMTV, ImagingADMMState
 
 __all__ = [
     "ADMMTV",

@@ -11,15 +11,15 @@ import torch
 from torch import Tensor
 
 from lightning_unfold.algorithms.imaging.operators import _fft, _ifft
-from lightning_unfold.algorithms.imaging.shipped import (
+from lightning_unfold.core.algorithm import ProblemSpec, as_operator, seeded_rng
+from lightning_unfold.core.iterate import complex_dtype, real_dtype, require_finite
+from lightning_unfold.core.metrics import MeanOf, ProblemMetric
+from lightning_unfold.core.shipped import (
     CROPS,
     load_shipped,
     parse_image_set,
     shipped_batch,
 )
-from lightning_unfold.core.algorithm import ProblemSpec, as_operator, seeded_rng
-from lightning_unfold.core.iterate import complex_dtype, real_dtype, require_finite
-from lightning_unfold.core.metrics import MeanOf, ProblemMetric
 
 #: the sampling patterns of :class:`CompressiveImaging`
 IMAGING_MASKS: tuple[str, ...] = ("random", "radial")
@@ -147,7 +147,7 @@ def ssim(estimate: Tensor, target: Tensor, x: Tensor | None = None) -> Tensor:
 
 class CompressiveImaging(ProblemSpec):
     r"""Seeded undersampled-Fourier imaging of synthetic phantoms or of real images shipped
-    inside packages (module docstring).
+    inside packages (:mod:`lightning_unfold.algorithms.imaging` (the package docstring)).
 
     Args:
         size: image side :math:`n` (``>= 8``).
@@ -164,12 +164,12 @@ class CompressiveImaging(ProblemSpec):
             or a comma-separated list of real images shipped inside installed wheels,
             ``"skimage:camera,astronaut,pydicom:MR_small"`` (a name without ``package:`` takes
             the package named last; the valid names are
-            :data:`~lightning_unfold.algorithms.imaging.shipped.SHIPPED_IMAGES`; needs
+            :data:`~lightning_unfold.core.shipped.SHIPPED_IMAGES`; needs
             ``pip install lightning-unfold[images]``, nothing is downloaded).
         crop: the view of real images: ``"patches"`` — seeded random square patches at random
             scales, flips and rotations (training), or ``"whole"`` — each image's centred square
             in the listed order, batch entry ``i`` is image ``i mod len(images)`` (testing);
-            see :func:`~lightning_unfold.algorithms.imaging.shipped.shipped_batch`. Both give
+            see :func:`~lightning_unfold.core.shipped.shipped_batch`. Both give
             grey levels in :math:`[0, 1]` resized to ``size × size``.
 
     ``sample`` returns ``x = y`` (complex ``(B, n, n)``, zero off the mask) and

@@ -58,7 +58,8 @@ class ADMMTV(Algorithm[ImagingADMMState]):
         filters: classical filter bank, ``"tv"`` (2 differences) or ``"tv4"`` (4, with the
             diagonals); the objective's λ weighs every filter equally.
 
-    See the module docstring for the recursion and the convergence condition.
+    See :mod:`lightning_unfold.algorithms.imaging` (the package docstring) for the recursion and the
+    convergence condition.
     """
 
     name: ClassVar[str] = "admm_tv"

@@ -42,7 +42,8 @@ class NMFState:
 
 
 class NMF(Algorithm[NMFState]):
-    r"""β-divergence multiplicative updates (see the module docstring for the recursion).
+    r"""β-divergence multiplicative updates (the recursion is in
+    :mod:`lightning_unfold.algorithms.nmf` (the package docstring)).
 
     Args:
         beta: the divergence (2 Euclidean, 1 Kullback–Leibler; any real accepted).

@@ -36,7 +36,8 @@ class WMMSEState:
 def _receiver(
     v: Tensor, H: Tensor, noise: Tensor, gains: PowerGains | None = None
 ) -> tuple[Tensor, Tensor]:
-    r"""The MMSE receiver and MSE weight for amplitudes ``v``: :math:`(u, w)` (module docstring);
+    r"""The MMSE receiver and MSE weight for amplitudes ``v``: :math:`(u, w)`
+    (:mod:`lightning_unfold.algorithms.power` (the package docstring));
     ``gains`` = :meth:`PowerGains.of` ``(H)`` when the caller has them already."""
     g = PowerGains.of(H) if gains is None else gains
     v2 = v.pow(2)

@@ -80,7 +80,8 @@ WEIGHT_FLOOR = 1e-2
 
 
 class WMMSE(Algorithm[WMMSEState]):
-    r"""WMMSE power allocation (Shi et al. 2011) — the recursion is in the module docstring.
+    r"""WMMSE power allocation (Shi et al. 2011) — the recursion is in
+    :mod:`lightning_unfold.algorithms.power` (the package docstring).
 
     Args:
         relax: classical relaxation :math:`\gamma` of the v-update (> 0; 1 = the exact block

@@ -59,8 +59,9 @@ def rate_gradients(
     h: Tensor, wa: Tensor, wd: Tensor, gain: Tensor | float
 ) -> tuple[Tensor, Tensor]:
     r"""The conjugate Wirtinger gradients :math:`(\partial R/\partial\bar W_a,
-    \partial R/\partial\bar W_{d,b})` (module docstring), shapes ``(n, M, L)`` and
-    ``(n, B, L, U)``."""
+    \partial R/\partial\bar W_{d,b})`
+    (:mod:`lightning_unfold.algorithms.precoding` (the package docstring)), shapes
+    ``(n, M, L)`` and ``(n, B, L, U)``."""
     hwa, a, g = _gram(h, wa, wd, gain)
     scale = gain / h.shape[1]
     gia = torch.linalg.solve(g, a)  # G⁻¹ H W_a W_d
@@ -89,7 +90,8 @@ def unpack_precoders(est: Tensor, problem: HybridPrecoding) -> tuple[Tensor, Ten
 
 
 class HybridPrecoding(ProblemSpec):
-    r"""Seeded wideband channels :math:`\{H_b\}` for hybrid precoding (module docstring).
+    r"""Seeded wideband channels :math:`\{H_b\}` for hybrid precoding
+    (:mod:`lightning_unfold.algorithms.precoding` (the package docstring)).
 
     Args:
         n_bands: :math:`B` frequency bands (default 8, the paper's set-up).

@@ -52,7 +52,8 @@ STEP_SHAPES: tuple[str, ...] = ("scalar", "per_chain", "per_entry")
 
 
 class HybridPGA(Algorithm[PrecoderState]):
-    r"""Projected gradient ascent on the achievable rate (see the module docstring).
+    r"""Projected gradient ascent on the achievable rate (see
+    :mod:`lightning_unfold.algorithms.precoding` (the package docstring)).
 
     Args:
         step: the classical constant step :math:`\mu_{a,k} = \mu_{d,b,k} = \mu > 0`.

@@ -14,6 +14,8 @@ import torch.nn.functional as tF
 from scipy import ndimage
 from torch import Tensor
 
+from lightning_unfold.core.shipped import load_shipped
+
 #: scikit-image's shipped photographs used by ``source="skimage"``, per split (no image is in
 #: both); every file is inside the scikit-image wheel (``skimage.data.data_dir``), none is fetched
 SHIPPED_IMAGES: dict[str, tuple[str, ...]] = {
@@ -27,7 +29,6 @@ SHIPPED_IMAGES: dict[str, tuple[str, ...]] = {
     ),
     "test": ("camera.png", "chelsea.png", "coins.png", "moon.png"),
 }
-_INSTALL = 'pip install "lightning-unfold[images]"'
 
 
 @functools.lru_cache(maxsize=16)
@@ -36,29 +37,16 @@ def shipped_luminance(name: str) -> np.ndarray:
 
     Grey images are divided by 255; colour images (R, G, B in [0, 1]) become the ITU-R BT.601
     luma of YCbCr, :math:`Y = (16 + 65.481R + 128.553G + 24.966B)/255` (the channel super-resolution
-    papers score). Nothing is downloaded: a file that is not in the wheel is an error.
+    papers score): :func:`~lightning_unfold.core.shipped.load_shipped` of
+    ``skimage:<name without extension>`` with ``luma="ycbcr"``. Nothing is downloaded: a name
+    that is not a shipped image is an error.
     """
     try:
-        import skimage.data
-        import skimage.io
+        return load_shipped(f"skimage:{os.path.splitext(name)[0]}", luma="ycbcr")
     except ImportError as err:
         raise ImportError(
-            f"SuperResolution(source='skimage') reads images shipped with scikit-image; install "
-            f"the extra: {_INSTALL}"
+            f"SuperResolution(source='skimage') reads images shipped with scikit-image: {err}"
         ) from err
-    path = os.path.join(skimage.data.data_dir, name)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{name} is not in scikit-image's data directory {skimage.data.data_dir}; this "
-            "problem uses only images shipped inside the wheel (scikit-image >= 0.22)."
-        )
-    img = np.asarray(skimage.io.imread(path)).astype(np.float64) / 255.0
-    if img.ndim == 3:
-        r, g, b = img[..., 0], img[..., 1], img[..., 2]
-        img = (16.0 + 65.481 * r + 128.553 * g + 24.966 * b) / 255.0
-    img = np.ascontiguousarray(img)
-    img.setflags(write=False)
-    return img
 
 
 def synthetic_image(rng: np.random.Generator, size: int) -> np.ndarray:

@@ -40,7 +40,8 @@ def mean_removal_filters(patch: int) -> Tensor:
 
 
 class SuperResolution(ProblemSpec):
-    r"""Single-image super-resolution of the luminance channel (module docstring).
+    r"""Single-image super-resolution of the luminance channel
+    (:mod:`lightning_unfold.algorithms.scn` (the package docstring)).
 
     The target is a high-resolution image :math:`X` ``(B, 1, H, W)`` in [0, 1]; the observation
     the bicubic-interpolated low-resolution image
