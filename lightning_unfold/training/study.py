@@ -63,6 +63,23 @@ def study_parser(
     return parser
 
 
+def _median_seconds(
+    fn: Callable[[], Any], repeats: int, warmup: bool, clock: Callable[[], float]
+) -> float:
+    """Median of ``repeats`` timings of ``fn()`` by ``clock``, under ``torch.no_grad()``."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}.")
+    with torch.no_grad():
+        if warmup:
+            fn()
+        times = []
+        for _ in range(repeats):
+            t0 = clock()
+            fn()
+            times.append(clock() - t0)
+    return statistics.median(times)
+
+
 def median_time(fn: Callable[[], Any], repeats: int = 5, *, warmup: bool = True) -> float:
     """Median wall time of ``fn()`` in **seconds**, under ``torch.no_grad()``.
 
@@ -70,17 +87,7 @@ def median_time(fn: Callable[[], Any], repeats: int = 5, *, warmup: bool = True)
     The median of ``repeats`` calls is robust to the occasional descheduling of a shared machine;
     time competing methods with the same ``repeats`` in one run and report their ratio.
     """
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}.")
-    with torch.no_grad():
-        if warmup:
-            fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return _median_seconds(fn, repeats, warmup, time.perf_counter)
 
 
 def median_cpu_time(fn: Callable[[], Any], repeats: int = 5, *, warmup: bool = True) -> float:
@@ -88,17 +95,7 @@ def median_cpu_time(fn: Callable[[], Any], repeats: int = 5, *, warmup: bool = T
     ``repeats`` calls of ``fn()`` in **seconds**, under ``torch.no_grad()``, after one warm-up
     call unless ``warmup=False``. Report it beside :func:`median_time`: on a machine shared
     with other jobs the wall time grows with the load, the CPU time much less."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}.")
-    with torch.no_grad():
-        if warmup:
-            fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.process_time()
-            fn()
-            times.append(time.process_time() - t0)
-    return statistics.median(times)
+    return _median_seconds(fn, repeats, warmup, time.process_time)
 
 
 @contextmanager
