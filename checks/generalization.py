@@ -130,6 +130,8 @@ def assess_generalization(
     n_train: int,
     *,
     slack: float = 2.0,
+    draw_se: Sequence[float] | None = None,
+    n_draws: int = 1,
 ) -> CheckResult:
     r"""Compare measured gaps with the bound's shape (Schnoor et al., 2023).
 
@@ -144,6 +146,14 @@ def assess_generalization(
     i.e. the gap grows no faster than the bound's shape (``se`` is the standard error of the test
     loss, so sampling noise alone does not fail the check). ``value`` is
     :math:`\max_K g_K / (\text{slack}\cdot a b_K + 2\mathrm{se}_K)`, threshold 1.
+
+    When the losses are means over :math:`R` = ``n_draws`` independent training sets,
+    ``draw_se`` gives the standard error of the mean gap across them,
+    :math:`\mathrm{se}^{D}_K = \mathrm{sd}_r(g_{K,r})/\sqrt R`, and the standard error used
+    above (in the calibration and in the allowance) becomes
+    :math:`\mathrm{se}_K = \sqrt{(\mathrm{se}^{test}_K)^2 + (\mathrm{se}^{D}_K)^2}`, so the
+    training draw's sampling noise (about :math:`\sigma/\sqrt{|D|}` per draw) does not decide the
+    verdict either. Without ``draw_se`` (one draw) the test standard error is used as it is.
     """
     name = "generalization"
     K = np.asarray(depths, dtype=int)
@@ -151,8 +161,19 @@ def assess_generalization(
     se, P = np.asarray(test_se, float), np.asarray(params, int)
     if not (len(K) == len(tr) == len(te) == len(se) == len(P)) or len(K) < 2:
         raise ValueError("Pass one train/test loss, standard error and P per depth (>= 2 depths).")
+    if n_draws < 1:
+        raise ValueError(f"n_draws must be >= 1, got {n_draws}.")
+    test_se_arr = se
+    if draw_se is not None:
+        dse = np.asarray(draw_se, float)
+        if len(dse) != len(K):
+            raise ValueError("Pass one draw standard error per depth (draw_se).")
+        se = np.hypot(se, dse)
+    else:
+        dse = np.zeros_like(se)
     order = np.argsort(K)
     K, tr, te, se, P = K[order], tr[order], te[order], se[order], P[order]
+    test_se_arr, dse = test_se_arr[order], dse[order]
     gap = te - tr
     b = np.array(
         [generalization_bound_shape(int(p), int(k), n_train) for p, k in zip(P, K, strict=True)]
@@ -171,13 +192,14 @@ def assess_generalization(
             if passed
             else f" (K = {K[worst]}: gap {gap[worst]:.3g} > allowed {allowed[worst]:.3g})"
         )
-        + f"; |D| = {n_train}."
+        + f"; |D| = {n_train}"
+        + (f", mean over {n_draws} training draws." if n_draws > 1 else ".")
     )
     details = {
         "depths": K.tolist(),
         "train_loss": tr.tolist(),
         "test_loss": te.tolist(),
-        "test_se": se.tolist(),
+        "test_se": test_se_arr.tolist(),
         "gap": gap.tolist(),
         "params": P.tolist(),
         "bound_shape": b.tolist(),
@@ -185,6 +207,8 @@ def assess_generalization(
         "scale": a,
         "slack": slack,
         "n_train": n_train,
+        **({} if draw_se is None else {"draw_se": dse.tolist(), "se": se.tolist()}),
+        "n_draws": n_draws,
     }
     counterexample = None if passed else {"depth": int(K[worst]), "gap": float(gap[worst])}
     return CheckResult(name, passed, float(ratio[worst]), 1.0, message, details, counterexample)
@@ -203,6 +227,7 @@ def generalization_across_depth(
     slack: float = 2.0,
     seed: int = 0,
     factory: Callable[[int], nn.Module] | None = None,
+    n_draws: int = 1,
 ) -> CheckResult:
     r"""Train the model family at each depth on the same :math:`|D|` samples and assess the gap.
 
@@ -218,6 +243,18 @@ def generalization_across_depth(
     problem's primary metric (NMSE, sum-rate, BER, SDR, ...) at the final layer is measured on
     both sets too and reported across depth (``details["primary_metric"]`` and the message).
     ``data`` is unused (training needs fresh draws from ``problem``).
+
+    With ``n_draws`` :math:`= R > 1` every depth is trained on :math:`R` independent training
+    sets :math:`D_1, \dots, D_R` of size :math:`|D|` (seeded: draw 0 is the single-draw training
+    set, draw :math:`r` uses seed ``(7, seed, r)``) from the same initialisation, and evaluated on the
+    same test set. Train and test loss (and the primary metric) are the means over draws,
+    :math:`\bar g_K = \frac1R\sum_r g_{K,r}`, and the standard error of that mean over the
+    training draw, :math:`\mathrm{sd}_r(g_{K,r})/\sqrt R`, is combined with the test standard
+    error in :func:`assess_generalization` (``draw_se``). One draw's gap carries the training
+    set's own sampling noise (order :math:`\sigma/\sqrt{|D|}`), which with one draw alone can
+    decide the verdict through the calibration at the shallowest depth; averaging over draws
+    shrinks it by :math:`\sqrt R` and accounts for what remains. ``n_draws = 1`` (the default)
+    gives exactly the single-draw result. Cost: ``n_draws`` × ``len(depths)`` trainings.
     """
     prob = problem
     if prob is None:
@@ -227,48 +264,82 @@ def generalization_across_depth(
     if not isinstance(prob, ProblemSpec):
         raise NotApplicableError("generalization needs a problem to draw training sets from.")
     make = factory if factory is not None else family_of(model)
-    if n_train < 1 or n_test < 2 or steps < 1:
-        raise ValueError("n_train >= 1, n_test >= 2 and steps >= 1 are required.")
-    x_tr, s_tr = prob.sample(n_train, seed=(7, seed))
+    if n_train < 1 or n_test < 2 or steps < 1 or n_draws < 1:
+        raise ValueError("n_train >= 1, n_test >= 2, steps >= 1 and n_draws >= 1 are required.")
+    # draw 0 is the training set of a single-draw run (seed (7, seed)); draws r > 0 are independent
+    draws = [
+        prob.sample(n_train, seed=(7, seed) if r == 0 else (7, seed, r)) for r in range(n_draws)
+    ]
     x_te, s_te = prob.sample(n_test, seed=(8, seed))
-    train_l, test_l, test_se, params = [], [], [], []
+    s_tr = draws[0][1]
+    train_l, test_l, test_se, draw_se, params = [], [], [], [], []
     primary = prob.metrics()[0]
     metric_tr: list[float] = []
     metric_te: list[float] = []
     for K in depths:
-        torch.manual_seed(seed)
-        net = make(int(K))
-        dtype = real_dtype(next((p.dtype for p in net.parameters()), torch.float32))
-        xtr, str_, xte, ste = (cast_precision(t, dtype) for t in (x_tr, s_tr, x_te, s_te))
-        scale_tr = _scale(net, xtr, str_)
-        scale_te = _scale(net, xte, ste)
-        trainable = [p for p in net.parameters() if p.requires_grad]
-        if not trainable:
-            raise NotApplicableError(f"the depth-{K} model has no trainable parameters.")
-        opt = torch.optim.Adam(trainable, lr=lr)
-        net.train()
-        for _ in range(steps):
-            opt.zero_grad()
-            loss = _per_sample_loss(net, xtr, str_, scale_tr, prob).mean()
-            loss.backward()
-            opt.step()
-        net.eval()
-        with torch.no_grad():
-            ltr = _per_sample_loss(net, xtr, str_, scale_tr, prob)
-            lte = _per_sample_loss(net, xte, ste, scale_te, prob)
-        if not (torch.isfinite(ltr).all() and torch.isfinite(lte).all()):
-            return CheckResult.error(
-                "generalization",
-                f"Training at depth {K} diverged (NaN/Inf loss); lower lr (now {lr:g}).",
+        per_draw: list[tuple[float, float, float, float, float]] = []
+        for r, (x_tr, s_tr_r) in enumerate(draws):
+            torch.manual_seed(seed)
+            net = make(int(K))
+            dtype = real_dtype(next((p.dtype for p in net.parameters()), torch.float32))
+            xtr, str_, xte, ste = (cast_precision(t, dtype) for t in (x_tr, s_tr_r, x_te, s_te))
+            scale_tr = _scale(net, xtr, str_)
+            scale_te = _scale(net, xte, ste)
+            trainable = [p for p in net.parameters() if p.requires_grad]
+            if not trainable:
+                raise NotApplicableError(f"the depth-{K} model has no trainable parameters.")
+            opt = torch.optim.Adam(trainable, lr=lr)
+            net.train()
+            for _ in range(steps):
+                opt.zero_grad()
+                loss = _per_sample_loss(net, xtr, str_, scale_tr, prob).mean()
+                loss.backward()
+                opt.step()
+            net.eval()
+            with torch.no_grad():
+                ltr = _per_sample_loss(net, xtr, str_, scale_tr, prob)
+                lte = _per_sample_loss(net, xte, ste, scale_te, prob)
+            if not (torch.isfinite(ltr).all() and torch.isfinite(lte).all()):
+                which = "" if n_draws == 1 else f" (training draw {r})"
+                return CheckResult.error(
+                    "generalization",
+                    f"Training at depth {K}{which} diverged (NaN/Inf loss); lower lr (now {lr:g}).",
+                )
+            with torch.no_grad():
+                m_tr = _primary(primary, net, xtr, str_)
+                m_te = _primary(primary, net, xte, ste)
+            per_draw.append(
+                (
+                    float(ltr.mean()),
+                    float(lte.mean()),
+                    float(lte.std() / np.sqrt(n_test)),
+                    m_tr,
+                    m_te,
+                )
             )
-        with torch.no_grad():
-            for xs, ss, into in ((xtr, str_, metric_tr), (xte, ste, metric_te)):
-                into.append(_primary(primary, net, xs, ss))
-        train_l.append(float(ltr.mean()))
-        test_l.append(float(lte.mean()))
-        test_se.append(float(lte.std() / np.sqrt(n_test)))
+        if n_draws == 1:  # exactly the single-draw numbers
+            tr_k, te_k, se_k, m_tr_k, m_te_k = per_draw[0]
+        else:
+            tr_k, te_k, se_k, m_tr_k, m_te_k = (float(v) for v in np.mean(per_draw, axis=0))
+            gaps = np.array([d[1] - d[0] for d in per_draw])
+            draw_se.append(float(gaps.std(ddof=1) / np.sqrt(n_draws)))
+        train_l.append(tr_k)
+        test_l.append(te_k)
+        test_se.append(se_k)
+        metric_tr.append(m_tr_k)
+        metric_te.append(m_te_k)
         params.append(count_parameters(net))
-    result = assess_generalization(depths, train_l, test_l, test_se, params, n_train, slack=slack)
+    result = assess_generalization(
+        depths,
+        train_l,
+        test_l,
+        test_se,
+        params,
+        n_train,
+        slack=slack,
+        draw_se=draw_se if n_draws > 1 else None,
+        n_draws=n_draws,
+    )
     gap = [te - tr for tr, te in zip(metric_tr, metric_te, strict=True)]
     unit = f" {primary.unit}" if primary.unit else ""
     message = (

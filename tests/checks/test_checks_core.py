@@ -242,3 +242,56 @@ def test_generalization_fails_when_gap_outgrows_the_bound() -> None:
     )
     assert not r.passed and r.value is not None and r.value > 1
     assert r.counterexample == {"depth": 8, "gap": pytest.approx(0.89)}
+
+
+def test_generalization_draw_se_widens_the_allowance_and_one_draw_is_unchanged() -> None:
+    # the same losses fail with the test standard error alone; a large spread of the gap across
+    # training draws (draw_se) widens the calibration and the allowance by hypot(se_test, se_D)
+    kw = dict(
+        depths=[2, 4, 8],
+        train_loss=[0.10, 0.05, 0.01],
+        test_loss=[0.11, 0.30, 0.90],
+        test_se=[0.002, 0.002, 0.002],
+        params=[4, 8, 16],
+        n_train=64,
+    )
+    one = checks.assess_generalization(**kw)  # type: ignore[arg-type]
+    assert not one.passed and one.details["n_draws"] == 1 and "draw_se" not in one.details
+    wide = checks.assess_generalization(**kw, draw_se=[0.1, 0.1, 0.3], n_draws=4)  # type: ignore[arg-type]
+    se = np.hypot(0.002, [0.1, 0.1, 0.3])
+    assert wide.details["se"] == pytest.approx(se.tolist())
+    a = 2 * se[0] / wide.details["bound_shape"][0]
+    allowed = 2 * a * np.asarray(wide.details["bound_shape"]) + 2 * se
+    assert wide.details["allowed"] == pytest.approx(allowed.tolist())
+    assert wide.passed and wide.value is not None and wide.value < one.value  # type: ignore[operator]
+    assert "mean over 4 training draws" in wide.message
+    zero = checks.assess_generalization(**kw, draw_se=[0.0, 0.0, 0.0], n_draws=4)  # type: ignore[arg-type]
+    assert zero.value == one.value and zero.details["allowed"] == one.details["allowed"]
+    with pytest.raises(ValueError, match="draw standard error"):
+        checks.assess_generalization(**kw, draw_se=[0.1], n_draws=2)  # type: ignore[arg-type]
+
+
+def test_generalization_n_draws_averages_independent_training_sets() -> None:
+    prob = SparseRecovery(m=10, n=20, sparsity=0.1, seed=1)
+    model = UnfoldedModel(ISTA(), prob, 2, "objective", variant="alista")
+    kw = dict(depths=(1, 2), n_train=8, n_test=32, steps=5, lr=0.02)
+    one = checks.generalization_across_depth(model, prob, **kw)  # type: ignore[arg-type]
+    again = checks.generalization_across_depth(model, prob, **kw, n_draws=1)  # type: ignore[arg-type]
+    assert again.value == one.value and again.details["gap"] == one.details["gap"]
+    # recompute the single-draw verdict by hand: n_draws = 1 is the plain assessment
+    plain = checks.assess_generalization(
+        one.details["depths"],
+        one.details["train_loss"],
+        one.details["test_loss"],
+        one.details["test_se"],
+        one.details["params"],
+        8,
+    )
+    assert plain.value == one.value
+    many = checks.generalization_across_depth(model, prob, **kw, n_draws=3)  # type: ignore[arg-type]
+    assert many.details["n_draws"] == 3 and len(many.details["draw_se"]) == 2
+    assert all(s > 0 for s in many.details["draw_se"])  # the draws differ
+    assert many.details["gap"] != one.details["gap"]
+    assert all(s >= t for s, t in zip(many.details["se"], many.details["test_se"], strict=True))
+    with pytest.raises(ValueError, match="n_draws"):
+        checks.generalization_across_depth(model, prob, **kw, n_draws=0)  # type: ignore[arg-type]
