@@ -3,7 +3,7 @@ r"""UWMMSE off its training draw: unseen topologies, another path loss, i.i.d. R
 The power-allocation study (``examples/power_allocation_study.py``) trains UWMMSE (WMMSE
 unfolded to K = 4 layers with a learned correction of its MSE weights,
 :class:`~lightning_unfold.algorithms.power.UWMMSECorrection`) on the channels of *one*
-topology and tests it there. Here six training recipes are evaluated, **without retraining**,
+topology and tests it there. Here seven training recipes are evaluated, **without retraining**,
 on channel models none of them was trained on, each against WMMSE run for as many iterations as
 UWMMSE has layers (WMMSE-k at every k = 1..K) and against WMMSE-100, on the same channels:
 
@@ -16,9 +16,11 @@ UWMMSE has layers (WMMSE-k at every k = 1..K) and against WMMSE-100, on the same
                             the last layer's alone
 ``topologies_wide``         the same channels, a network twice as wide trained twice as long
 ``rayleigh``                i.i.d. Rayleigh channels (``channel="rayleigh"``), no geometry
-``mixed``                   both: every channel i.i.d. Rayleigh with probability 1/2, else of a
+``mixed``                   both: every channel i.i.d. Rayleigh with probability 0.2, else of a
                             fresh topology (``channel="mixed", topology="random"``); the
-                            ``topologies_wide`` network and length
+                            every-layer loss, the ``topologies_wide`` network and length
+``mixed_long``              the same with probability 0.1, trained four times as long as
+                            ``topologies`` (twice as long as ``mixed``)
 ==========================  ==================================================================
 
 Evaluation channel models (M = 20, noise :math:`10^{-9.1}`, :math:`P_{\max} = 1`):
@@ -99,6 +101,12 @@ RECIPES: dict[str, Recipe] = {
         "multi_iteration",
         width=2,
         length=2,
+    ),
+    "mixed_long": Recipe(
+        {"channel": "mixed", "topology": "random", "rayleigh_fraction": 0.1},
+        "multi_iteration",
+        width=2,
+        length=4,
     ),
 }
 
@@ -334,6 +342,7 @@ def plot(results: dict[str, Any], cfg: Preset, path: Path) -> None:
         "topologies_wide": "tab:cyan",
         "rayleigh": "tab:purple",
         "mixed": "tab:orange",
+        "mixed_long": "tab:brown",
     }
     for ax, name in zip(axes.flat, names, strict=False):
         first = next(iter(results["recipes"].values()))["eval"][name]

@@ -675,10 +675,13 @@ def test_generalisation_study_tiny_preset_writes_the_table(
         assert set(entry["eval"]) == channel_models
         # the recipe's training channel model survives the JSON config
         init_args = entry["problem"]["init_args"]
+        mixed = recipe.startswith("mixed")
         assert init_args["topology"] == (
-            "random" if recipe.startswith("topologies") or recipe == "mixed" else "fixed"
+            "random" if recipe.startswith("topologies") or mixed else "fixed"
         )
-        assert init_args["channel"] == (recipe if recipe in ("rayleigh", "mixed") else "geometric")
+        assert init_args["channel"] == (
+            "mixed" if mixed else recipe if recipe == "rayleigh" else "geometric"
+        )
         for row in entry["eval"].values():
             assert len(row["uwmmse"]) == len(row["wmmse"]) == 5  # layers 0..4
             assert row["uwmmse"][0] == pytest.approx(row["wmmse"][0], rel=1e-5)  # full power
@@ -693,6 +696,8 @@ def test_generalisation_study_tiny_preset_writes_the_table(
         assert 0 < s["unseen_percent_min"] <= s["unseen_percent_mean"] < 150
     # the mixed recipe trains on both channel models, with the every-layer loss
     assert res["recipes"]["mixed"]["problem"]["init_args"]["rayleigh_fraction"] == 0.2
+    assert res["recipes"]["mixed_long"]["problem"]["init_args"]["rayleigh_fraction"] == 0.1
+    assert study.RECIPES["mixed_long"].length == 2 * study.RECIPES["mixed"].length
     assert study.RECIPES["mixed"].formulation == "multi_iteration"
     assert (tmp_path / "generalisation.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="valid: \\['one_topology'"):
