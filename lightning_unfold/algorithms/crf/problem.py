@@ -161,18 +161,6 @@ class Segmentation(ProblemSpec):
         self.contrast, self.loss, self.seed, self.channels = float(contrast), loss, int(seed), 1
 
     # -- ProblemSpec ----------------------------------------------------------------------------
-    def init_args(self) -> dict[str, Any]:
-        return {
-            "size": self.size,
-            "n_labels": self.n_labels,
-            "source": self.source,
-            "split": self.split,
-            "snr_db": self.snr_db,
-            "contrast": self.contrast,
-            "loss": self.loss,
-            "seed": self.seed,
-        }
-
     def constants(self) -> dict[str, Tensor]:
         """None: every CRF quantity is a parameter of :class:`MeanFieldCRF`."""
         return {}

@@ -96,16 +96,6 @@ class SuperResolution(ProblemSpec):
         self.border, self.seed = border, int(seed)
 
     # -- ProblemSpec ----------------------------------------------------------------------------
-    def init_args(self) -> dict[str, Any]:
-        return {
-            "size": self.size,
-            "scale": self.scale,
-            "source": self.source,
-            "split": self.split,
-            "border": self.border,
-            "seed": self.seed,
-        }
-
     def constants(self) -> dict[str, Tensor]:
         """None: the dictionaries are parameters of :class:`SparseCodingSR`."""
         return {}
