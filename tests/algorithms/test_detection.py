@@ -93,6 +93,26 @@ def test_csi_uncertainty_is_redrawn_per_frame_while_data_follow_the_true_channel
     assert float((y - clean).abs().max()) < 0.2
 
 
+def test_log_normal_shadowing_scales_each_sample_and_keeps_the_default_stream() -> None:
+    base = MIMODetection(snr_db=30.0, seed=0)  # the fixed DeepSIC channel
+    plain = base.sample(6, seed=1, dtype=F64)
+    off = MIMODetection(snr_db=30.0, seed=0, shadowing_db=0.0).sample(6, seed=1, dtype=F64)
+    assert all(torch.equal(a, b) for a, b in zip(plain, off, strict=True))
+    prob = MIMODetection(snr_db=30.0, seed=0, shadowing_db=6.0)
+    x, t = prob.sample(4000, seed=1, dtype=F64)
+    again = prob.sample(4000, seed=1, dtype=F64)
+    assert torch.equal(x, again[0]) and torch.equal(t, again[1])
+    y, H, _ = prob.split(x)
+    gain = H / prob.H_fixed  # one real gain per sample, the same on every entry
+    assert torch.allclose(gain, gain[:, :1, :1].expand_as(gain))
+    xi = 20 * torch.log10(gain[:, 0, 0])  # ξ ~ N(0, 6²) dB
+    assert abs(float(xi.mean())) < 0.3 and abs(float(xi.std()) - 6.0) < 0.3
+    s = prob.const.points[t].reshape(-1, 4)
+    clean = (H @ s.unsqueeze(-1)).squeeze(-1)  # the data follow the scaled channel
+    assert float((y - clean).std()) == pytest.approx(10 ** (-30 / 20), rel=0.05)
+    assert MIMODetection(**prob.init_args()).shadowing_db == 6.0
+
+
 def test_snr_list_and_range() -> None:
     _, _h, var = MIMODetection(snr_db=[0.0, 10.0]).split(
         MIMODetection(snr_db=[0.0, 10.0]).sample(200, seed=0, dtype=F64)[0]
@@ -379,6 +399,8 @@ def test_detnet_layers_and_its_log_k_multi_iteration_loss() -> None:
         (lambda: MIMODetection(snr_db=None, snr_range=(10.0, 2.0)), "lo <= hi"),
         (lambda: MIMODetection(snr_db=5.0, snr_range=(1.0, 2.0)), "exactly one"),
         (lambda: MIMODetection(csi_noise=-0.1), "csi_noise"),
+        (lambda: MIMODetection(shadowing_db=-1.0), "shadowing_db .* >= 0"),
+        (lambda: MIMODetection(shadowing_db=float("inf")), "shadowing_db .* finite"),
         (lambda: SoftIC(damping=1.0), r"damping must lie in \[0, 1\)"),
     ],
 )

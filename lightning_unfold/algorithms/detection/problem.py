@@ -55,6 +55,12 @@ class MIMODetection(ProblemSpec):
         loss: ``"cross_entropy"`` (mean over symbols of :math:`-\log p_u(s_u)`, DeepSIC's) or
             ``"symbol_mse"`` (:math:`\sum_u |\mathbb E_{p_u}[s] - s_u|^2` per sample, DetNet's).
         seed: seeds the fixed channels and, with ``sample``'s seed, the data.
+        shadowing_db: :math:`\sigma_{sh}` in dB of log-normal shadowing (0: none): every
+            sample's channel, whatever its model, is scaled by its own large-scale amplitude gain
+            :math:`10^{\xi/20}`, :math:`\xi \sim \mathcal N(0, \sigma_{sh}^2)` dB, so the
+            received SNR :math:`10^{\xi/10}\,\mathrm{SNR}` and the spectrum of
+            :math:`H^H H` vary from sample to sample (3GPP TR 38.901 uses 4–8 dB).
+            The detector is given the scaled channel.
         H_fixed: a user channel, fixed for every sample (it replaces the ``channel`` model):
             ``(n_antennas, n_users)`` — complex for a complex constellation, real for BPSK (a real
             matrix with a complex constellation is read as complex with zero imaginary part) —
@@ -80,6 +86,7 @@ class MIMODetection(ProblemSpec):
         loss: str = "cross_entropy",
         seed: int = 0,
         H_fixed: Tensor | np.ndarray | list[list[float]] | None = None,
+        shadowing_db: float = 0.0,
     ) -> None:
         if not (
             isinstance(n_users, int)
@@ -122,6 +129,17 @@ class MIMODetection(ProblemSpec):
                 f"at least as many antennas as users; got n_users = {n_users} > n_antennas = "
                 f"{n_antennas}."
             )
+        if not (
+            isinstance(shadowing_db, int | float)
+            and not isinstance(shadowing_db, bool)
+            and math.isfinite(shadowing_db)
+            and shadowing_db >= 0
+        ):
+            raise ValueError(
+                f"shadowing_db is the standard deviation (dB) of the log-normal shadowing, a "
+                f"finite number >= 0 (0: no shadowing; 3GPP TR 38.901 uses 4-8 dB), got "
+                f"{shadowing_db!r}."
+            )
         if loss not in ("cross_entropy", "symbol_mse"):
             raise ValueError(f"Unknown loss {loss!r}; valid: ['cross_entropy', 'symbol_mse'].")
         self.n_users, self.n_antennas, self.channel = n_users, n_antennas, channel
@@ -130,6 +148,7 @@ class MIMODetection(ProblemSpec):
         self.snr_range = None if snr_range is None else (float(values[0]), float(values[1]))
         self.csi_noise, self.frame, self.correlation = float(csi_noise), frame, float(correlation)
         self.loss, self.seed = loss, seed
+        self.shadowing_db = float(shadowing_db)
         self._model_H = self._fixed_channel()
         self._user_H = None if H_fixed is None else self._user_channel(H_fixed)
 
@@ -255,6 +274,8 @@ class MIMODetection(ProblemSpec):
             snr = rng.uniform(lo, hi, size=n)
         var_r = _db_to_var(snr) / d
         H = self._draw_channels(rng, n)
+        if self.shadowing_db > 0:  # one large-scale amplitude gain 10^(ξ/20) per sample
+            H = H * (10.0 ** (rng.normal(scale=self.shadowing_db, size=n) / 20.0))[:, None, None]
         y = np.einsum("bij,bj->bi", H, s) + np.sqrt(var_r)[:, None] * rng.normal(
             size=(n, self.n_obs)
         )
