@@ -22,6 +22,7 @@ layer a descent step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -146,9 +147,11 @@ def linear_convergence(
         }
     window = f"layers {fit.start}–{fit.stop - 1}"
     verdict = _rate_verdict(ctx, passed, q_max, min_r2)
+    classical = _classical_rate(ctx, lambda c: ref.errors(c), mean, fit)
     message = (
         f"The mean error to {ref.label} shrinks by q = {fit.q:.3g} per layer over {window} "
         f"(R² = {fit.r2:.3f}; {mean[0]:.3g} → {mean[-1]:.3g}): {verdict}."
+        + _classical_sentence(ctx, classical, mean)
     )
     details = {
         "reference": ref.kind,
@@ -169,6 +172,7 @@ def linear_convergence(
             "sigma": envelope.sigma,
         },
         "fraction_instances_above_q_max": float(np.nanmean(per_q > q_max)),
+        "classical": classical,
     }
     return CheckResult(name, passed, fit.q, q_max, message, details, counterexample)
 
@@ -225,10 +229,12 @@ def _certificate_rate(
     fit = fit_linear_rate(np.maximum(mean, 1e-300), start=start, stop=hi_fit)
     passed = fit.q <= q_max and fit.r2 >= min_r2
     verdict = _rate_verdict(ctx, passed, q_max, min_r2)
+    classical = _classical_rate(ctx, lambda c: c.certificates()[1], mean, fit)
     message = (
         f"The mean {what} (distance to {ctx.theory().fixed_point}; no ground truth in the "
         f"estimates' space) shrinks by q = {fit.q:.3g} per layer over layers {fit.start}–{fit.stop - 1} "
         f"(R² = {fit.r2:.3f}; {mean[fit.start]:.3g} → {mean[fit.stop - 1]:.3g}): {verdict}."
+        + _classical_sentence(ctx, classical, mean)
     )
     details = {
         "reference": "certificate",
@@ -242,8 +248,57 @@ def _certificate_rate(
         "min_r2": min_r2,
         "floor": floor,
         "envelope": {"eta_B": float(mean[0]), "c": 0.0, "C_sigma": 0.0, "sigma": None},
+        "classical": classical,
     }
     return CheckResult(name, passed, fit.q, q_max, message, details)
+
+
+def _classical_rate(
+    ctx: CheckContext, errors: Callable[[CheckContext], np.ndarray], mean: np.ndarray, fit: Any
+) -> dict[str, Any] | None:
+    """The classical solver's mean error curve over the same iterations, measured the same way
+    (``errors`` of its context), and its rate over the model's fit window; ``None`` where the
+    model has no classical iteration or the quantity cannot be read on the solver's iterates."""
+    cctx = ctx.classical()
+    if cctx is None:
+        return None
+    try:
+        E = np.asarray(errors(cctx), dtype=float)
+    except (NotApplicableError, ValueError, TypeError, RuntimeError, FloatingPointError):
+        return None
+    if E.ndim != 2 or E.shape[1] != mean.shape[0] or not np.all(np.isfinite(E)):
+        return None
+    cmean = E.mean(axis=0)
+    try:
+        cfit = fit_linear_rate(np.maximum(cmean, 1e-300), start=fit.start, stop=fit.stop)
+    except ValueError:
+        return None
+    alg = ctx.algorithm()
+    op = alg.classical_operator() if alg is not None else None
+    return {
+        "operator": type(op).__name__,
+        "mean_error": cmean.tolist(),
+        "fit": {"q": cfit.q, "c": cfit.c, "r2": cfit.r2, "start": cfit.start, "stop": cfit.stop},
+    }
+
+
+def _classical_sentence(ctx: CheckContext, classical: dict[str, Any] | None, mean: Any) -> str:
+    """One sentence comparing the model with the classical solver at the same depth."""
+    if classical is None:
+        return ""
+    cm = classical["mean_error"]
+    K = len(cm) - 1
+    last, clast = float(mean[-1]), float(cm[-1])
+    if last < 0.98 * clast:
+        cmp = "below"
+    elif last > clast / 0.98:
+        cmp = "above"
+    else:
+        cmp = "level with"
+    return (
+        f" The classical {classical['operator']} over the same {K} iterations: q = "
+        f"{classical['fit']['q']:.3g} ({cm[0]:.3g} → {clast:.3g}); the model ends {cmp} it."
+    )
 
 
 def descent(

@@ -48,6 +48,17 @@ def _linear_convergence(result: CheckResult, path: Path) -> Path:
     lo = np.maximum(np.asarray(d["q10_error"]), 1e-300)
     ax.fill_between(k, lo, np.asarray(d["q90_error"]), alpha=0.2, label="10–90% of samples")
     ax.semilogy(k, np.maximum(mean, 1e-300), "o-", label="mean error")
+    classical = d.get("classical")
+    if classical:  # the yardstick: the classical solver over the same iterations
+        cm = np.asarray(classical["mean_error"], dtype=float)
+        ax.semilogy(
+            np.arange(cm.shape[0]),
+            np.maximum(cm, 1e-300),
+            "s--",
+            ms=3,
+            color="0.45",
+            label=f"classical {classical['operator']} (q = {classical['fit']['q']:.3g})",
+        )
     fit = d["fit"]
     kk = np.arange(fit["start"], fit["stop"])
     ax.semilogy(
