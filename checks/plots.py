@@ -129,6 +129,12 @@ def _descent(result: CheckResult, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     ax.bar(k, np.nan_to_num(r, posinf=np.nanmax(r[np.isfinite(r)], initial=1) * 1.5), color=colors)
     ax.axhline(1.0 - d["eps"], color="r", ls="--", label=f"1 − ε = {1 - d['eps']:g}")
+    classical = d.get("classical")
+    if classical:  # the yardstick: the classical solver's ratios on the same samples
+        cm = np.asarray(classical["mean_value"], dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cr = cm[1:] / cm[:-1]
+        ax.plot(k, cr, "s", color="0.3", ms=5, label=f"classical {classical['operator']}")
     finite = r[np.isfinite(r)]
     ax.set_ylim(0, max(1.25, 1.1 * float(np.max(finite, initial=1.0))))
     ax.set_xlabel("layer k")
@@ -151,6 +157,16 @@ def _per_layer_value(result: CheckResult, path: Path) -> Path:
     ax.plot(k, v, "o-", label="mean over samples")
     if bad:
         ax.plot(bad, v[bad], "o", color="tab:red", ms=9, label="layer that does not descend")
+    classical = d.get("classical")
+    if classical and len(classical["mean_value"]) == v.shape[0]:
+        ax.plot(
+            k,
+            classical["mean_value"],
+            "s--",
+            ms=3,
+            color="0.45",
+            label=f"classical {classical['operator']}",
+        )
     ax.set_xlabel("layer k")
     ax.set_xticks(k)
     ax.set_ylabel(str(d.get("what", "mean objective")))
