@@ -204,7 +204,7 @@ def fit_timed(
     """
     trainer = study_trainer(max_steps, accelerator, callbacks, **overrides)
     with stopwatch() as clock:
-        trainer.fit(module, data)
+        trainer.fit(module, datamodule=data)
     return clock
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -468,13 +467,10 @@ def test_checkpoint_round_trip_keeps_complex_buffers_and_learned_steps(tmp_path:
         assert torch.equal(loaded.model(x).final_estimate, module.model(x).final_estimate)
 
 
-def test_study_tiny_preset_writes_the_schema(tmp_path: Path) -> None:
-    path = Path(__file__).resolve().parents[2] / "examples" / "hybrid_precoding_study.py"
-    spec = importlib.util.spec_from_file_location("hybrid_precoding_study", path)
-    assert spec is not None and spec.loader is not None
-    study = importlib.util.module_from_spec(spec)
-    sys.modules["hybrid_precoding_study"] = study
-    spec.loader.exec_module(study)
+def test_study_tiny_preset_writes_the_schema(
+    tmp_path: Path, load_example: Callable[[str], Any]
+) -> None:
+    study = load_example("hybrid_precoding_study")
     study.main(["--preset", "tiny", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results) == {"settings"}

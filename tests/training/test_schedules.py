@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -412,15 +413,8 @@ def test_yaml_config_builds_the_schedule(
     assert cli.model.hparams["variant"] == variant and cli.model.depth == 16
 
 
-def test_lista_benchmark_tiny_preset(tmp_path: Path) -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "lista_benchmark", ROOT / "examples" / "lista_benchmark.py"
-    )
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_lista_benchmark_tiny_preset(tmp_path: Path, load_example: Callable[[str], Any]) -> None:
+    bench = load_example("lista_benchmark")
     bench.main(["--preset", "tiny", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "results.json").read_text())
     assert list(results) == ["ista", "fista", "lista", "lista_cp", "lista_cpss", "alista"]
