@@ -258,8 +258,9 @@ def per_item_times(
 
 
 def match_classical(
-    learned: Callable[[], Any],
-    classical: Callable[[int], Callable[[], Any]],
+    learned: Callable[[Any], Any],
+    classical: Callable[[int], Callable[[Any], Any]],
+    x: Any,
     curve: Sequence[float],
     goal: float,
     depth: int,
@@ -269,14 +270,15 @@ def match_classical(
     label: str = "classical",
 ) -> dict[str, Any]:
     r"""How many iterations, and how much time, the classical solver needs to match a learned
-    model: a claim such as "LISTA is ~20× faster than ISTA", measured on one batch.
+    model: a claim such as "LISTA is ~20× faster than ISTA", measured on one batch ``x``.
 
     ``curve[k - 1]`` is the classical solver's metric after :math:`k` iterations (from one long
     run), ``goal`` the learned model's metric at its layer ``depth`` = K. The answer is the
     first :math:`k^\star` whose value reaches the goal (``>=`` when ``higher_is_better``, else
-    ``<=``), or ``None``. ``learned()`` runs the learned model and ``classical(k)`` returns a
-    call that runs :math:`k` classical iterations, both on the same batch; they are timed with
-    :func:`median_time` (``repeats`` calls), the learned one first.
+    ``<=``), or ``None``. ``learned`` is the learned model and ``classical(k)`` builds the
+    classical solver of :math:`k` iterations (e.g. ``lambda k: ClassicalSolver(alg, problem,
+    k)``), built before its timing starts; ``learned(x)`` and then the solver on ``x`` are
+    timed with :func:`median_time` (``repeats`` calls each).
 
     Returns ``{"learned_layers": K, "learned_ms", "<label>_iterations": k*, "<label>_ms",
     "iteration_ratio": k*/K, "time_ratio": classical time / learned time}`` — the last three
@@ -286,7 +288,7 @@ def match_classical(
         raise ValueError(f"depth must be >= 1, got {depth}.")
     better = (lambda v: v >= goal) if higher_is_better else (lambda v: v <= goal)
     needed = next((k + 1 for k, v in enumerate(curve) if better(v)), None)
-    t_learned = median_time(learned, repeats)
+    t_learned = median_time(lambda: learned(x), repeats)
     entry: dict[str, Any] = {
         "learned_layers": depth,
         "learned_ms": 1e3 * t_learned,
@@ -295,7 +297,8 @@ def match_classical(
     if needed is None:
         entry.update({f"{label}_ms": None, "iteration_ratio": None, "time_ratio": None})
         return entry
-    t_classical = median_time(classical(needed), repeats)
+    solver = classical(needed)
+    t_classical = median_time(lambda: solver(x), repeats)
     entry[f"{label}_ms"] = 1e3 * t_classical
     entry["iteration_ratio"] = needed / depth
     entry["time_ratio"] = t_classical / t_learned

@@ -262,15 +262,15 @@ def test_per_item_times_divides_the_median_by_the_items() -> None:
 
 
 def test_match_classical_finds_the_first_iteration_at_the_goal() -> None:
-    calls: list[int] = []
+    built: list[int] = []
 
-    def classical(k: int):  # a call that runs k "iterations"
-        calls.append(k)
-        return lambda: time.sleep(0.002 * k)
+    def classical(k: int):  # builds a "solver" of k iterations
+        built.append(k)
+        return lambda x: time.sleep(0.002 * k * x)
 
-    learned = lambda: time.sleep(0.002)  # noqa: E731
+    learned = lambda x: time.sleep(0.002 * x)  # noqa: E731
     nmse = [-1.0, -3.0, -5.0, -7.0]  # lower is better
-    entry = match_classical(learned, classical, nmse, -4.5, 2, higher_is_better=False, repeats=1)
+    entry = match_classical(learned, classical, 1, nmse, -4.5, 2, higher_is_better=False, repeats=1)
     assert list(entry) == [
         "learned_layers",
         "learned_ms",
@@ -279,15 +279,15 @@ def test_match_classical_finds_the_first_iteration_at_the_goal() -> None:
         "iteration_ratio",
         "time_ratio",
     ]
-    assert entry["classical_iterations"] == 3 and calls == [3]
+    assert entry["classical_iterations"] == 3 and built == [3]
     assert entry["iteration_ratio"] == 1.5 and entry["learned_layers"] == 2
     assert entry["time_ratio"] == pytest.approx(entry["classical_ms"] / entry["learned_ms"])
     assert entry["time_ratio"] > 1.5  # three sleeps against one
     sdr = [1.0, 2.0, 3.0]  # higher is better; the goal met exactly counts as reached
-    hit = match_classical(learned, classical, sdr, 2.0, 1, higher_is_better=True, label="fista")
+    hit = match_classical(learned, classical, 1, sdr, 2.0, 1, higher_is_better=True, label="fista")
     assert hit["fista_iterations"] == 2 and "fista_ms" in hit
-    miss = match_classical(learned, classical, sdr, 3.5, 1, higher_is_better=True, repeats=1)
-    assert miss["classical_iterations"] is None and calls == [3, 2]  # never built
+    miss = match_classical(learned, classical, 1, sdr, 3.5, 1, higher_is_better=True, repeats=1)
+    assert miss["classical_iterations"] is None and built == [3, 2]  # never built
     assert miss["classical_ms"] is miss["iteration_ratio"] is miss["time_ratio"] is None
     with pytest.raises(ValueError, match="depth"):
-        match_classical(learned, classical, sdr, 1.0, 0, higher_is_better=True)
+        match_classical(learned, classical, 1, sdr, 1.0, 0, higher_is_better=True)
