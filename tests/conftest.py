@@ -1,5 +1,6 @@
-"""Shared pytest configuration: a reproducible hypothesis profile for CI, isolated DDP runs, and
-the loader of the example scripts (studies, benchmarks) that their tests run."""
+"""Shared pytest configuration: a reproducible hypothesis profile for CI, isolated DDP runs, a
+quiet Lightning trainer, and the loader of the example scripts (studies, benchmarks) that their
+tests run."""
 
 import importlib.util
 import os
@@ -7,7 +8,9 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+import lightning as L
 import pytest
 from ddp_isolation import free_port_outside_ephemeral_range
 from hypothesis import HealthCheck, settings
@@ -40,6 +43,28 @@ def _isolated_environment(request: pytest.FixtureRequest) -> Iterator[None]:
     if os.environ != saved:
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture
+def quiet_trainer() -> Callable[..., L.Trainer]:
+    """``quiet_trainer(**kw)``: a one-device CPU ``Trainer`` without logger, checkpoints,
+    progress bar or model summary, Lightning's defaults otherwise (validation included); ``kw``
+    overrides any argument. (A fixed number of steps with validation off:
+    ``lightning_unfold.training.study.study_trainer``.)"""
+
+    def make(**kw: Any) -> L.Trainer:
+        opts: dict[str, Any] = dict(
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        opts.update(kw)
+        return L.Trainer(**opts)
+
+    return make
 
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -27,6 +27,7 @@ from lightning_unfold.algorithms.precoding import (
 from lightning_unfold.core.algorithm import project_unit_modulus
 from lightning_unfold.core.unfolded import PARADIGMS, BlackBoxModel
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
+from lightning_unfold.training.study import study_trainer
 
 F64, C128 = torch.float64, torch.complex128
 SETTINGS = ("unit_modulus", "unconstrained")
@@ -382,17 +383,7 @@ def test_singular_channels_give_finite_feasible_precoders(analog: str, digital_i
 
 # -- training, checkpoints, the study -------------------------------------------------------
 def _trainer(tmp_path: Path, steps: int) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        max_steps=steps,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    return study_trainer(steps, default_root_dir=tmp_path)
 
 
 @pytest.mark.parametrize("formulation", ["end_to_end", "multi_iteration"])

@@ -21,25 +21,15 @@ from lightning_unfold.training import (
     TwoStageSchedule,
 )
 from lightning_unfold.training.schedules import Scope
+from lightning_unfold.training.study import study_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBLEM = SparseRecovery(m=10, n=20, seed=0)
 
 
 def _trainer(callbacks: list[Callback], **kw: Any) -> L.Trainer:
-    opts: dict[str, Any] = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "max_epochs": -1,
-        "limit_val_batches": 0,
-        "num_sanity_val_steps": 0,
-    }
-    opts.update(kw)
-    return L.Trainer(callbacks=callbacks, **opts)
+    """The library's quiet study trainer (no validation loop, no step limit unless given)."""
+    return study_trainer(kw.pop("max_steps", -1), callbacks=callbacks, **kw)
 
 
 def _data(**kw: Any) -> SyntheticDataModule:
