@@ -159,10 +159,18 @@ def study_config(preset: str, settings: Any, **extra: Any) -> dict[str, Any]:
     }
 
 
-def count_parameters(model: nn.Module, *, trainable_only: bool = True) -> int:
-    """The number of scalar parameters of ``model`` (a complex entry counts once), only those
-    with ``requires_grad`` unless ``trainable_only=False``: the "params" column of a study."""
-    return sum(q.numel() for q in model.parameters() if q.requires_grad or not trainable_only)
+def count_parameters(
+    model: nn.Module, *, trainable_only: bool = True, as_real: bool = False
+) -> int:
+    """The number of scalar parameters of ``model``, only those with ``requires_grad`` unless
+    ``trainable_only=False``: the "params" column of a study. A complex entry counts once, or
+    twice with ``as_real=True`` (real numbers learned: a fair size comparison between a complex
+    model and a real black box)."""
+    return sum(
+        q.numel() * (2 if as_real and q.is_complex() else 1)
+        for q in model.parameters()
+        if q.requires_grad or not trainable_only
+    )
 
 
 @dataclasses.dataclass

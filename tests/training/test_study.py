@@ -291,3 +291,13 @@ def test_match_classical_finds_the_first_iteration_at_the_goal() -> None:
     assert miss["classical_ms"] is miss["iteration_ratio"] is miss["time_ratio"] is None
     with pytest.raises(ValueError, match="depth"):
         match_classical(learned, classical, 1, sdr, 1.0, 0, higher_is_better=True)
+
+
+def test_count_parameters_as_real_counts_a_complex_entry_twice() -> None:
+    net = torch.nn.Linear(3, 2, dtype=torch.complex64)
+    assert count_parameters(net) == 8
+    assert count_parameters(net, as_real=True) == 16
+    net.bias.requires_grad_(False)
+    assert count_parameters(net, as_real=True) == 12
+    assert count_parameters(net, trainable_only=False, as_real=True) == 16
+    assert count_parameters(torch.nn.Linear(3, 2), as_real=True) == 8  # real: unchanged
