@@ -37,7 +37,6 @@ import argparse
 import logging
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -483,17 +482,11 @@ def to_markdown(results: Mapping[str, Any]) -> str:
 
 def run(preset: str, rows: Sequence[str], out: Path | None) -> dict[str, Any]:
     """Measure ``rows`` at ``preset``; write ``out/results.json`` and ``out/results.md``."""
+    from benchmarks.suite import machine_env
+
     t0, c0 = time.perf_counter(), time.process_time()
     results: dict[str, Any] = {
-        "env": {
-            "preset": preset,
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_before": round(os.getloadavg()[0], 2),
-            "review": REVIEW,
-        },
+        "env": {**machine_env(preset), "review": REVIEW},
         "rows": {},
         "uncovered": uncovered_families(),
     }
