@@ -2,7 +2,8 @@
 
 Every study script (``examples/<name>_study.py --preset cpu|full --out DIR``) trains a few models
 with a quiet Lightning ``Trainer``, times inference side by side in one run, and writes
-``DIR/results.json``. These three pieces are the same in every study, so they live here once:
+``DIR/results.json``. What every study needs lives here once, for the scripts in ``examples/``
+and for a study of your own (``docs/adding_a_problem.md`` shows one in a few lines):
 
 - :func:`median_time` — median wall time of a callable after a warm-up call, under
   ``torch.no_grad()``, so that per-batch inference times of competing methods are measured the
@@ -18,7 +19,8 @@ with a quiet Lightning ``Trainer``, times inference side by side in one run, and
   checkpointing, progress bar or model summary (a study prints its own progress);
   :func:`fit_timed` fits a module with it and returns the wall and CPU time of the fit
   (a :class:`Stopwatch`, also usable on its own through :func:`stopwatch`);
-- :func:`count_parameters` — the size of a model, as every table of methods reports it;
+- :func:`count_parameters` — the size of a model, as every table of methods reports it
+  (optionally in real numbers: a complex entry counts twice);
   :func:`per_item_times` — inference time per test item (wall and CPU);
 - :func:`match_classical` — the efficiency comparison "how many iterations (and how much time)
   does the classical solver need to reach the learned model's layer-K metric";
