@@ -234,7 +234,7 @@ def _certificate_rate(
         f"The mean {what} (distance to {ctx.theory().fixed_point}; no ground truth in the "
         f"estimates' space) shrinks by q = {fit.q:.3g} per layer over layers {fit.start}–{fit.stop - 1} "
         f"(R² = {fit.r2:.3f}; {mean[fit.start]:.3g} → {mean[fit.stop - 1]:.3g}): {verdict}."
-        + _classical_sentence(ctx, classical, mean)
+        + _classical_sentence(ctx, classical, mean, fit.start, fit.stop - 1)
     )
     details = {
         "reference": "certificate",
@@ -324,13 +324,16 @@ def _classical_descent(
     return {"operator": op, "mean_value": mean.tolist(), "violated_layers": bad}, sentence
 
 
-def _classical_sentence(ctx: CheckContext, classical: dict[str, Any] | None, mean: Any) -> str:
-    """One sentence comparing the model with the classical solver at the same depth."""
+def _classical_sentence(
+    ctx: CheckContext, classical: dict[str, Any] | None, mean: Any, first: int = 0, last_k: int = -1
+) -> str:
+    """One sentence comparing the model with the classical solver at the same depth (the
+    curve's values at layers ``first`` and ``last_k``, as the model's are quoted)."""
     if classical is None:
         return ""
     cm = classical["mean_error"]
     K = len(cm) - 1
-    last, clast = float(mean[-1]), float(cm[-1])
+    last, clast = float(mean[last_k]), float(cm[last_k])
     if last < 0.98 * clast:
         cmp = "below"
     elif last > clast / 0.98:
@@ -339,7 +342,7 @@ def _classical_sentence(ctx: CheckContext, classical: dict[str, Any] | None, mea
         cmp = "level with"
     return (
         f" The classical {classical['operator']} over the same {K} iterations: q = "
-        f"{classical['fit']['q']:.3g} ({cm[0]:.3g} → {clast:.3g}); the model ends {cmp} it."
+        f"{classical['fit']['q']:.3g} ({cm[first]:.3g} → {clast:.3g}); the model ends {cmp} it."
     )
 
 
