@@ -469,6 +469,7 @@ def descent(
         message = (
             f"{layers.size} of {K} layers do not reduce the mean {what} by {bound} (layers "
             f"{', '.join(map(str, layers.tolist()))}), within the allowed rate {max_violation_rate:g}."
+            f" {theorem}"
         )
     else:
         worst = int(layers[np.argmax(ratios[layers - 1])])
@@ -583,6 +584,7 @@ def objective_descent(
         message = (
             f"{layers.size} of {K} layers do not decrease the mean objective (layers "
             f"{', '.join(map(str, layers.tolist()))}), within the allowed rate {max_violation_rate:g}."
+            f" {_descent_theorem(ctx)}{yard}"
         )
     else:
         worst = int(layers[np.argmax(change[layers - 1])])
