@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -31,7 +30,14 @@ import torch
 
 import benchmarks.families  # noqa: F401  (registers sparse and rpca)
 from benchmarks import REGISTRY
-from benchmarks.suite import bench_ddp, bench_inference, bench_layer, bench_options, bench_step
+from benchmarks.suite import (
+    bench_ddp,
+    bench_inference,
+    bench_layer,
+    bench_options,
+    bench_step,
+    machine_env,
+)
 
 SECTIONS: tuple[str, ...] = ("layer", "step", "inference", "ddp", "options")
 #: per preset: timing repeats, training steps per round, rounds, DDP steps
@@ -177,16 +183,7 @@ def run(
 ) -> dict[str, Any]:
     budget = BUDGETS[preset]
     t0 = time.perf_counter()
-    results: dict[str, Any] = {
-        "env": {
-            "preset": preset,
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_before": round(os.getloadavg()[0], 2),
-        }
-    }
+    results: dict[str, Any] = {"env": machine_env(preset)}
     for name in families:
         fam = REGISTRY[name]
         sizes = fam.sizes[preset]

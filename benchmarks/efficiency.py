@@ -37,7 +37,6 @@ import argparse
 import logging
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -46,14 +45,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from lightning_unfold import ClassicalSolver, SyntheticDataModule, UnfoldedModule
 from lightning_unfold.algorithms import ALGORITHMS, FAMILIES
 from lightning_unfold.core.algorithm import ProblemSpec, problem_from_config
 from lightning_unfold.core.metrics import ProblemMetric, primary_metric
 from lightning_unfold.training import layer_metrics, tune_classical
-from lightning_unfold.training.study import flush_denormals, study_trainer, write_json
+from lightning_unfold.training.study import (
+    count_parameters,
+    fit_timed,
+    flush_denormals,
+    write_json,
+)
 
 __all__ = [
     "PRESETS",
@@ -192,13 +195,6 @@ def _load_model_config(name: str) -> tuple[dict[str, Any], float | None]:
     return dict(cfg["model"]), (cfg.get("trainer") or {}).get("gradient_clip_val")
 
 
-def _real_params(model: nn.Module) -> int:
-    """Trainable real numbers (a complex entry counts twice)."""
-    return sum(
-        p.numel() * (2 if p.is_complex() else 1) for p in model.parameters() if p.requires_grad
-    )
-
-
 def _cpu_and_wall(
     fns: Mapping[str, Callable[[], object]], repeats: int
 ) -> dict[str, dict[str, float]]:
@@ -248,9 +244,8 @@ def _fit(
         problem, batch_size=batch, train_batches=steps, val_size=1, seed=seed
     )
     extra = {"gradient_clip_val": clip} if clip else {}
-    t0, c0 = time.perf_counter(), time.process_time()
-    study_trainer(steps, **extra).fit(module, data)
-    return module, {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+    clock = fit_timed(module, data, steps, **extra)
+    return module, {"wall_s": clock.wall_s, "cpu_s": clock.cpu_s}
 
 
 def measure_row(
@@ -298,13 +293,17 @@ def measure_row(
         "train": {"steps": sz["steps"], "batch": sz["batch"], **train_time},
         "problem": {k: v for k, v in test_problem.init_args().items() if _plain(v)},
         "test_size": sz["test"],
-        "learned": {"metric_at_K": goal, "curve": curve_learned, "params": _real_params(learned)},
+        "learned": {
+            "metric_at_K": goal,
+            "curve": curve_learned,
+            "params": count_parameters(learned, as_real=True),
+        },
     }
     fns: dict[str, Callable[[], object]] = {"learned": lambda: learned(x)}
 
     # black boxes: the family's own black-box network at 1x, 10x ... the learned model's size
     bbs: dict[str, Any] = {}
-    n_learned = max(_real_params(learned), 1)
+    n_learned = max(count_parameters(learned, as_real=True), 1)
     for scale in sz["black_box_scales"]:
         bb_kwargs = {
             k: v
@@ -318,7 +317,7 @@ def measure_row(
         bb_metric = layer_metrics(bb, test_problem, x, target, depth=1, metrics=[metric.name])
         key = f"black_box_x{scale}"
         bbs[key] = {
-            "params": _real_params(bb),
+            "params": count_parameters(bb, as_real=True),
             "metric": bb_metric[metric.name][-1],
             "train": bb_time,
         }
@@ -483,17 +482,11 @@ def to_markdown(results: Mapping[str, Any]) -> str:
 
 def run(preset: str, rows: Sequence[str], out: Path | None) -> dict[str, Any]:
     """Measure ``rows`` at ``preset``; write ``out/results.json`` and ``out/results.md``."""
+    from benchmarks.suite import machine_env
+
     t0, c0 = time.perf_counter(), time.process_time()
     results: dict[str, Any] = {
-        "env": {
-            "preset": preset,
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_before": round(os.getloadavg()[0], 2),
-            "review": REVIEW,
-        },
+        "env": {**machine_env(preset), "review": REVIEW},
         "rows": {},
         "uncovered": uncovered_families(),
     }

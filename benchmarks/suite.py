@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import platform
 import statistics
 import tempfile
 import time
@@ -25,6 +26,20 @@ from torch import Tensor
 from benchmarks import Family
 from lightning_unfold import ClassicalSolver, SyntheticDataModule, UnfoldedModule
 from lightning_unfold.algorithms import make_algorithm
+
+
+def machine_env(preset: str) -> dict[str, Any]:
+    """The ``env`` record of a benchmark's results: the preset, torch's version and CPU threads,
+    the CPU count, the platform and the 1-minute load average before the run (a loaded machine
+    inflates every wall time; add ``load_after`` when the run ends)."""
+    return {
+        "preset": preset,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_before": round(os.getloadavg()[0], 2),
+    }
 
 
 def _sync(device: torch.device) -> None:

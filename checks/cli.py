@@ -219,7 +219,12 @@ def check_command(argv: Sequence[str] | None = None) -> int:
         return 2
     data = module.problem.sample(args.samples, seed=(3, args.seed))
     report: Report = report_for_module(
-        module, data, args.out, suite=args.suite, n_samples=args.samples
+        module,
+        data,
+        args.out,
+        suite=args.suite,
+        n_samples=args.samples,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     report.model["checkpoint"] = str(Path(args.checkpoint))
     report.write(args.out)

@@ -386,6 +386,38 @@ class CheckContext:
         values = {**self.problem.constants(), **op.classical_params(self.problem)}
         return op, {k: cast_precision(v.detach().cpu(), torch.float64) for k, v in values.items()}
 
+    def classical(self) -> CheckContext | None:
+        """The yardstick: a context for the classical solver of the model's algorithm (its
+        :meth:`~lightning_unfold.core.algorithm.Algorithm.classical_operator` with the classical
+        values) run for the same number of iterations on the same data, or ``None`` where the
+        model has no classical iteration (a black box, a foreign model) or it cannot run."""
+        key = "classical"
+        if key not in self._cache:
+            made: CheckContext | None = None
+            alg = self.algorithm()
+            if alg is not None and self.problem is not None and not self.is_black_box():
+                try:
+                    depth = len(self.trajectory.iterates) - 1
+                    solver = ClassicalSolver(
+                        alg.classical_operator(),
+                        self.problem,
+                        depth,
+                        dtype=real_dtype(self.x.dtype),
+                    )
+                    made = CheckContext(
+                        model=solver,
+                        problem=self.problem,
+                        x=self.x,
+                        target=self.target,
+                        run=as_trajectory_fn(solver),
+                    )
+                    with torch.no_grad():
+                        made.trajectory  # noqa: B018 - run it once, here, to catch a failure
+                except (NotApplicableError, ValueError, TypeError, RuntimeError):
+                    made = None
+            self._cache[key] = made
+        return self._cache[key]
+
     def certificates(self) -> tuple[str, np.ndarray]:
         r"""The classical operator's optimality certificate of every layer's iterate (its
         :meth:`~lightning_unfold.core.algorithm.Algorithm.certificate`), ``(B, K+1)`` float64,

@@ -22,6 +22,7 @@ layer a descent step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -146,9 +147,11 @@ def linear_convergence(
         }
     window = f"layers {fit.start}–{fit.stop - 1}"
     verdict = _rate_verdict(ctx, passed, q_max, min_r2)
+    classical = _classical_rate(ctx, lambda c: ref.errors(c), mean, fit)
     message = (
         f"The mean error to {ref.label} shrinks by q = {fit.q:.3g} per layer over {window} "
         f"(R² = {fit.r2:.3f}; {mean[0]:.3g} → {mean[-1]:.3g}): {verdict}."
+        + _classical_sentence(ctx, classical, mean)
     )
     details = {
         "reference": ref.kind,
@@ -169,6 +172,7 @@ def linear_convergence(
             "sigma": envelope.sigma,
         },
         "fraction_instances_above_q_max": float(np.nanmean(per_q > q_max)),
+        "classical": classical,
     }
     return CheckResult(name, passed, fit.q, q_max, message, details, counterexample)
 
@@ -225,10 +229,12 @@ def _certificate_rate(
     fit = fit_linear_rate(np.maximum(mean, 1e-300), start=start, stop=hi_fit)
     passed = fit.q <= q_max and fit.r2 >= min_r2
     verdict = _rate_verdict(ctx, passed, q_max, min_r2)
+    classical = _classical_rate(ctx, lambda c: c.certificates()[1], mean, fit)
     message = (
         f"The mean {what} (distance to {ctx.theory().fixed_point}; no ground truth in the "
         f"estimates' space) shrinks by q = {fit.q:.3g} per layer over layers {fit.start}–{fit.stop - 1} "
         f"(R² = {fit.r2:.3f}; {mean[fit.start]:.3g} → {mean[fit.stop - 1]:.3g}): {verdict}."
+        + _classical_sentence(ctx, classical, mean, fit.start, fit.stop - 1)
     )
     details = {
         "reference": "certificate",
@@ -242,8 +248,102 @@ def _certificate_rate(
         "min_r2": min_r2,
         "floor": floor,
         "envelope": {"eta_B": float(mean[0]), "c": 0.0, "C_sigma": 0.0, "sigma": None},
+        "classical": classical,
     }
     return CheckResult(name, passed, fit.q, q_max, message, details)
+
+
+def _classical_rate(
+    ctx: CheckContext, errors: Callable[[CheckContext], np.ndarray], mean: np.ndarray, fit: Any
+) -> dict[str, Any] | None:
+    """The classical solver's mean error curve over the same iterations, measured the same way
+    (``errors`` of its context), and its rate over the model's fit window; ``None`` where the
+    model has no classical iteration or the quantity cannot be read on the solver's iterates."""
+    cctx = ctx.classical()
+    if cctx is None:
+        return None
+    try:
+        E = np.asarray(errors(cctx), dtype=float)
+    except (NotApplicableError, ValueError, TypeError, RuntimeError, FloatingPointError):
+        return None
+    if E.ndim != 2 or E.shape[1] != mean.shape[0] or not np.all(np.isfinite(E)):
+        return None
+    cmean = E.mean(axis=0)
+    try:
+        cfit = fit_linear_rate(np.maximum(cmean, 1e-300), start=fit.start, stop=fit.stop)
+    except ValueError:
+        return None
+    alg = ctx.algorithm()
+    op = alg.classical_operator() if alg is not None else None
+    return {
+        "operator": type(op).__name__,
+        "mean_error": cmean.tolist(),
+        "fit": {"q": cfit.q, "c": cfit.c, "r2": cfit.r2, "start": cfit.start, "stop": cfit.stop},
+    }
+
+
+def _classical_descent(
+    ctx: CheckContext,
+    measure: Callable[[CheckContext], np.ndarray],
+    violated: Callable[[np.ndarray], np.ndarray],
+    model_violates: bool,
+) -> tuple[dict[str, Any] | None, str]:
+    """The classical solver of the model's algorithm on the same samples, its per-layer curve of
+    the same quantity (``measure`` of its context) judged by the same rule (``violated`` of the
+    mean curve), and one sentence saying whether it descends where the model does not."""
+    cctx = ctx.classical()
+    if cctx is None:
+        return None, ""
+    try:
+        Q = np.asarray(measure(cctx), dtype=float)
+    except (NotApplicableError, ValueError, TypeError, RuntimeError, FloatingPointError):
+        return None, ""
+    if Q.ndim != 2 or not np.all(np.isfinite(Q)):
+        return None, ""
+    mean = Q.mean(axis=0)
+    bad = (np.flatnonzero(violated(mean)) + 1).tolist()
+    alg = ctx.algorithm()
+    op = type(alg.classical_operator()).__name__ if alg is not None else "solver"
+    where = (
+        f"layers {', '.join(map(str, bad))}" if len(bad) > 1 else f"layer {bad[0]}" if bad else ""
+    )
+    if model_violates and not bad:
+        sentence = (
+            f" The classical {op} on the same samples descends at every iteration, so the learned "
+            "layers, not the iteration, break descent."
+        )
+    elif model_violates:
+        sentence = (
+            f" The classical {op} on the same samples does not descend either ({where}): the "
+            "iteration itself is no descent method on this quantity here."
+        )
+    elif bad:
+        sentence = f" The classical {op} on the same samples does not ({where})."
+    else:
+        sentence = f" The classical {op} on the same samples descends too."
+    return {"operator": op, "mean_value": mean.tolist(), "violated_layers": bad}, sentence
+
+
+def _classical_sentence(
+    ctx: CheckContext, classical: dict[str, Any] | None, mean: Any, first: int = 0, last_k: int = -1
+) -> str:
+    """One sentence comparing the model with the classical solver at the same depth (the
+    curve's values at layers ``first`` and ``last_k``, as the model's are quoted)."""
+    if classical is None:
+        return ""
+    cm = classical["mean_error"]
+    K = len(cm) - 1
+    last, clast = float(mean[last_k]), float(cm[last_k])
+    if last < 0.98 * clast:
+        cmp = "below"
+    elif last > clast / 0.98:
+        cmp = "above"
+    else:
+        cmp = "level with"
+    return (
+        f" The classical {classical['operator']} over the same {K} iterations: q = "
+        f"{classical['fit']['q']:.3g} ({cm[first]:.3g} → {clast:.3g}); the model ends {cmp} it."
+    )
 
 
 def descent(
@@ -338,6 +438,28 @@ def descent(
         }
     bound = f"1 − ε = {1.0 - eps:g}"
     theorem = _descent_theorem(ctx)
+
+    def rule(m: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(m[:-1] > 0, m[1:] / m[:-1], np.where(m[1:] > 0, np.inf, 0.0))
+        return (m[:-1] > floor) & (r > 1.0 - eps)
+
+    def measure(c: CheckContext) -> np.ndarray:
+        if quantity == "loss":
+            idx, q = c.layer_losses()
+            if index is None or not np.array_equal(idx, index):
+                raise ValueError("the classical solver's losses are not on the same samples")
+            return q
+        if ref is not None:
+            return ref.errors(c)
+        H_, rho_ = c.lasso_constants()
+        e = c.estimates64()
+        return np.stack(
+            [lasso_gradient_norm(H_, c.x64(), rho_, e[k]) for k in range(e.shape[0])], 1
+        )
+
+    classical, yard = _classical_descent(ctx, measure, rule, bool(layers.size) and not passed)
+    theorem = f"{theorem}{yard}"
     if passed and not layers.size:
         message = (
             f"Every layer reduces the mean {what} (largest ratio {np.max(ratios[active], initial=0):.3g}"
@@ -347,6 +469,7 @@ def descent(
         message = (
             f"{layers.size} of {K} layers do not reduce the mean {what} by {bound} (layers "
             f"{', '.join(map(str, layers.tolist()))}), within the allowed rate {max_violation_rate:g}."
+            f" {theorem}"
         )
     else:
         worst = int(layers[np.argmax(ratios[layers - 1])])
@@ -369,6 +492,7 @@ def descent(
         "violated_layers": layers.tolist(),
         "floor": floor,
         "layers_at_floor": (np.flatnonzero(~active) + 1).tolist(),
+        "classical": classical,
     }
     return CheckResult(name, passed, rate, max_violation_rate, message, details, counterexample)
 
@@ -442,16 +566,25 @@ def objective_descent(
             "before": float(Q[j, k - 1]),
             "after": float(Q[j, k]),
         }
+
+    def rule(m: np.ndarray) -> np.ndarray:
+        fl = 100.0 * float(np.finfo(_numpy_dtype(ctx)).eps) * np.abs(m[:-1])
+        return (m[1:] - m[:-1]) > -eps * np.abs(m[:-1]) + fl
+
+    classical, yard = _classical_descent(
+        ctx, lambda c: c.objective_values(), rule, bool(layers.size) and not passed
+    )
     if not layers.size:
         message = (
             f"Every layer decreases the mean objective (from {mean[0]:.4g} to {mean[-1]:.4g}; "
             f"smallest decrease {float(-change.max()):.3g}): the layers act as descent steps. "
-            f"{_descent_theorem(ctx)}"
+            f"{_descent_theorem(ctx)}{yard}"
         )
     elif passed:
         message = (
             f"{layers.size} of {K} layers do not decrease the mean objective (layers "
             f"{', '.join(map(str, layers.tolist()))}), within the allowed rate {max_violation_rate:g}."
+            f" {_descent_theorem(ctx)}{yard}"
         )
     else:
         worst = int(layers[np.argmax(change[layers - 1])])
@@ -471,9 +604,10 @@ def objective_descent(
             )
         message = (
             f"{layers.size} of {K} layers {verdict} (worst: layer {worst}, "
-            f"{mean[worst - 1]:.4g} → {mean[worst]:.4g}); {after}. {_descent_theorem(ctx)}"
+            f"{mean[worst - 1]:.4g} → {mean[worst]:.4g}); {after}. {_descent_theorem(ctx)}{yard}"
         )
     details = {
+        "classical": classical,
         "quantity": "objective",
         "what": f"mean objective of {type(ctx.algorithm()).__name__} ({ctx.theory().problem})",
         "mean_value": mean.tolist(),

@@ -432,16 +432,38 @@ def safeguard(
                 t_s = sg.T(s, x, K + n + 1)
             cert = measure(s)
             curve.append((n, float(cert.max())))
+        # the yardstick: the classical solver alone, from its own initialisation, on the same
+        # samples, measured the same way, with the iterations the safeguarded model used when it
+        # passed (K + n: did the learned layers save any?) and the whole budget when it failed
+        # (K + max_iter: is the budget or the model short?)
+        budget = K + (n if float(cert.max()) <= tol else max_iter)
+        alone_s = op.init(x, classical)
+        alone = op.certificate(alone_s, x, classical).values.detach().to("cpu", torch.float64)
+        alone_curve = [(0, float(alone.max()))]
+        m = 0
+        while m < budget and float(alone.max()) > tol:
+            step = min(check_every, budget - m)
+            for _ in range(step):
+                m += 1
+                alone_s = op.step(alone_s, x, classical, m)
+            alone = op.certificate(alone_s, x, classical).values.detach().to("cpu", torch.float64)
+            alone_curve.append((m, float(alone.max())))
     fb = fallback.double().mean(dim=1).tolist()
     value = float(cert.max())
     passed = value <= tol
+    alone_value = float(alone.max())
+    alone_ok = alone_value <= tol
     what = name_of[0]
     opname = type(op).__name__
+    alone_at = (
+        f"the classical {opname} alone, from its own initialisation, is at {alone_value:.2e} "
+        f"after the same budget of K + {max_iter} = {m} iterations"
+    )
     if theory.averaged:
         why = f"as Heaton et al. (2023, Thm. 3.1) guarantee for any learned weights, since {theory.averaged}"
         fault = (
-            f"the guarantee is asymptotic: raise max_iter (the classical {opname} alone needs "
-            "that many iterations; the learned layers are not at fault)"
+            f"the guarantee is asymptotic and the budget is short, not the learned layers "
+            f"({alone_at}): raise max_iter"
         )
     else:
         why = (
@@ -450,7 +472,14 @@ def safeguard(
         )
         fault = (
             f"the classical {opname} continued from the safeguarded layers has not reached "
-            f"{theory.fixed_point}; raise max_iter (no theorem promises convergence here)"
+            f"{theory.fixed_point}, and the budget is short, not the learned layers ({alone_at}): "
+            "raise max_iter (no theorem promises convergence here)"
+        )
+    if not passed and alone_ok:
+        fault = (
+            f"the learned layers are at fault: the classical {opname} alone, from its own "
+            f"initialisation, reaches {alone_value:.2e} ≤ {tol:g} in {m} iterations, within the "
+            f"same budget of K + {max_iter}"
         )
     stalled = stall[0].detach().cpu().numpy().astype(bool) if stall[0] is not None else None
     worst = int(np.argmax(cert))
@@ -458,6 +487,23 @@ def safeguard(
         fault = (
             f"the classical {opname} has stalled, not at a stationary point: {stall[1]} "
             f"({int(stalled.sum())} of {stalled.size} samples); raising max_iter cannot undo it"
+            + (
+                f" (the classical {opname} alone, from its own initialisation, reaches "
+                f"{alone_value:.2e} ≤ {tol:g} in {m} iterations: the learned layers led it "
+                "into the stall)"
+                if alone_ok
+                else f" (the classical {opname} alone is at {alone_value:.2e} after {m})"
+            )
+        )
+    head = ""
+    if passed:
+        head = (
+            f" The classical {opname} alone, from its own initialisation, needs {m} iterations "
+            f"to get below {tol:g} (the safeguarded model: K + {n} = {K + n})."
+            if alone_ok
+            else f" The classical {opname} alone, from its own initialisation, is still at "
+            f"{alone_value:.2e} after the same K + {n} = {m} iterations: the learned layers "
+            "saved iterations."
         )
     message = (
         f"After K = {K} safeguarded layers (fallback fraction per layer {min(fb):.2f}–"
@@ -468,6 +514,7 @@ def safeguard(
             if passed
             else f"> {tol:g} within {max_iter} iterations: {fault}."
         )
+        + head
     )
     counterexample = None
     if not passed:
@@ -487,5 +534,11 @@ def safeguard(
         "n_samples": int(x.shape[0]),
         "certificate_per_sample": cert.tolist(),
         "stalled_per_sample": None if stalled is None else stalled.tolist(),
+        "classical_alone": {
+            "iterations": int(m),
+            "value": alone_value,
+            "reached": bool(alone_ok),
+            "curve": [[int(i), v] for i, v in alone_curve],
+        },
     }
     return CheckResult(name, passed, value, tol, message, details, counterexample)

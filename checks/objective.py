@@ -108,9 +108,13 @@ def objective_descent(
                 else "; those layers are no descent steps on it."
             )
         )
-    from .convergence import _descent_theorem
+    from .convergence import _classical_descent, _descent_theorem
 
-    message = f"{message} {_descent_theorem(ctx)}"
+    def rule(m: np.ndarray) -> np.ndarray:
+        return objective_decrease(m[None]) < -tol * scale
+
+    classical, yard = _classical_descent(ctx, objective_values, rule, bool(layers) and not passed)
+    message = f"{message} {_descent_theorem(ctx)}{yard}"
     details = {
         "decrease": delta.tolist(),
         "mean_objective": V.mean(axis=0).tolist(),
@@ -119,5 +123,6 @@ def objective_descent(
         "violated_layers": layers,
         "mean_value": V.mean(axis=0).tolist(),
         "what": what,
+        "classical": classical,
     }
     return CheckResult(name, passed, rate, max_violation_rate, message, details, counterexample)

@@ -6,6 +6,7 @@ a callback's history) can be plotted too.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -47,6 +48,17 @@ def _linear_convergence(result: CheckResult, path: Path) -> Path:
     lo = np.maximum(np.asarray(d["q10_error"]), 1e-300)
     ax.fill_between(k, lo, np.asarray(d["q90_error"]), alpha=0.2, label="10–90% of samples")
     ax.semilogy(k, np.maximum(mean, 1e-300), "o-", label="mean error")
+    classical = d.get("classical")
+    if classical:  # the yardstick: the classical solver over the same iterations
+        cm = np.asarray(classical["mean_error"], dtype=float)
+        ax.semilogy(
+            np.arange(cm.shape[0]),
+            np.maximum(cm, 1e-300),
+            "s--",
+            ms=3,
+            color="0.45",
+            label=f"classical {classical['operator']} (q = {classical['fit']['q']:.3g})",
+        )
     fit = d["fit"]
     kk = np.arange(fit["start"], fit["stop"])
     ax.semilogy(
@@ -117,6 +129,12 @@ def _descent(result: CheckResult, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     ax.bar(k, np.nan_to_num(r, posinf=np.nanmax(r[np.isfinite(r)], initial=1) * 1.5), color=colors)
     ax.axhline(1.0 - d["eps"], color="r", ls="--", label=f"1 − ε = {1 - d['eps']:g}")
+    classical = d.get("classical")
+    if classical:  # the yardstick: the classical solver's ratios on the same samples
+        cm = np.asarray(classical["mean_value"], dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cr = cm[1:] / cm[:-1]
+        ax.plot(k, cr, "s", color="0.3", ms=5, label=f"classical {classical['operator']}")
     finite = r[np.isfinite(r)]
     ax.set_ylim(0, max(1.25, 1.1 * float(np.max(finite, initial=1.0))))
     ax.set_xlabel("layer k")
@@ -139,6 +157,16 @@ def _per_layer_value(result: CheckResult, path: Path) -> Path:
     ax.plot(k, v, "o-", label="mean over samples")
     if bad:
         ax.plot(bad, v[bad], "o", color="tab:red", ms=9, label="layer that does not descend")
+    classical = d.get("classical")
+    if classical and len(classical["mean_value"]) == v.shape[0]:
+        ax.plot(
+            k,
+            classical["mean_value"],
+            "s--",
+            ms=3,
+            color="0.45",
+            label=f"classical {classical['operator']}",
+        )
     ax.set_xlabel("layer k")
     ax.set_xticks(k)
     ax.set_ylabel(str(d.get("what", "mean objective")))
@@ -253,10 +281,26 @@ def _safeguard(result: CheckResult, path: Path) -> Path:
     a1.set_title("safeguard decisions per layer", fontsize=9)
     a1.grid(True, axis="y", alpha=0.3)
     curve = np.asarray(d["curve"], dtype=float)
-    a2.semilogy(curve[:, 0], np.maximum(curve[:, 1], 1e-300), "o-", ms=3)
+    K = fb.shape[0]
+    a2.semilogy(
+        K + curve[:, 0], np.maximum(curve[:, 1], 1e-300), "o-", ms=3, label="safeguarded model"
+    )
+    alone = d.get("classical_alone")
+    if alone:  # the yardstick: the classical solver from its own initialisation
+        ac = np.asarray(alone["curve"], dtype=float)
+        a2.semilogy(
+            ac[:, 0],
+            np.maximum(ac[:, 1], 1e-300),
+            "s--",
+            ms=3,
+            color="0.45",
+            label="classical alone",
+        )
+    a2.axvline(K, color="0.7", lw=0.8)
     a2.axhline(d["tol"], color="r", ls="--", label=f"tol = {d['tol']:g}")
-    a2.set_xlabel("classical iterations after layer K")
-    a2.set_ylabel(f"largest {d.get('certificate_name', d['certificate'])}")
+    a2.set_xlabel(f"iterations (K = {K} layers, then classical)")
+    label = f"largest {d.get('certificate_name', d['certificate'])}"
+    a2.set_ylabel(textwrap.fill(label, 38), fontsize=8 if len(label) > 38 else 10)
     a2.set_title(_verdict(result), fontsize=9)
     a2.legend(fontsize=8)
     a2.grid(True, which="both", alpha=0.3)

@@ -6,7 +6,7 @@ import json
 import math
 import os
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,6 +236,7 @@ def report_for_module(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     problem: ProblemSpec | None = None,
     seed: int = 0,
+    progress: Callable[[str], None] | None = None,
 ) -> Report:
     """Run ``suite`` on a trained module and build (and, with ``out_dir``, write) its report.
 
@@ -246,6 +247,8 @@ def report_for_module(
             from the problem).
         out_dir: where ``report.json``, ``report.md`` and the PNG plots go.
         problem: the problem the model solves (default ``module.problem``).
+        progress: one line per check started and finished (see
+            :func:`~lightning_unfold.checks.run_checks`).
     """
     results = run_checks(
         module,
@@ -255,6 +258,7 @@ def report_for_module(
         n_samples=n_samples,
         options=options,
         seed=seed,
+        progress=progress,
     )
     return build_report(
         results,

@@ -19,6 +19,11 @@ API_MODULES: tuple[tuple[str, str, bool], ...] = (
     ("lightning_unfold.checks", "lightning_unfold.checks — verification checks", True),
     ("lightning_unfold.algorithms", "lightning_unfold.algorithms — solvers", False),
     ("lightning_unfold.training", "lightning_unfold.training — Lightning training", False),
+    (
+        "lightning_unfold.training.study",
+        "lightning_unfold.training.study — what every study needs",
+        False,
+    ),
 )
 
 

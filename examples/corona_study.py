@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,16 @@ from torch import Tensor
 from lightning_unfold import ClassicalSolver, SyntheticDataModule, UnfoldedModule
 from lightning_unfold.algorithms import FISTARPCA, ISTARPCA, UltrasoundClutter
 from lightning_unfold.training import layer_metrics, tune_classical
-from lightning_unfold.training.study import median_time, study_parser, study_trainer, write_json
+from lightning_unfold.training.study import (
+    count_parameters,
+    fit_timed,
+    match_classical,
+    median_time,
+    parse_study_args,
+    study_config,
+    study_parser,
+    write_json,
+)
 
 CLASSICAL: tuple[str, ...] = ("ista_rpca", "fista_rpca")
 #: method -> (paradigm, variant, time_kernel, lr)
@@ -132,16 +141,7 @@ def train(p: Preset, problem: UltrasoundClutter, method: str, seed: int):
     data = SyntheticDataModule(
         problem, batch_size=p.batch, train_batches=p.steps, val_size=p.batch, seed=seed
     )
-    t0 = time.perf_counter()
-    study_trainer(p.steps).fit(module, data)
-    return module, time.perf_counter() - t0
-
-
-def _real_params(model: torch.nn.Module) -> int:
-    """Trainable real numbers (a complex weight counts twice)."""
-    return sum(
-        q.numel() * (2 if q.is_complex() else 1) for q in model.parameters() if q.requires_grad
-    )
+    return module, fit_timed(module, data, p.steps).wall_s
 
 
 def efficiency(
@@ -169,27 +169,26 @@ def efficiency(
     }
     for name, model in learned.items():
         goal = methods[name]["blood_nmse_db"][-1]
-        needed = next((k + 1 for k, v in enumerate(curve) if v <= goal), None)
-        t_learned = median_time(lambda m=model: m(x), p.repeats)
         entry: dict[str, Any] = {
             "learned_blood_nmse_db": goal,
-            "learned_layers": p.depth,
-            "learned_ms": 1e3 * t_learned,
-            "fista_iterations": needed,
+            **match_classical(
+                model,
+                lambda k: ClassicalSolver(FISTARPCA(), problem, k),
+                x,
+                curve,
+                goal,
+                p.depth,
+                higher_is_better=False,
+                repeats=p.repeats,
+                label="fista",
+            ),
         }
-        if needed is None:
-            entry.update(fista_ms=None, iteration_ratio=None, time_ratio=None)
+        if entry["fista_iterations"] is None:
             entry["note"] = (
                 f"FISTA-RPCA did not reach {goal:.2f} dB within {p.max_fista_iter} iterations "
                 f"(its best: {min(curve):.2f} dB at iteration {out['fista_best_iteration']}, "
                 f"{curve[-1]:.2f} dB at the last)"
             )
-        else:
-            solver = ClassicalSolver(FISTARPCA(), problem, needed)
-            t_fista = median_time(lambda sv=solver: sv(x), p.repeats)
-            entry["fista_ms"] = 1e3 * t_fista
-            entry["iteration_ratio"] = needed / p.depth
-            entry["time_ratio"] = t_fista / t_learned
         out[name] = entry
     return out, curve
 
@@ -262,9 +261,7 @@ def plot(
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = study_parser(__doc__, PRESETS, out="runs/corona_study")
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    args = parse_study_args(parser, argv)
     p = PRESETS[args.preset]
     wall, cpu = time.perf_counter(), time.process_time()
     lam, mu, tuning = tune(p)
@@ -295,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         methods[name] = {
             "blood_nmse_db": blood,
             "tissue_nmse_db": tissue,
-            "params": _real_params(model),
+            "params": count_parameters(model, as_real=True),  # a complex weight: 2
             "infer_ms": 1e3 * median_time(lambda m=model: m(x), p.repeats),
             "train_s": seconds,
         }
@@ -312,12 +309,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "fista_long": {"every": step, "blood_nmse_db": fista_long[::step]},
         "tuning": {"lam": lam, "mu": mu, **tuning},
         "checks": checks,
-        "config": {
-            "preset": args.preset,
-            **asdict(p),
-            "problem": problem.init_args(),
-            "torch_threads": torch.get_num_threads(),
-        },
+        "config": study_config(args.preset, p, problem=problem.init_args()),
         "wall_s": wall,
         "cpu_s": cpu,
     }

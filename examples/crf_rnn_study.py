@@ -37,10 +37,9 @@ Writes ``DIR/results.json`` and ``DIR/miou_vs_layer.png``, ``DIR/examples.png``.
 from __future__ import annotations
 
 import itertools
-import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +52,14 @@ from lightning_unfold.algorithms import MeanFieldCRF, Segmentation
 from lightning_unfold.algorithms.crf import SHIPPED_IMAGES
 from lightning_unfold.core.metrics import layer_curves
 from lightning_unfold.training.study import (
-    median_cpu_time,
-    median_time,
+    count_parameters,
+    fit_timed,
+    parse_study_args,
+    per_item_times,
     plot_layer_curves,
+    stopwatch,
+    study_config,
     study_parser,
-    study_trainer,
     write_json,
 )
 
@@ -151,13 +153,8 @@ def train_model(
     data = SyntheticDataModule(
         train, batch_size=p.batch, train_batches=steps, val_size=1, test_size=1, seed=seed
     )
-    t0 = time.perf_counter()
-    study_trainer(steps).fit(module, data)
-    return module.model.eval(), time.perf_counter() - t0
-
-
-def _n_params(model: torch.nn.Module) -> int:
-    return sum(q.numel() for q in model.parameters() if q.requires_grad)
+    seconds = fit_timed(module, data, steps).wall_s
+    return module.model.eval(), seconds
 
 
 def plot_examples(x: Tensor, y: Tensor, panels: dict[str, Tensor], path: Path) -> None:
@@ -191,9 +188,7 @@ def plot_examples(x: Tensor, y: Tensor, panels: dict[str, Tensor], path: Path) -
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = study_parser(__doc__, PRESETS, out="runs/crf_rnn")
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    args = parse_study_args(parser, argv)
     p = PRESETS[args.preset]
     wall = time.perf_counter()
     train = Segmentation(size=p.size, source="skimage", split="train", seed=0)
@@ -215,32 +210,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     crf_curves = layer_curves(est, y, x, metrics)
     unary_params = classical.layer_params(1)
 
-    def per_image(fn: Callable[[], Any]) -> dict[str, float]:
-        return {
-            "ms_per_image": 1e3 * median_time(fn) / p.test_size,
-            "cpu_ms_per_image": 1e3 * median_cpu_time(fn) / p.test_size,
-        }
-
     methods["unary"] = {
         **score(est[0]),
         "params": 0,
-        **per_image(lambda: classical.algorithm.unary_marginals(x, unary_params)),
+        **per_item_times(lambda: classical.algorithm.unary_marginals(x, unary_params), p.test_size),
     }
     conv_q, iters, converged = _solve(classical, x, p.chunk, p.max_iter)
-    t0, c0 = time.perf_counter(), time.process_time()
-    _solve(classical, x, p.chunk, p.max_iter)
+    with stopwatch() as clock:
+        _solve(classical, x, p.chunk, p.max_iter)
     methods["crf_converged"] = {
         **score(conv_q),
         "params": 0,
         "iterations": iters,
         "converged": converged,
-        "ms_per_image": 1e3 * (time.perf_counter() - t0) / p.test_size,
-        "cpu_ms_per_image": 1e3 * (time.process_time() - c0) / p.test_size,
+        "ms_per_image": 1e3 * clock.wall_s / p.test_size,
+        "cpu_ms_per_image": 1e3 * clock.cpu_s / p.test_size,
     }
     methods["crf_K"] = {
         **score(est[-1]),
         "params": 0,
-        **per_image(lambda: [classical.predict(xc) for xc in x.split(p.chunk)]),
+        **per_item_times(lambda: [classical.predict(xc) for xc in x.split(p.chunk)], p.test_size),
     }
     curves["crf (hand-set)"] = crf_curves["miou"]
     panels = {"unary": est[0], "CRF converged": conv_q, f"CRF K={p.depth}": est[-1]}
@@ -250,8 +239,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         c = layer_curves(q, y, x, metrics)
         methods[name] = {
             **score(q[-1]),
-            "params": _n_params(model),
-            **per_image(lambda m=model: [m.predict(xc) for xc in x.split(p.chunk)]),
+            "params": count_parameters(model),
+            **per_item_times(
+                lambda m=model: [m.predict(xc) for xc in x.split(p.chunk)], p.test_size
+            ),
             "train_s": seconds,
         }
         if name != "black_box" and name != "black_box_large":
@@ -278,14 +269,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             split: {**files, "texture_rows": "0-255" if split == "train" else "256-511"}
             for split, files in SHIPPED_IMAGES.items()
         },
-        "config": {
-            "preset": args.preset,
-            **asdict(p),
-            "train_problem": train.init_args(),
-            "test_problem": test.init_args(),
-            "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-        },
+        "config": study_config(
+            args.preset, p, train_problem=train.init_args(), test_problem=test.init_args()
+        ),
         "wall_s": wall,
     }
     write_json(args.out, "results.json", results)

@@ -57,7 +57,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +70,13 @@ from lightning_unfold.algorithms import ADMMTV, CompressiveImaging
 from lightning_unfold.algorithms.imaging import SHIPPED_IMAGES, parse_image_set, psnr, ssim
 from lightning_unfold.training import LRScheduler, layer_metrics, tune_classical
 from lightning_unfold.training.study import (
-    median_cpu_time,
-    median_time,
+    count_parameters,
+    fit_timed,
+    parse_study_args,
+    per_item_times,
+    stopwatch,
+    study_config,
     study_parser,
-    study_trainer,
     write_json,
 )
 
@@ -192,9 +195,8 @@ def train(
     data = SyntheticDataModule(
         problem, batch_size=p.batch, train_batches=p.steps, val_size=p.batch, seed=seed
     )
-    t0, c0 = time.perf_counter(), time.process_time()
-    study_trainer(p.steps).fit(module, data)
-    return module.model.eval(), time.perf_counter() - t0, time.process_time() - c0
+    clock = fit_timed(module, data, p.steps)
+    return module.model.eval(), clock.wall_s, clock.cpu_s
 
 
 def per_image(names: Sequence[str], est: Tensor, x: Tensor) -> dict[str, dict[str, float]]:
@@ -270,9 +272,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--sampling-rate", type=float, default=0.25, help="fraction of k-space sampled"
     )
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    args = parse_study_args(parser, argv)
     p = PRESETS[args.preset]
     wall, cpu0 = time.perf_counter(), time.process_time()
     probs = problems(p.size, args.sampling_rate)
@@ -280,9 +280,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     y_tune, x_tune = probs["tune"].sample(len(parse_image_set(TUNE)), seed=(2, 0))
     y, x = probs["test"].sample(p.repeats * len(test_names), seed=(3, 0))
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    tuning = tune(p, probs["tune"], y_tune, x_tune)
-    tuning.update(tune_s=time.perf_counter() - t0, tune_cpu_s=time.process_time() - c0)
+    with stopwatch() as tune_clock:
+        tuning = tune(p, probs["tune"], y_tune, x_tune)
+    tuning.update(tune_s=tune_clock.wall_s, tune_cpu_s=tune_clock.cpu_s)
     lam, rho = tuning["at_K"]["tv_weight"], tuning["at_K"]["penalty"]
     best = tuning["best"]
     print(f"tuned on {TUNE}: at K λ={lam:g} ρ={rho:g}; best {best}")
@@ -320,10 +320,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "psnr_db": curves["psnr_db"],
             "ssim": curves["ssim"],
             "per_image": per_image(test_names, final, x.double()),
-            "params": sum(q.numel() for q in model.parameters() if q.requires_grad),
+            "params": count_parameters(model),
             "stages": len(curves["psnr_db"]) - 1,
-            "ms_per_image": 1e3 * median_time(lambda m=model: m(y)) / n,
-            "cpu_ms_per_image": 1e3 * median_cpu_time(lambda m=model: m(y)) / n,
+            **per_item_times(lambda m=model: m(y), n),
             "train_s": train_s[name][0],
             "train_cpu_s": train_s[name][1],
         }
@@ -370,14 +369,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "images": images,
         "tuning": tuning,
         "classical_oracle": classical_oracle,
-        "config": {
-            "preset": args.preset,
-            **asdict(p),
-            "sampled_fraction": test.sampled_fraction,
-            "problem": test.init_args(),
-            "test_measurements": n,
-            "torch_threads": torch.get_num_threads(),
-        },
+        "config": study_config(
+            args.preset,
+            p,
+            sampled_fraction=test.sampled_fraction,
+            problem=test.init_args(),
+            test_measurements=n,
+        ),
         "wall_s": time.perf_counter() - wall,
         "cpu_s": time.process_time() - cpu0,
     }

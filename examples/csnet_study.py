@@ -34,12 +34,10 @@ Writes ``DIR/results.json`` (``{"methods": {name: {"psnr_db": [stage 0..K], "ssi
 # %%
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +48,16 @@ from torch import Tensor
 from lightning_unfold import ClassicalSolver, SyntheticDataModule, UnfoldedModule
 from lightning_unfold.algorithms import ADMMTV, CompressiveImaging
 from lightning_unfold.training import layer_metrics, tune_classical
-from lightning_unfold.training.study import median_time, study_trainer, write_json
+from lightning_unfold.training.study import (
+    count_parameters,
+    fit_timed,
+    median_time,
+    parse_study_args,
+    stopwatch,
+    study_config,
+    study_parser,
+    write_json,
+)
 
 CLASSICAL: tuple[str, ...] = ("admm_tv", "admm_tv_long")
 #: method -> paradigm
@@ -162,9 +169,8 @@ def train(p: Preset, problem: CompressiveImaging, rho: float, method: str, seed:
     data = SyntheticDataModule(
         problem, batch_size=p.batch, train_batches=p.steps, val_size=p.batch, seed=seed
     )
-    t0 = time.perf_counter()
-    study_trainer(p.steps).fit(module, data)
-    return module.model.eval(), time.perf_counter() - t0
+    seconds = fit_timed(module, data, p.steps).wall_s
+    return module.model.eval(), seconds
 
 
 def plot(methods: dict[str, Any], long_curve: list[float], path: Path, title: str) -> None:
@@ -206,22 +212,17 @@ def plot(methods: dict[str, Any], long_curve: list[float], path: Path, title: st
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", choices=list(PRESETS), default="cpu")
-    parser.add_argument("--out", type=Path, default=Path("runs/csnet_study"))
+    parser = study_parser(__doc__, PRESETS, out="runs/csnet_study")
     parser.add_argument("--mask", choices=["random", "radial"], default="random")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    args = parse_study_args(parser, argv)
     p = PRESETS[args.preset]
     wall, cpu0 = time.perf_counter(), time.process_time()
     base = CompressiveImaging(size=p.size, sampling_rate=0.25, mask=args.mask, seed=0)
     y_val, x_val = base.sample(p.val_size, seed=(2, 0))  # validation stream (tuning)
     y, x = base.sample(p.test_size, seed=(3, 0))  # held-out test stream
-    t0 = time.perf_counter()
-    tuning = tune(p, base, y_val, x_val)
-    tune_s = time.perf_counter() - t0
+    with stopwatch() as tune_clock:
+        tuning = tune(p, base, y_val, x_val)
+    tune_s = tune_clock.wall_s
     lam_k, rho_k = tuning["at_K"]
     lam_b, rho_b = tuning["best"]
     print(f"tuned: at K λ={lam_k:g} ρ={rho_k:g}; best within budget λ={lam_b:g} ρ={rho_b:g}")
@@ -247,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         methods[name] = {
             "psnr_db": ps,
             "ssim": ss,
-            "params": sum(q.numel() for q in model.parameters() if q.requires_grad),
+            "params": count_parameters(model),
             "train_s": seconds,
         }
         print(f"{name:>16}: PSNR {ps[-1]:6.2f} dB, SSIM {ss[-1]:.3f} (trained {seconds:.0f} s)")
@@ -255,9 +256,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         methods[name]["infer_ms"] = 1e3 * median_time(lambda m=model: m(y))
     # classical ADMM-TV to convergence (λ of the best setting; relative change <= 1e-6)
     converged = ClassicalSolver(ADMMTV(penalty=rho_b, filters=p.filters), long_problem, 1)
-    t0 = time.perf_counter()
-    sol = converged.solve(y, tol=1e-6, max_iter=5 * p.max_classical_iter, warn=False)
-    conv_s = time.perf_counter() - t0
+    with stopwatch() as conv_clock:
+        sol = converged.solve(y, tol=1e-6, max_iter=5 * p.max_classical_iter, warn=False)
+    conv_s = conv_clock.wall_s
     final = sol.trajectory.estimates[-1]
     conv_psnr = float(torch.as_tensor(base.metrics()[0].fn(final, x, y)).mean())
     # efficiency: the fewest iterations of either tuned setting that reach ADMM-CSNet's PSNR
@@ -315,15 +316,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "ssim": long_ssim,
             "converged_s": conv_s,
         },
-        "config": {
-            "preset": args.preset,
-            "mask": args.mask,
-            **asdict(p),
-            "problem": problem.init_args(),
-            "sampled_fraction": base.sampled_fraction,
-            "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-        },
+        "config": study_config(
+            args.preset,
+            p,
+            mask=args.mask,
+            problem=problem.init_args(),
+            sampled_fraction=base.sampled_fraction,
+        ),
         "wall_s": wall,
         "cpu_s": time.process_time() - cpu0,
     }

@@ -103,7 +103,7 @@ from lightning_unfold import SparseRecovery, checks
 from lightning_unfold.core.perturb import relative_perturbation
 from lightning_unfold.core.safeguard import MU_UPDATES, SafeguardedModel
 from lightning_unfold.training import DescendingConstraints, SyntheticDataModule, UnfoldedModule
-from lightning_unfold.training.study import study_trainer, write_json
+from lightning_unfold.training.study import fit_timed, parse_study_args, write_json
 
 MODELS: tuple[str, ...] = ("lista", "lista_constrained", "lista_cp", "lista_cp_constrained")
 SETTINGS: tuple[str, ...] = ("nominal", "input_noise", "dictionary")
@@ -186,10 +186,8 @@ def train(
     data = SyntheticDataModule(
         problem, batch_size=preset.batch_size, train_batches=preset.steps, val_size=256, seed=seed
     )
-    trainer = study_trainer(preset.steps, "cpu", callbacks, max_epochs=1)
-    t0 = time.perf_counter()
-    trainer.fit(module, data)
-    info: dict[str, Any] = {"train_s": time.perf_counter() - t0, "steps": trainer.global_step}
+    clock = fit_timed(module, data, preset.steps, "cpu", callbacks, max_epochs=1)
+    info: dict[str, Any] = {"train_s": clock.wall_s, "steps": module.trainer.global_step}
     if constraints is not None:
         info["duals"] = constraints.history
     return module, info
@@ -572,15 +570,13 @@ def train_regime(
     data = SyntheticDataModule(
         problem, batch_size=preset.batch_size, train_batches=preset.steps, val_size=64, seed=seed
     )
-    trainer = study_trainer(
-        preset.steps, "cpu", callbacks, max_epochs=1, gradient_clip_val=preset.clip
+    clock = fit_timed(
+        module, data, preset.steps, "cpu", callbacks, max_epochs=1, gradient_clip_val=preset.clip
     )
-    t0, c0 = time.perf_counter(), time.process_time()
-    trainer.fit(module, data)
     info: dict[str, Any] = {
-        "train_s": time.perf_counter() - t0,
-        "train_cpu_s": time.process_time() - c0,
-        "steps": trainer.global_step,
+        "train_s": clock.wall_s,
+        "train_cpu_s": clock.cpu_s,
+        "steps": module.trainer.global_step,
     }
     if constraints is not None:
         info["final_duals"] = list(constraints.nu)
@@ -977,8 +973,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--replot", action="store_true", help="regime: summarise and plot DIR/per_seed.json"
     )
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_study_args(parser, argv)
     if args.part == "regime" and args.replot:
         return replot(args.out, PRESETS[args.preset])
     if args.part == "regime":

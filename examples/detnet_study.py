@@ -33,7 +33,6 @@ Run::
 # %%
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections.abc import Callable
@@ -53,7 +52,16 @@ from lightning_unfold.algorithms.detection import (
 )
 from lightning_unfold.core.unfolded import ClassicalSolver
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
-from lightning_unfold.training.study import median_time, study_trainer, write_json
+from lightning_unfold.training.study import (
+    count_parameters,
+    elapsed_printer,
+    fit_timed,
+    median_time,
+    parse_study_args,
+    study_accelerator,
+    study_parser,
+    write_json,
+)
 
 METHODS: tuple[str, ...] = ("detnet", "soft_ic", "lmmse", "zf", "projected_gradient")
 USERS, ANTENNAS, CORRELATION = 30, 60, 0.55
@@ -135,9 +143,7 @@ def train_detnet(p: Preset, accelerator: str) -> tuple[UnfoldedModule, float]:
     data = SyntheticDataModule(
         prob, batch_size=p.batch, train_batches=1_000_000, val_size=p.batch, seed=7
     )
-    t0 = time.perf_counter()
-    study_trainer(p.steps, accelerator).fit(module, data)
-    return module, time.perf_counter() - t0
+    return module, fit_timed(module, data, p.steps, accelerator).wall_s
 
 
 @dataclass
@@ -260,21 +266,13 @@ def plot(methods: dict[str, Any], path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    parser.add_argument("--out", type=Path, default=None, help="write results.json and the plot")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (training only)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    # --device: where DetNet trains; it is evaluated on the CPU
+    parser = study_parser(__doc__, PRESETS, out=None, threads=1, device=True)
+    args = parse_study_args(parser, argv)
     p = PRESETS[args.preset]
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     t0 = time.perf_counter()
-
-    def log(msg: str) -> None:
-        print(f"{time.perf_counter() - t0:7.1f}s {msg}", flush=True)
-
-    module, train_s = train_detnet(p, "gpu" if use_cuda else "cpu")
+    log = elapsed_printer(t0)
+    module, train_s = train_detnet(p, study_accelerator(args.device))
     detnet = module.model.cpu().eval()  # evaluated on the CPU, next to the classical detectors
     log(f"DetNet trained in {train_s:.1f} s")
     results: dict[str, Any] = {
@@ -289,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "train_snr_db": list(p.train_snr),
         },
         "train_s": train_s,
-        "params": sum(q.numel() for q in detnet.parameters()),
+        "params": count_parameters(detnet, trainable_only=False),
         "methods": {},
         "timing_ms_per_10k_symbols": {},
         "complete": False,

@@ -34,10 +34,9 @@ Writes ``DIR/results.json``, ``DIR/psnr_vs_layer.png`` and ``DIR/examples.png``.
 # %%
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +50,14 @@ from lightning_unfold.algorithms.dublid import DEBLUR_IMAGES
 from lightning_unfold.core.metrics import layer_curves
 from lightning_unfold.training import tune_classical
 from lightning_unfold.training.study import (
-    median_cpu_time,
-    median_time,
+    count_parameters,
+    fit_timed,
+    parse_study_args,
+    per_item_times,
     plot_layer_curves,
+    stopwatch,
+    study_config,
     study_parser,
-    study_trainer,
     write_json,
 )
 
@@ -133,13 +135,8 @@ def train_model(
     data = SyntheticDataModule(
         train, batch_size=p.batch, train_batches=p.steps, val_size=1, test_size=1, seed=seed
     )
-    t0 = time.perf_counter()
-    study_trainer(p.steps).fit(module, data)
-    return module.model.eval(), time.perf_counter() - t0
-
-
-def _n_params(model: torch.nn.Module) -> int:
-    return sum(q.numel() for q in model.parameters() if q.requires_grad)
+    seconds = fit_timed(module, data, p.steps).wall_s
+    return module.model.eval(), seconds
 
 
 def plot_examples(
@@ -172,9 +169,7 @@ def plot_examples(
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = study_parser(__doc__, PRESETS, out="runs/dublid")
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    args = parse_study_args(parser, argv)
     p = PRESETS[args.preset]
     wall = time.perf_counter()
     common = {"size": p.size, "kernel_size": p.kernel_size, "source": "skimage", "seed": 0}
@@ -186,12 +181,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     def score(est: Tensor) -> dict[str, float]:
         c = layer_curves(est[None], target, y, metrics)
         return {m.name: c[m.name][0] for m in metrics}
-
-    def per_image(fn: Callable[[], Any]) -> dict[str, float]:
-        return {
-            "ms_per_image": 1e3 * median_time(fn) / p.test_size,
-            "cpu_ms_per_image": 1e3 * median_cpu_time(fn) / p.test_size,
-        }
 
     tuned = tune(p, train)
     at_k = {**tuned["at_K"], "filters": FILTERS}
@@ -208,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     methods["classical_K"] = {
         **score(traj[-1]),
         "params": 0,
-        **per_image(lambda: classical.predict(y)),
+        **per_item_times(lambda: classical.predict(y), p.test_size),
         "psnr_db_per_layer": c_curves["psnr_db"],
         "options": at_k,
     }
@@ -216,9 +205,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     conv_solver = ClassicalSolver(HQSBlindDeblur(**at_conv), test, 1)
     with torch.no_grad():
         res = conv_solver.solve(y, tol=TOL, max_iter=p.max_iter, warn=False)  # reported
-        t0, c0 = time.perf_counter(), time.process_time()
-        conv_solver.solve(y, tol=TOL, max_iter=p.max_iter, warn=False)
-        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        with stopwatch() as clock:
+            conv_solver.solve(y, tol=TOL, max_iter=p.max_iter, warn=False)
     conv_est = res.trajectory.final_estimate
     residual = conv_solver.algorithm.fixed_point_residual(
         res.trajectory.final, y, conv_solver.layer_params(1)
@@ -233,8 +221,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "mean": float(residual.mean()),
             "max": float(residual.max()),
         },
-        "ms_per_image": 1e3 * seconds / p.test_size,
-        "cpu_ms_per_image": 1e3 * cpu / p.test_size,
+        "ms_per_image": 1e3 * clock.wall_s / p.test_size,
+        "cpu_ms_per_image": 1e3 * clock.cpu_s / p.test_size,
         "options": at_conv,
     }
     panels = {"blurred": traj[0], f"HQS K={p.depth}": traj[-1], "HQS converged": conv_est}
@@ -245,8 +233,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         c = layer_curves(est, target, y, metrics)
         methods[name] = {
             **score(est[-1]),
-            "params": _n_params(model),
-            **per_image(lambda m=model: m.predict(y)),
+            "params": count_parameters(model),
+            **per_item_times(lambda m=model: m.predict(y), p.test_size),
             "train_s": train_s,
             "psnr_db_per_layer": c["psnr_db"],
             "kernel_error_per_layer": c["kernel_error"],
@@ -268,15 +256,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "methods": methods,
         "tuning": tuned,
         "images": {split: list(names) for split, names in DEBLUR_IMAGES.items()},
-        "config": {
-            "preset": args.preset,
-            **asdict(p),
-            "filters": FILTERS,
-            "train_problem": train.init_args(),
-            "test_problem": test.init_args(),
-            "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-        },
+        "config": study_config(
+            args.preset,
+            p,
+            filters=FILTERS,
+            train_problem=train.init_args(),
+            test_problem=test.init_args(),
+        ),
         "wall_s": wall,
     }
     write_json(args.out, "results.json", results)

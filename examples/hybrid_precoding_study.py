@@ -42,7 +42,6 @@ iteration k = 0..K; one value for the black box], "infer_ms": ms per channel, "t
 # %%
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -55,7 +54,16 @@ from torch import Tensor
 from lightning_unfold.algorithms.precoding import HybridPGA, HybridPrecoding, tune_step
 from lightning_unfold.core.unfolded import BlackBoxModel, ClassicalSolver
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule, layer_metrics
-from lightning_unfold.training.study import median_time, study_trainer, write_json
+from lightning_unfold.training.study import (
+    count_parameters,
+    elapsed_printer,
+    fit_timed,
+    median_time,
+    parse_study_args,
+    study_accelerator,
+    study_parser,
+    write_json,
+)
 
 SETTINGS: dict[str, str] = {"unit_modulus": "unit_modulus", "unconstrained_analog": "unconstrained"}
 METHODS: tuple[str, ...] = (
@@ -200,9 +208,7 @@ def train(
         test_size=batch,
         seed=seed,
     )
-    t0 = time.perf_counter()
-    study_trainer(steps, accelerator).fit(module, data)
-    return module, time.perf_counter() - t0
+    return module, fit_timed(module, data, steps, accelerator).wall_s
 
 
 def run_setting(
@@ -266,7 +272,7 @@ def run_setting(
             "mu_a": model.stacked("mu_a").tolist(),
             "mu_d": model.stacked("mu_d").tolist(),
         }
-        info["unfolded_params"] = sum(q.numel() for q in model.parameters())
+        info["unfolded_params"] = count_parameters(model, trainable_only=False)
         log(f"[{name}] {method}: rate {results[method]['rate']}, train {seconds:.1f} s")
     module, seconds = train(
         problem,
@@ -287,7 +293,7 @@ def run_setting(
         "infer_ms": infer_ms(bb),
         "train_s": seconds,
     }
-    info["black_box_params"] = sum(q.numel() for q in bb.parameters())
+    info["black_box_params"] = count_parameters(bb, trainable_only=False)
     log(f"[{name}] black_box: rate {results['black_box']['rate']}, train {seconds:.1f} s")
     return results, info
 
@@ -358,13 +364,9 @@ def plot(results: dict[str, Any], path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    parser.add_argument("--out", type=Path, default=None, help="write results.json and the plot")
+    parser = study_parser(__doc__, PRESETS, out=None, threads=1, device=True)
     parser.add_argument("--channel", choices=("gaussian", "multipath"), default="gaussian")
     parser.add_argument("--snr-db", type=float, default=None, help="default: SNR/U = 1")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument(
         "--step-shape",
         choices=("scalar", "per_chain", "per_entry"),
@@ -374,19 +376,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--digital-updates", type=int, default=None, help="Q digital steps per analog step"
     )
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_study_args(parser, argv)
     p = PRESETS[args.preset]
     if args.step_shape is not None:
         p = replace(p, step_shape=args.step_shape)
     if args.digital_updates is not None:
         p = replace(p, digital_updates=args.digital_updates)
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    accelerator = "gpu" if use_cuda else "cpu"
+    accelerator = study_accelerator(args.device)
     t0 = time.perf_counter()
-
-    def log(msg: str) -> None:
-        print(f"{time.perf_counter() - t0:7.1f}s {msg}", flush=True)
+    log = elapsed_printer(t0)
 
     results: dict[str, Any] = {"settings": {}}
     protocol: dict[str, Any] = {

@@ -37,10 +37,9 @@ Writes ``DIR/results.json`` (``{"methods": {name: {"nmse_db": [layer 1..K], "par
 # %%
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +51,17 @@ from torch import Tensor
 from lightning_unfold import ClassicalSolver, SparseRecovery, SyntheticDataModule, UnfoldedModule
 from lightning_unfold.algorithms import FISTA, IHT, ISTA
 from lightning_unfold.training import StagewiseSchedule, layer_metrics, tune_classical
-from lightning_unfold.training.study import median_time as _timed
 from lightning_unfold.training.study import (
+    count_parameters,
+    fit_timed,
+    match_classical,
+    parse_study_args,
     plot_layer_curves,
+    study_config,
     study_parser,
-    study_trainer,
     write_json,
 )
+from lightning_unfold.training.study import median_time as _timed
 
 CLASSICAL: tuple[str, ...] = ("iht", "ista", "fista")
 LEARNED: tuple[str, ...] = ("iht_hyperparameters", "liht_cp", "liht", "lista_cp", "lista")
@@ -154,10 +157,7 @@ def train(
         eval_batches=1,
         log_curves=False,
     )
-    trainer = study_trainer(-1, callbacks=[schedule])
-    t0 = time.perf_counter()
-    trainer.fit(module, data)
-    return module, time.perf_counter() - t0
+    return module, fit_timed(module, data, -1, callbacks=[schedule]).wall_s
 
 
 def efficiency(
@@ -187,27 +187,24 @@ def efficiency(
         counterpart = SPECS[name][4]
         goal = _nmse(model, x, s)[-1]
         curve = curves[counterpart]
-        needed = next((k + 1 for k, v in enumerate(curve) if v <= goal), None)
-        t_learned = _timed(lambda m=model: m(x))
         entry: dict[str, Any] = {
             "classical": counterpart,
             "learned_nmse_db": goal,
-            "learned_layers": p.depth,
-            "learned_ms": 1e3 * t_learned,
-            "classical_iterations": needed,
+            **match_classical(
+                model,
+                lambda k, a=classical[counterpart].algorithm: ClassicalSolver(a, problem, k),
+                x,
+                curve,
+                goal,
+                p.depth,
+                higher_is_better=False,
+            ),
         }
-        if needed is None:
-            entry.update(classical_ms=None, iteration_ratio=None, time_ratio=None)
+        if entry["classical_iterations"] is None:
             entry["note"] = (
                 f"{counterpart} did not reach {goal:.2f} dB within {p.max_classical_iter} "
                 f"iterations (its best: {min(curve):.2f} dB)"
             )
-        else:
-            solver = ClassicalSolver(classical[counterpart].algorithm, problem, needed)
-            t_classical = _timed(lambda sv=solver: sv(x))
-            entry["classical_ms"] = 1e3 * t_classical
-            entry["iteration_ratio"] = needed / p.depth
-            entry["time_ratio"] = t_classical / t_learned
         result[name] = entry
     return result
 
@@ -224,9 +221,7 @@ def plot(results: dict[str, Any], path: Path, title: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = study_parser(__doc__, PRESETS, out="runs/liht_study")
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    args = parse_study_args(parser, argv)
     p = PRESETS[args.preset]
     wall = time.perf_counter()
     problem = SparseRecovery(m=p.m, n=p.n, sparsity=0.1, snr_db=None, rho=0.1, seed=0)
@@ -264,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         learned[name] = model
         methods[name] = {
             "nmse_db": _nmse(model, x, s),
-            "params": sum(q.numel() for q in model.parameters() if q.requires_grad),
+            "params": count_parameters(model),
             "infer_ms": 1e3 * _timed(lambda m=model: m(x)),
             "train_s": seconds,
         }
@@ -296,13 +291,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "efficiency": eff,
         "isometry": iso,
         "tuning": tuning,
-        "config": {
-            "preset": args.preset,
-            **asdict(p),
-            "problem": problem.init_args(),
-            "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-        },
+        "config": study_config(args.preset, p, problem=problem.init_args()),
         "wall_s": wall,
     }
     write_json(args.out, "results.json", results)

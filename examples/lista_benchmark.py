@@ -28,7 +28,6 @@ stage: days on a CPU); ``--preset tiny`` is a seconds-long smoke run. Writes ``D
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -43,6 +42,7 @@ import yaml
 
 from lightning_unfold import SparseRecovery, SyntheticDataModule, UnfoldedModule
 from lightning_unfold.training import LayerwiseNMSE, StagewiseSchedule
+from lightning_unfold.training.study import fit_timed, parse_study_args, study_parser
 
 MODELS: tuple[str, ...] = ("ista", "fista", "lista", "lista_cp", "lista_cpss", "alista")
 CONFIGS = Path(__file__).resolve().parent / "configs" / "lista_benchmark"
@@ -121,21 +121,8 @@ def run_model(
         if sched_cfg is None:
             raise ValueError(f"{CONFIGS / (name + '.yaml')} has no schedule for preset {preset!r}.")
         schedule = StagewiseSchedule(**sched_cfg)
-        trainer = L.Trainer(
-            accelerator="cpu",
-            devices=1,
-            max_epochs=-1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=False,
-            limit_val_batches=0,  # stage decisions use the schedule's held-out evaluation
-            num_sanity_val_steps=0,
-            callbacks=[schedule],
-        )
-        start = time.perf_counter()
-        trainer.fit(module, data)
-        seconds = time.perf_counter() - start
+        # no validation loop: stage decisions use the schedule's held-out evaluation
+        seconds = fit_timed(module, data, -1, callbacks=[schedule]).wall_s
         history = schedule.history
     curve = nmse_curve(module, data)
     return {"nmse_db": curve, "train_seconds": seconds}, history
@@ -162,16 +149,11 @@ def plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", choices=list(PRESETS), default="small")
+    parser = study_parser(__doc__, PRESETS, out="runs/lista_benchmark", default_preset="small")
     parser.add_argument("--snr", type=float, default=None, help="SNR in dB (default noiseless)")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    parser.add_argument("--out", type=Path, default=Path("runs/lista_benchmark"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    args = parse_study_args(parser, argv)
     size = PRESETS[args.preset]
     problem = SparseRecovery(
         m=size["m"], n=size["n"], sparsity=0.1, snr_db=args.snr, rho=0.1, seed=args.seed

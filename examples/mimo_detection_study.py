@@ -32,7 +32,6 @@ training times, the soft-IC anchor comparison and the learned soft-IC hyperparam
 # %%
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -55,7 +54,16 @@ from lightning_unfold.algorithms.detection import (
 )
 from lightning_unfold.core.unfolded import ClassicalSolver
 from lightning_unfold.training import SequentialSchedule, SyntheticDataModule, UnfoldedModule
-from lightning_unfold.training.study import median_time, study_trainer, write_json
+from lightning_unfold.training.study import (
+    count_parameters,
+    elapsed_printer,
+    fit_timed,
+    median_time,
+    parse_study_args,
+    study_accelerator,
+    study_parser,
+    write_json,
+)
 
 DEEPSIC_METHODS: tuple[str, ...] = ("soft_ic", "deepsic", "lmmse", "zf", "ml", "black_box")
 DETNET_METHODS: tuple[str, ...] = ("detnet", "lmmse", "zf")
@@ -159,9 +167,7 @@ def _fit(
     data = SyntheticDataModule(
         problem, batch_size=batch, train_batches=1_000_000, val_size=batch, seed=seed
     )
-    t0 = time.perf_counter()
-    study_trainer(max_steps, accelerator, callbacks).fit(module, data)
-    return time.perf_counter() - t0
+    return fit_timed(module, data, max_steps, accelerator, callbacks).wall_s
 
 
 def _rates(problem: MIMODetection, probs: Tensor, target: Tensor, x: Tensor) -> tuple[float, float]:
@@ -190,7 +196,7 @@ def train_4x4(
     extras["train_s"]["deepsic"] = _fit(
         deepsic, prob, p.deepsic_batch, -1, [sched], accelerator, 100
     )
-    n_params = sum(q.numel() for q in deepsic.model.parameters())
+    n_params = count_parameters(deepsic.model, trainable_only=False)
     torch.manual_seed(0)
     black = UnfoldedModule(prob, paradigm="black_box", black_box_params=n_params, lr=p.lr)
     extras["train_s"]["black_box"] = _fit(
@@ -209,7 +215,7 @@ def train_4x4(
         hp, prob, p.deepsic_batch, p.softic_hp_steps, [], accelerator, 300
     )
     extras["deepsic_params"] = n_params
-    extras["black_box_params"] = sum(q.numel() for q in black.model.parameters())
+    extras["black_box_params"] = count_parameters(black.model, trainable_only=False)
     sh = extras["soft_ic_hyperparameters"]
     sh["damping"] = hp.model.stacked("damping").tolist()
     sh["var_scale"] = hp.model.stacked("var_scale").tolist()
@@ -333,7 +339,7 @@ def detnet_setting(
     results: dict[str, Any] = {m: {"snr_db": [], "ber": []} for m in DETNET_METHODS}
     extras: dict[str, Any] = {
         "train_s": seconds,
-        "params": sum(q.numel() for q in model.parameters()),
+        "params": count_parameters(model, trainable_only=False),
         "ser": {m: [] for m in DETNET_METHODS},
     }
     for i, snr in enumerate(p.detnet_snrs):
@@ -435,11 +441,7 @@ def merge(dirs: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    parser.add_argument("--out", type=Path, default=None, help="write results.json and plots here")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser = study_parser(__doc__, PRESETS, out=None, threads=1, device=True)
     parser.add_argument(
         "--settings",
         default=",".join(SETTINGS),
@@ -453,18 +455,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=None,
         help="combine the parts' output dirs into --out",
     )
-    args = parser.parse_args(argv)
+    args = parse_study_args(parser, argv)
     unknown = set(args.settings) - set(SETTINGS)
     if unknown:
         parser.error(f"unknown settings {sorted(unknown)}; valid: {list(SETTINGS)}")
-    torch.set_num_threads(args.threads)
     p = PRESETS[args.preset]
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    accelerator = "gpu" if use_cuda else "cpu"
+    accelerator = study_accelerator(args.device)
     t0 = time.perf_counter()
-
-    def log(msg: str) -> None:
-        print(f"{time.perf_counter() - t0:7.1f}s {msg}", flush=True)
+    log = elapsed_printer(t0)
 
     if args.merge:
         results, extras = merge(args.merge)

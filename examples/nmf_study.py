@@ -35,10 +35,9 @@ Writes ``DIR/results.json`` (``{"methods": {name: {"sdr_db": [layer 1..K], "sir_
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +49,17 @@ from lightning_unfold import ClassicalSolver, SyntheticDataModule, UnfoldedModul
 from lightning_unfold.algorithms import NMF, NMFSeparation
 from lightning_unfold.core.iterate import iterate_blocks
 from lightning_unfold.training import layer_metrics
-from lightning_unfold.training.study import median_time as _timed
 from lightning_unfold.training.study import (
+    count_parameters,
+    fit_timed,
+    match_classical,
+    parse_study_args,
     plot_layer_curves,
+    study_config,
     study_parser,
-    study_trainer,
     write_json,
 )
+from lightning_unfold.training.study import median_time as _timed
 
 CLASSICAL: tuple[str, ...] = ("nmf_kl", "nmf_euc")
 #: method -> (paradigm, beta, lr)
@@ -121,10 +124,7 @@ def train(
     data = SyntheticDataModule(
         problem, batch_size=p.batch, train_batches=p.steps, val_size=p.batch, seed=seed
     )
-    trainer = study_trainer(p.steps)
-    t0 = time.perf_counter()
-    trainer.fit(module, data)
-    return module, time.perf_counter() - t0
+    return module, fit_timed(module, data, p.steps).wall_s
 
 
 def efficiency(
@@ -150,26 +150,23 @@ def efficiency(
     }
     for name, model in learned.items():
         goal = results[name]["sdr_db"][-1]
-        needed = next((k + 1 for k, v in enumerate(curve) if v >= goal), None)
-        t_learned = _timed(lambda m=model: m(x))
         entry: dict[str, Any] = {
             "learned_sdr_db": goal,
-            "learned_layers": p.depth,
-            "learned_ms": 1e3 * t_learned,
-            "classical_iterations": needed,
+            **match_classical(
+                model,
+                lambda k: ClassicalSolver(NMF(beta=1.0), problem, k),
+                x,
+                curve,
+                goal,
+                p.depth,
+                higher_is_better=True,
+            ),
         }
-        if needed is None:
-            entry.update(classical_ms=None, iteration_ratio=None, time_ratio=None)
+        if entry["classical_iterations"] is None:
             entry["note"] = (
                 f"classical KL NMF did not reach {goal:.2f} dB within {p.max_classical_iter} "
                 f"iterations (its best: {max(curve):.2f} dB)"
             )
-        else:
-            solver = ClassicalSolver(NMF(beta=1.0), problem, needed)
-            t_classical = _timed(lambda sv=solver: sv(x))
-            entry["classical_ms"] = 1e3 * t_classical
-            entry["iteration_ratio"] = needed / p.depth
-            entry["time_ratio"] = t_classical / t_learned
         out[name] = entry
     return out, curve
 
@@ -186,9 +183,7 @@ def plot(results: dict[str, Any], path: Path, title: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = study_parser(__doc__, PRESETS, out="runs/nmf_study")
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    args = parse_study_args(parser, argv)
     p = PRESETS[args.preset]
     wall = time.perf_counter()
     problem = NMFSeparation(
@@ -216,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         methods[name] = {
             "sdr_db": sdr,
             "sir_db": sir,
-            "params": sum(q.numel() for q in model.parameters() if q.requires_grad),
+            "params": count_parameters(model),
             "infer_ms": 1e3 * _timed(lambda m=model: m(x)),
             "train_s": seconds,
             "min_factor": smallest,
@@ -228,13 +223,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "methods": methods,
         "efficiency": eff,
         "classical_long": {"sdr_db": long_curve[:: max(1, len(long_curve) // 50)]},
-        "config": {
-            "preset": args.preset,
-            **asdict(p),
-            "problem": problem.init_args(),
-            "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-        },
+        "config": study_config(args.preset, p, problem=problem.init_args()),
         "wall_s": wall,
     }
     write_json(args.out, "results.json", results)

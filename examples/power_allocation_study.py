@@ -76,9 +76,10 @@ from lightning_unfold.training import (
     layer_metrics,
 )
 from lightning_unfold.training.study import (
+    count_parameters,
+    fit_timed,
     flush_denormals,
     median_time,
-    study_trainer,
     write_json,
 )
 
@@ -219,20 +220,16 @@ def train(
     )
     steps = cfg.steps[paradigm]
     data = SyntheticDataModule(prob, batch_size=cfg.batch, train_batches=steps, val_size=cfg.n_val)
-    trainer = study_trainer(
+    clock = fit_timed(
+        module,
+        data,
         steps,
         callbacks=[KeepBest()],  # the best validated sum-rate, the initial model's included
         limit_val_batches=None,
         val_check_interval=min(cfg.val_every, steps),
         gradient_clip_val=cfg.clip,
     )
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=data)
-    return module.eval(), time.perf_counter() - start
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return module.eval(), clock.wall_s
 
 
 # %% [markdown]
@@ -360,10 +357,10 @@ def run(cfg: Preset, out: Path, device: str = "cpu") -> dict[str, Any]:
         for paradigm in LEARNED:
             module, seconds = train(prob, paradigm, cfg, bb_params)
             if paradigm == "correction":
-                bb_params = n_params(module.model)  # the black box matches UWMMSE's size
+                bb_params = count_parameters(module.model)  # the black box matches UWMMSE's size
             curves[paradigm].append(sum_rates(module.model, prob, x, K))
             train_s[paradigm].append(seconds)
-            params[paradigm] = n_params(module.model)
+            params[paradigm] = count_parameters(module.model)
             first.setdefault(paradigm, module)
             print(
                 f"topology {seed} {paradigm:16s} {curves[paradigm][-1][-1]:7.2f} b/s/Hz  "

@@ -34,7 +34,6 @@ two loss-vs-iteration plots ``DIR/matched.png``, ``DIR/mismatched.png``.
 # %%
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -62,8 +61,17 @@ from lightning_unfold.training import (
     warm_start,
 )
 from lightning_unfold.training.schedules import TwoStageSchedule
+from lightning_unfold.training.study import (
+    count_parameters,
+    elapsed_printer,
+    fit_timed,
+    parse_study_args,
+    plot_layer_curves,
+    study_accelerator,
+    study_parser,
+    write_json,
+)
 from lightning_unfold.training.study import median_time as _timed
-from lightning_unfold.training.study import plot_layer_curves, study_trainer, write_json
 
 METHODS: tuple[str, ...] = (
     "classical",
@@ -288,10 +296,7 @@ def train(
     data = SyntheticDataModule(
         problem, batch_size=p.batch, train_batches=100_000, val_size=p.batch, seed=seed
     )
-    trainer = study_trainer(max_steps, accelerator, callbacks)
-    t0 = time.perf_counter()
-    trainer.fit(module, data)
-    return module, time.perf_counter() - t0
+    return module, fit_timed(module, data, max_steps, accelerator, callbacks).wall_s
 
 
 def run_setting(
@@ -334,7 +339,7 @@ def run_setting(
         modules[method] = module
         results[method] = {
             "rel_error": _errors(model, x, target, p.depth),
-            "params": sum(q.numel() for q in model.parameters() if q.requires_grad),
+            "params": count_parameters(model),
             "infer_ms": 1e3 * _timed(lambda m=model: m(x)) / p.test_size,
             "train_s": seconds,
         }
@@ -362,24 +367,16 @@ def plot(results: dict[str, Any], path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    parser.add_argument("--out", type=Path, default=None, help="write results.json and plots here")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser = study_parser(__doc__, PRESETS, out=None, threads=1, device=True)
     parser.add_argument("--transform", choices=("identity", "orthogonal", "dct"), default=None)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_study_args(parser, argv)
     p = PRESETS[args.preset]
     if args.transform is not None:
         p = replace(p, transform=args.transform)
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda" if use_cuda else "cpu")
-    accelerator = "gpu" if use_cuda else "cpu"
+    accelerator = study_accelerator(args.device)
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     t0 = time.perf_counter()
-
-    def log(msg: str) -> None:
-        print(f"{time.perf_counter() - t0:7.1f}s {msg}", flush=True)
+    log = elapsed_printer(t0)
 
     results: dict[str, Any] = {}
     extras: dict[str, Any] = {"preset": args.preset, "config": asdict(p), "device": str(device)}

@@ -34,11 +34,10 @@ Writes ``DIR/results.json``, ``DIR/psnr_vs_layer.png`` and ``DIR/crops.png``.
 # %%
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +49,13 @@ from lightning_unfold import ClassicalSolver, SyntheticDataModule, UnfoldedModul
 from lightning_unfold.algorithms import SparseCodingSR, SuperResolution
 from lightning_unfold.algorithms.scn import SHIPPED_IMAGES, psnr, ssim
 from lightning_unfold.training.study import (
+    count_parameters,
+    fit_timed,
+    parse_study_args,
     plot_layer_curves,
+    stopwatch,
+    study_config,
     study_parser,
-    study_trainer,
     write_json,
 )
 
@@ -145,13 +148,8 @@ def train_model(
     data = SyntheticDataModule(
         train, batch_size=p.batch, train_batches=p.steps, val_size=1, test_size=1, seed=seed
     )
-    t0 = time.perf_counter()
-    study_trainer(p.steps).fit(module, data)
-    return module.model.eval(), time.perf_counter() - t0
-
-
-def _n_params(model: torch.nn.Module) -> int:
-    return sum(q.numel() for q in model.parameters() if q.requires_grad)
+    seconds = fit_timed(module, data, p.steps).wall_s
+    return module.model.eval(), seconds
 
 
 def plot_crops(panels: dict[str, Tensor], target: Tensor, border: int, path: Path) -> None:
@@ -181,9 +179,7 @@ def plot_crops(panels: dict[str, Tensor], target: Tensor, border: int, path: Pat
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = study_parser(__doc__, PRESETS, out="runs/scn")
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    args = parse_study_args(parser, argv)
     p = PRESETS[args.preset]
     wall = time.perf_counter()
     train = SuperResolution(size=p.size, source="skimage", split="train", seed=0)
@@ -199,9 +195,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "dictionary_iterations": p.dictionary_iterations,
         "training_patches": p.training_patches,
     }
-    t0 = time.perf_counter()
-    classical = ClassicalSolver(SparseCodingSR(**options), test, p.depth)
-    fit_s = time.perf_counter() - t0
+    with stopwatch() as fit_clock:
+        classical = ClassicalSolver(SparseCodingSR(**options), test, p.depth)
+    fit_s = fit_clock.wall_s
     print(f"dictionary pair fitted in {fit_s:.0f} s")
 
     def per_image(run: Callable[[Tensor], Any]) -> dict[str, float]:
@@ -216,17 +212,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     curves: dict[str, list[float]] = {}
     # the observation itself: no time beyond the interpolation every method starts from
     methods["bicubic"] = {**scores(xs, ys, border), "params": 0, "ms_per_image": 0.0}
-    t0, c0 = time.perf_counter(), time.process_time()
-    solved = [classical.solve(x, tol=p.tol, max_iter=p.max_iter, warn=False) for x in xs]
-    conv_wall, conv_cpu = time.perf_counter() - t0, time.process_time() - c0
+    with stopwatch() as conv:
+        solved = [classical.solve(x, tol=p.tol, max_iter=p.max_iter, warn=False) for x in xs]
     converged = [r.trajectory.estimates[-1] for r in solved]
     methods["sc_sr_converged"] = {
         **scores(converged, ys, border),
         "params": 0,
         "iterations": [r.iterations for r in solved],
         "converged": all(r.converged for r in solved),
-        "ms_per_image": 1e3 * conv_wall / len(xs),
-        "cpu_ms_per_image": 1e3 * conv_cpu / len(xs),
+        "ms_per_image": 1e3 * conv.wall_s / len(xs),
+        "cpu_ms_per_image": 1e3 * conv.cpu_s / len(xs),
     }
     at_k = [classical.predict(x) for x in xs]
     methods["sc_sr_K"] = {
@@ -242,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             out = [model.predict(x) for x in xs]
         methods[name] = {
             **scores(out, ys, border),
-            "params": _n_params(model),
+            "params": count_parameters(model),
             **per_image(model.predict),
             "train_s": seconds,
         }
@@ -261,15 +256,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "images": {"train": list(SHIPPED_IMAGES["train"]), "test": names},
         "test_shapes": {n: list(y.shape[-2:]) for n, y in zip(names, ys, strict=True)},
         "dictionary_fit_s": fit_s,
-        "config": {
-            "preset": args.preset,
-            **asdict(p),
-            "train_problem": train.init_args(),
-            "test_problem": test.init_args(),
-            "border": border,
-            "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-        },
+        "config": study_config(
+            args.preset,
+            p,
+            train_problem=train.init_args(),
+            test_problem=test.init_args(),
+            border=border,
+        ),
         "wall_s": wall,
     }
     write_json(args.out, "results.json", results)

@@ -71,9 +71,10 @@ from lightning_unfold.training import (
     layer_metrics,
 )
 from lightning_unfold.training.study import (
+    fit_timed,
     flush_denormals,
+    parse_study_args,
     study_parser,
-    study_trainer,
     write_json,
 )
 
@@ -200,17 +201,16 @@ def train(
     data = SyntheticDataModule(
         prob, batch_size=cfg.batch, train_batches=steps, val_size=cfg.n_val, seed=seed
     )
-    keep = KeepBest()
-    trainer = study_trainer(
+    clock = fit_timed(
+        module,
+        data,
         steps,
-        callbacks=[keep],
+        callbacks=[KeepBest()],
         limit_val_batches=None,
         val_check_interval=min(cfg.val_every, steps),
         gradient_clip_val=cfg.clip,
     )
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=data)
-    return module.eval(), time.perf_counter() - start
+    return module.eval(), clock.wall_s
 
 
 # %% [markdown]
@@ -378,9 +378,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         default=None,
         help="train and evaluate only these recipes (default: all)",
     )
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    args = parse_study_args(parser, argv)
     cfg = PRESETS[args.preset]
     if args.recipes:
         cfg = replace(cfg, recipes=tuple(args.recipes))

@@ -6,6 +6,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,15 +89,10 @@ def test_registering_a_family_is_checked() -> None:
         main(["--sections", "layers"])
 
 
-def test_lista_benchmark_medium_preset_fits_an_hour_and_follows_the_schedule() -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "lista_benchmark", ROOT / "examples" / "lista_benchmark.py"
-    )
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_lista_benchmark_medium_preset_fits_an_hour_and_follows_the_schedule(
+    load_example: Callable[[str], Any],
+) -> None:
+    bench = load_example("lista_benchmark")
     # the estimate reproduces the small preset's measured 567-585 s from below its worst case
     assert 567 <= bench.worst_case_seconds("small") <= 1.3 * 585
     assert bench.worst_case_seconds("medium") <= 60 * 60

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _study() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "descent_study", ROOT / "examples" / "descent_study.py"
-    )
-    assert spec is not None and spec.loader is not None
-    study = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = study  # dataclasses look their module up there
-    spec.loader.exec_module(study)
-    return study
-
-
 @pytest.mark.slow  # 24 small models and one again: about 11 s of one quiet core
-def test_descent_study_regime_tiny_preset(tmp_path: Path) -> None:
-    study = _study()
+def test_descent_study_regime_tiny_preset(
+    tmp_path: Path, load_example: Callable[[str], Any]
+) -> None:
+    study = load_example("descent_study")
     summary = study.main(["--preset", "tiny", "--out", str(tmp_path)])
     preset = study.PRESETS["tiny"]
     K, seeds = preset.depth, [str(s) for s in preset.seeds]
@@ -81,8 +71,10 @@ def test_descent_study_regime_tiny_preset(tmp_path: Path) -> None:
     assert merged["lista"]["constrained_noise"]["0"] == per_seed["lista"]["constrained_noise"]["0"]
 
 
-def test_descent_study_rejects_unknown_family_and_variant() -> None:
-    study = _study()
+def test_descent_study_rejects_unknown_family_and_variant(
+    load_example: Callable[[str], Any],
+) -> None:
+    study = load_example("descent_study")
     problem = study.SparseRecovery(m=8, n=16, seed=0)
     with pytest.raises(ValueError, match="valid"):
         study.regime_module("fista", "end_to_end", problem, study.PRESETS["tiny"])
@@ -90,8 +82,10 @@ def test_descent_study_rejects_unknown_family_and_variant() -> None:
         study.regime_module("lista", "sequential", problem, study.PRESETS["tiny"])
 
 
-def test_descent_study_safeguards_tiny_preset(tmp_path: Path) -> None:
-    study = _study()
+def test_descent_study_safeguards_tiny_preset(
+    tmp_path: Path, load_example: Callable[[str], Any]
+) -> None:
+    study = load_example("descent_study")
     study.main(["--part", "safeguards", "--preset", "tiny", "--out", str(tmp_path)])
     res = json.loads((tmp_path / "results.json").read_text())
     assert set(res) == {"in_distribution", "perturbation", "out_of_distribution"}

@@ -18,7 +18,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PUBLIC = ("lightning_unfold", "lightning_unfold.theory", "lightning_unfold.checks")
+PUBLIC = (
+    "lightning_unfold",
+    "lightning_unfold.theory",
+    "lightning_unfold.checks",
+    "lightning_unfold.training.study",
+)
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,9 @@ certificate, phase equivariance, errors, training and the study's tiny preset.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from algorithm_helpers import final_metric, train_briefly
 from algorithm_helpers import trajectory_gap as _gap
 
 from lightning_unfold import ClassicalSolver, UnfoldedModel
@@ -33,8 +33,7 @@ from lightning_unfold.algorithms.corona import (
     row_soft_threshold,
     singular_value_threshold,
 )
-from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
-from lightning_unfold.training.study import study_trainer
+from lightning_unfold.training import UnfoldedModule
 
 F64 = torch.float64
 C128 = torch.complex128
@@ -252,29 +251,18 @@ def test_corona_training_improves_held_out_blood_nmse() -> None:
     )
     x, tgt = prob.sample(32, seed=99)
     blood = prob.metrics()[0]
-
-    def score() -> float:
-        with torch.no_grad():
-            est = module.model(x).final_estimate
-        return float(blood.finalize(blood.statistics(est, tgt, x)))
-
-    before = score()
-    study_trainer(30).fit(
-        module, SyntheticDataModule(prob, batch_size=8, train_batches=30, val_size=8)
-    )
-    after = score()
+    before = final_metric(module.model, blood, x, tgt)
+    train_briefly(module, prob, 30)
+    after = final_metric(module.model, blood, x, tgt)
     assert after < before - 1.0, (before, after)
     assert module.model.learned["kernels"][0].is_complex()
 
 
 # -- the study ------------------------------------------------------------------------------
-def test_corona_study_tiny_preset_writes_results(tmp_path: Path) -> None:
-    path = Path(__file__).resolve().parents[2] / "examples" / "corona_study.py"
-    spec = importlib.util.spec_from_file_location("corona_study", path)
-    assert spec is not None and spec.loader is not None
-    study = importlib.util.module_from_spec(spec)
-    sys.modules["corona_study"] = study
-    spec.loader.exec_module(study)
+def test_corona_study_tiny_preset_writes_results(
+    tmp_path: Path, load_example: Callable[[str], Any]
+) -> None:
+    study = load_example("corona_study")
     study.main(["--preset", "tiny", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "results.json").read_text())
     depth = study.PRESETS["tiny"].depth

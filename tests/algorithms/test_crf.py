@@ -3,15 +3,15 @@ fixed-point certificate, metric pooling, bad input, round trips, training, shipp
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from algorithm_helpers import trajectory_gap
+from algorithm_helpers import hide_skimage, needs_skimage, trajectory_gap
 from scipy.optimize import minimize
 
 from lightning_unfold import ALGORITHMS, ClassicalSolver, UnfoldedModel
@@ -29,10 +29,6 @@ from lightning_unfold.core.metrics import layer_curves
 from lightning_unfold.training.module import UnfoldedModule, build_model
 
 F64 = torch.float64
-HAS_SKIMAGE = importlib.util.find_spec("skimage") is not None
-needs_skimage = pytest.mark.skipif(
-    not HAS_SKIMAGE, reason="scikit-image is not installed (pip install lightning-unfold[images])"
-)
 
 
 def _problem(**kw: object) -> Segmentation:
@@ -305,24 +301,15 @@ def test_skimage_source_uses_only_shipped_files_and_splits_by_image() -> None:
 
 
 def test_missing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "skimage", None)
-    monkeypatch.setitem(sys.modules, "skimage.data", None)
-    monkeypatch.setitem(sys.modules, "skimage.io", None)
+    hide_skimage(monkeypatch)
     with pytest.raises(ImportError, match=r"pip install lightning-unfold\[images\]"):
         Segmentation(source="skimage")
 
 
 @needs_skimage
 @pytest.mark.slow
-def test_study_tiny_preset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location(
-        "crf_rnn_study", root / "examples/crf_rnn_study.py"
-    )
-    assert spec is not None and spec.loader is not None
-    study = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "crf_rnn_study", study)  # dataclasses look their module up
-    spec.loader.exec_module(study)
+def test_study_tiny_preset(tmp_path: Path, load_example: Callable[[str], Any]) -> None:
+    study = load_example("crf_rnn_study")
     results = study.main(["--preset", "tiny", "--out", str(tmp_path)])
     methods = results["methods"]
     assert {"unary", "crf_converged", "crf_K", "crf_rnn", "black_box"} <= set(methods)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -135,14 +135,8 @@ def test_fast_soft_ic_update_equals_the_per_user_solve(
         )
 
 
-def test_detnet_study_tiny_preset(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "detnet_study", ROOT / "examples" / "detnet_study.py"
-    )
-    assert spec is not None and spec.loader is not None
-    study = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = study  # dataclasses look their module up there
-    spec.loader.exec_module(study)
+def test_detnet_study_tiny_preset(tmp_path: Path, load_example: Callable[[str], Any]) -> None:
+    study = load_example("detnet_study")
     study.main(["--preset", "tiny", "--out", str(tmp_path)])
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["complete"] and res["protocol"]["users"] == 30 and res["protocol"]["antennas"] == 60

@@ -4,16 +4,16 @@ bad input, shipped images, training and the study's tiny preset."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from algorithm_helpers import trajectory_gap
+from algorithm_helpers import hide_skimage, needs_skimage, trajectory_gap
 
 from lightning_unfold import ALGORITHMS, ClassicalSolver, SparseRecovery, UnfoldedModel
 from lightning_unfold.algorithms import BlindDeblurring, HQSBlindDeblur
@@ -37,10 +37,6 @@ from lightning_unfold.core.metrics import layer_curves
 from lightning_unfold.training.module import UnfoldedModule
 
 F64 = torch.float64
-HAS_SKIMAGE = importlib.util.find_spec("skimage") is not None
-needs_skimage = pytest.mark.skipif(
-    not HAS_SKIMAGE, reason="scikit-image is not installed (pip install lightning-unfold[images])"
-)
 
 
 def _problem(**kw: object) -> BlindDeblurring:
@@ -363,9 +359,7 @@ def test_missing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch
     import lightning_unfold.algorithms.dublid.problem as problem
 
     problem.shipped_grey.cache_clear()
-    monkeypatch.setitem(sys.modules, "skimage", None)
-    monkeypatch.setitem(sys.modules, "skimage.data", None)
-    monkeypatch.setitem(sys.modules, "skimage.io", None)
+    hide_skimage(monkeypatch)
     with pytest.raises(ImportError, match=r"pip install lightning-unfold\[images\]"):
         BlindDeblurring(source="skimage")
     monkeypatch.undo()
@@ -374,13 +368,8 @@ def test_missing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch
 
 @needs_skimage
 @pytest.mark.slow
-def test_study_tiny_preset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("dublid_study", root / "examples/dublid_study.py")
-    assert spec is not None and spec.loader is not None
-    study = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "dublid_study", study)  # dataclasses look their module up
-    spec.loader.exec_module(study)
+def test_study_tiny_preset(tmp_path: Path, load_example: Callable[[str], Any]) -> None:
+    study = load_example("dublid_study")
     results = study.main(["--preset", "tiny", "--out", str(tmp_path)])
     methods = results["methods"]
     assert {"blurred", "classical_K", "classical_converged", "dublid"} <= set(methods)

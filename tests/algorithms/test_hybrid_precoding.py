@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from lightning_unfold.algorithms.precoding import (
 from lightning_unfold.core.algorithm import project_unit_modulus
 from lightning_unfold.core.unfolded import PARADIGMS, BlackBoxModel
 from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
+from lightning_unfold.training.study import study_trainer
 
 F64, C128 = torch.float64, torch.complex128
 SETTINGS = ("unit_modulus", "unconstrained")
@@ -383,17 +383,7 @@ def test_singular_channels_give_finite_feasible_precoders(analog: str, digital_i
 
 # -- training, checkpoints, the study -------------------------------------------------------
 def _trainer(tmp_path: Path, steps: int) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        max_steps=steps,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    return study_trainer(steps, default_root_dir=tmp_path)
 
 
 @pytest.mark.parametrize("formulation", ["end_to_end", "multi_iteration"])
@@ -468,13 +458,10 @@ def test_checkpoint_round_trip_keeps_complex_buffers_and_learned_steps(tmp_path:
         assert torch.equal(loaded.model(x).final_estimate, module.model(x).final_estimate)
 
 
-def test_study_tiny_preset_writes_the_schema(tmp_path: Path) -> None:
-    path = Path(__file__).resolve().parents[2] / "examples" / "hybrid_precoding_study.py"
-    spec = importlib.util.spec_from_file_location("hybrid_precoding_study", path)
-    assert spec is not None and spec.loader is not None
-    study = importlib.util.module_from_spec(spec)
-    sys.modules["hybrid_precoding_study"] = study
-    spec.loader.exec_module(study)
+def test_study_tiny_preset_writes_the_schema(
+    tmp_path: Path, load_example: Callable[[str], Any]
+) -> None:
+    study = load_example("hybrid_precoding_study")
     study.main(["--preset", "tiny", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results) == {"settings"}

@@ -3,11 +3,10 @@ the restricted-isometry check (must pass / must fail / exactness) and the study'
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import math
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -206,13 +205,10 @@ def test_isometry_check_reads_liht_and_refuses_corrections() -> None:
 
 
 # -- the study -----------------------------------------------------------------------------
-def test_liht_study_tiny_preset_writes_results(tmp_path: Path) -> None:
-    path = Path(__file__).resolve().parents[2] / "examples" / "liht_study.py"
-    spec = importlib.util.spec_from_file_location("liht_study", path)
-    assert spec is not None and spec.loader is not None
-    study = importlib.util.module_from_spec(spec)
-    sys.modules["liht_study"] = study
-    spec.loader.exec_module(study)
+def test_liht_study_tiny_preset_writes_results(
+    tmp_path: Path, load_example: Callable[[str], Any]
+) -> None:
+    study = load_example("liht_study")
     study.main(["--preset", "tiny", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "results.json").read_text())
     depth = study.PRESETS["tiny"].depth

@@ -4,10 +4,9 @@ errors, training, the checks and the study's tiny preset."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from algorithm_helpers import final_metric, train_briefly
 
 from lightning_unfold import ClassicalSolver, UnfoldedModel
 from lightning_unfold.algorithms import ADMMTV, ALGORITHMS, CompressiveImaging, ImagingBlackBoxNet
@@ -27,8 +27,7 @@ from lightning_unfold.algorithms.imaging import (
     ssim,
     tv_objective,
 )
-from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
-from lightning_unfold.training.study import study_trainer
+from lightning_unfold.training import UnfoldedModule
 
 F64 = torch.float64
 
@@ -319,17 +318,9 @@ def test_admm_csnet_training_beats_its_classical_start_and_the_checks_report() -
     )
     y, x = prob.sample(16, seed=99)
     metric = prob.metrics()[0]
-
-    def score() -> float:
-        with torch.no_grad():
-            est = module.model(y).final_estimate
-        return float(metric.finalize(metric.statistics(est, x, y)))
-
-    before = score()
-    study_trainer(25).fit(
-        module, SyntheticDataModule(prob, batch_size=8, train_batches=25, val_size=8)
-    )
-    after = score()
+    before = final_metric(module.model, metric, y, x)
+    train_briefly(module, prob, 25)
+    after = final_metric(module.model, metric, y, x)
     assert after > before + 0.3, (before, after)
     with torch.no_grad():  # a penalty at its constraint's floor keeps the iteration finite
         for plist in module.model.learned["penalty"]:
@@ -345,13 +336,10 @@ def test_admm_csnet_training_beats_its_classical_start_and_the_checks_report() -
     assert results["coupling"].status is checks.Status.SKIPPED
 
 
-def test_csnet_study_tiny_preset_writes_results(tmp_path: Path) -> None:
-    path = Path(__file__).resolve().parents[2] / "examples" / "csnet_study.py"
-    spec = importlib.util.spec_from_file_location("csnet_study", path)
-    assert spec is not None and spec.loader is not None
-    study = importlib.util.module_from_spec(spec)
-    sys.modules["csnet_study"] = study
-    spec.loader.exec_module(study)
+def test_csnet_study_tiny_preset_writes_results(
+    tmp_path: Path, load_example: Callable[[str], Any]
+) -> None:
+    study = load_example("csnet_study")
     study.main(["--preset", "tiny", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "results.json").read_text())
     depth = study.PRESETS["tiny"].depth

@@ -11,13 +11,16 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
 import yaml
+from algorithm_helpers import HAS_SKIMAGE, needs_skimage
 
 from lightning_unfold.algorithms import CompressiveImaging
 from lightning_unfold.algorithms.imaging import (
@@ -30,13 +33,9 @@ from lightning_unfold.core.algorithm import problem_from_config
 from lightning_unfold.core.shipped import read_shipped
 from lightning_unfold.training import UnfoldedModule
 
-HAS = {d: importlib.util.find_spec(m) is not None for d, m in [("scikit-image", "skimage")]}
-HAS["pydicom"] = importlib.util.find_spec("pydicom") is not None
+HAS = {"scikit-image": HAS_SKIMAGE, "pydicom": importlib.util.find_spec("pydicom") is not None}
 needs_pydicom = pytest.mark.skipif(
     not HAS["pydicom"], reason="pydicom (pip install lightning-unfold[images]) is not installed"
-)
-needs_skimage = pytest.mark.skipif(
-    not HAS["scikit-image"], reason="scikit-image (the images extra) is not installed"
 )
 
 
@@ -228,16 +227,9 @@ def test_real_image_problems_survive_config_and_checkpoint_round_trips(
 @needs_pydicom
 @needs_skimage
 def test_real_image_study_tiny_preset_writes_results(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, load_example: Callable[[str], Any]
 ) -> None:
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location(
-        "csnet_real_study", root / "examples/csnet_real_study.py"
-    )
-    assert spec is not None and spec.loader is not None
-    study = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "csnet_real_study", study)  # dataclasses look it up
-    spec.loader.exec_module(study)
+    study = load_example("csnet_real_study")
     results = study.main(["--preset", "tiny", "--out", str(tmp_path)])
     assert json.loads((tmp_path / "results.json").read_text())["methods"].keys() == set(
         study.METHODS

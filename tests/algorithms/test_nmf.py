@@ -3,10 +3,9 @@ paradigm, errors, training and the study's tiny preset."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from algorithm_helpers import final_metric, train_briefly
 from scipy.optimize import nnls
 
 from lightning_unfold import ClassicalSolver, UnfoldedModel
@@ -26,8 +26,7 @@ from lightning_unfold.algorithms import (
     bss_decomposition,
 )
 from lightning_unfold.core.iterate import iterate_blocks
-from lightning_unfold.training import SyntheticDataModule, UnfoldedModule
-from lightning_unfold.training.study import study_trainer
+from lightning_unfold.training import UnfoldedModule
 
 F64 = torch.float64
 K = 15
@@ -185,17 +184,9 @@ def test_deep_nmf_training_improves_sdr_on_held_out_mixtures() -> None:
     module = UnfoldedModule(prob, algorithm="nmf", paradigm="objective", depth=3, lr=3e-3)
     x, S = prob.sample(64, seed=99)
     sdr = prob.metrics()[0]
-
-    def score() -> float:
-        with torch.no_grad():
-            est = module.model(x).final_estimate
-        return float(sdr.finalize(sdr.statistics(est, S, x)))
-
-    before = score()
-    study_trainer(40).fit(
-        module, SyntheticDataModule(prob, batch_size=8, train_batches=40, val_size=8)
-    )
-    after = score()
+    before = final_metric(module.model, sdr, x, S)
+    train_briefly(module, prob, 40)
+    after = final_metric(module.model, sdr, x, S)
     assert after > before + 0.5, (before, after)
     # the raw learned dictionaries themselves were projected back onto W >= 0 after every step
     raw = torch.stack([w.detach() for w in module.model.learned["dictionary"]])
@@ -203,13 +194,10 @@ def test_deep_nmf_training_improves_sdr_on_held_out_mixtures() -> None:
 
 
 # -- the study ------------------------------------------------------------------------------
-def test_nmf_study_tiny_preset_writes_results(tmp_path: Path) -> None:
-    path = Path(__file__).resolve().parents[2] / "examples" / "nmf_study.py"
-    spec = importlib.util.spec_from_file_location("nmf_study", path)
-    assert spec is not None and spec.loader is not None
-    study = importlib.util.module_from_spec(spec)
-    sys.modules["nmf_study"] = study
-    spec.loader.exec_module(study)
+def test_nmf_study_tiny_preset_writes_results(
+    tmp_path: Path, load_example: Callable[[str], Any]
+) -> None:
+    study = load_example("nmf_study")
     study.main(["--preset", "tiny", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "results.json").read_text())
     depth = study.PRESETS["tiny"].depth

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -590,18 +589,10 @@ def test_black_box_trains_unsupervised_on_the_sum_rate() -> None:
 
 
 # -- the study -----------------------------------------------------------------------------
-def _study() -> Any:
-    path = ROOT / "examples" / "power_allocation_study.py"
-    spec = importlib.util.spec_from_file_location("power_allocation_study", path)
-    assert spec is not None and spec.loader is not None
-    study = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = study
-    spec.loader.exec_module(study)
-    return study
-
-
-def test_study_rejects_a_timing_device_it_cannot_use_before_training(tmp_path: Path) -> None:
-    study = _study()
+def test_study_rejects_a_timing_device_it_cannot_use_before_training(
+    tmp_path: Path, load_example: Callable[[str], Any]
+) -> None:
+    study = load_example("power_allocation_study")
     assert study.timing_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="not a torch device"):
         study.timing_device("gpu")
@@ -613,8 +604,10 @@ def test_study_rejects_a_timing_device_it_cannot_use_before_training(tmp_path: P
         assert not list(tmp_path.iterdir())  # it failed before training or writing anything
 
 
-def test_study_tiny_preset_writes_the_schema(tmp_path: Path) -> None:
-    study = _study()
+def test_study_tiny_preset_writes_the_schema(
+    tmp_path: Path, load_example: Callable[[str], Any]
+) -> None:
+    study = load_example("power_allocation_study")
     study.main(["--preset", "tiny", "--out", str(tmp_path), "--timing-device", "cpu"])
     res = json.loads((tmp_path / "results.json").read_text())
     assert set(res) == {"methods", "size_generalisation"}
@@ -657,14 +650,9 @@ def test_study_tiny_preset_writes_the_schema(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_generalisation_study_tiny_preset_writes_the_table(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, load_example: Callable[[str], Any]
 ) -> None:
-    path = ROOT / "examples" / "uwmmse_generalisation_study.py"
-    spec = importlib.util.spec_from_file_location("uwmmse_generalisation_study", path)
-    assert spec is not None and spec.loader is not None
-    study = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, study)  # dataclasses look their module up
-    spec.loader.exec_module(study)
+    study = load_example("uwmmse_generalisation_study")
     study.main(["--preset", "tiny", "--out", str(tmp_path)])
     res = json.loads((tmp_path / "results.json").read_text())
     assert set(res) == {"recipes", "summary"}

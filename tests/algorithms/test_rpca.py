@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -322,13 +322,10 @@ def test_tiny_end_to_end_training_lowers_the_error(paradigm: str) -> None:
     assert module.model.layer_params(2)["eta_L"].item() != pytest.approx(1.0, abs=1e-6)
 
 
-def test_study_tiny_preset_writes_the_specified_schema(tmp_path: Path) -> None:
-    path = Path(__file__).resolve().parents[2] / "examples" / "rpca_study.py"
-    spec = importlib.util.spec_from_file_location("rpca_study", path)
-    assert spec is not None and spec.loader is not None
-    study = importlib.util.module_from_spec(spec)
-    sys.modules["rpca_study"] = study
-    spec.loader.exec_module(study)
+def test_study_tiny_preset_writes_the_specified_schema(
+    tmp_path: Path, load_example: Callable[[str], Any]
+) -> None:
+    study = load_example("rpca_study")
     study.main(["--preset", "tiny", "--out", str(tmp_path)])
     import json
 

@@ -4,16 +4,16 @@ fit, bad input, training, shipped images, the study's tiny preset."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as tF
-from algorithm_helpers import trajectory_gap
+from algorithm_helpers import HAS_SKIMAGE, hide_skimage, needs_skimage, trajectory_gap
 
 from lightning_unfold import ALGORITHMS, ClassicalSolver, UnfoldedModel
 from lightning_unfold.algorithms import SCN, SparseCodingSR, SRBlackBoxNet, SuperResolution
@@ -33,10 +33,6 @@ from lightning_unfold.core.algorithm import problem_from_config
 from lightning_unfold.training.module import UnfoldedModule
 
 F64 = torch.float64
-HAS_SKIMAGE = importlib.util.find_spec("skimage") is not None
-needs_skimage = pytest.mark.skipif(
-    not HAS_SKIMAGE, reason="scikit-image is not installed (pip install lightning-unfold[images])"
-)
 
 
 def _problem(**kw: object) -> SuperResolution:
@@ -302,9 +298,7 @@ def test_skimage_source_uses_only_shipped_files_and_splits_by_image() -> None:
 
 def test_missing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
     scn_images.shipped_luminance.cache_clear()
-    monkeypatch.setitem(sys.modules, "skimage", None)
-    monkeypatch.setitem(sys.modules, "skimage.data", None)
-    monkeypatch.setitem(sys.modules, "skimage.io", None)
+    hide_skimage(monkeypatch)
     with pytest.raises(ImportError, match=r"lightning-unfold\[images\]"):
         SuperResolution(source="skimage")
     monkeypatch.undo()
@@ -313,13 +307,8 @@ def test_missing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch
 
 @needs_skimage
 @pytest.mark.slow
-def test_study_tiny_preset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("scn_study", root / "examples/scn_study.py")
-    assert spec is not None and spec.loader is not None
-    study = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "scn_study", study)  # dataclasses look their module up
-    spec.loader.exec_module(study)
+def test_study_tiny_preset(tmp_path: Path, load_example: Callable[[str], Any]) -> None:
+    study = load_example("scn_study")
     results = study.main(["--preset", "tiny", "--out", str(tmp_path)])
     methods = results["methods"]
     assert {"bicubic", "sc_sr_converged", "sc_sr_K", "scn"} <= set(methods)

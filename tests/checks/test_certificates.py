@@ -160,7 +160,11 @@ def test_safeguard_on_wmmse_passes_fails_and_names_a_stall() -> None:
     assert "KKT" in ok.details["certificate_name"] and "Shi et al. 2011" in ok.message
     short = checks.safeguard(model, prob, data, n_samples=4, max_iter=20)
     assert short.status is Status.FAILED and short.value is not None and short.value > 1e-2
-    assert "raise max_iter" in short.message
+    assert "raise max_iter" in short.message and "not the learned layers" in short.message
+    # the yardstick: WMMSE alone from full power, same samples, same budget of K + 20 iterations
+    assert short.details["classical_alone"]["iterations"] == 23
+    assert not short.details["classical_alone"]["reached"]
+    assert ok.details["classical_alone"]["reached"], ok.details["classical_alone"]
     # a model that switches every user off sits at a fixed point of WMMSE (Heaton et al.'s
     # safeguard accepts it: zero fixed-point residual) that is no KKT point
     off = UnfoldedModel(WMMSE(), prob, depth=2, paradigm="correction")
@@ -171,6 +175,11 @@ def test_safeguard_on_wmmse_passes_fails_and_names_a_stall() -> None:
     assert stall.status is Status.FAILED and stall.value == 1.0, stall.message
     assert "stalled, not at a stationary point" in stall.message
     assert stall.details["iterations"] == 0  # no iterations wasted on a trap
+    # WMMSE alone, from full power, reaches the tolerance on the same samples: the learned
+    # layers, not the budget, put the iterate in the trap
+    alone = stall.details["classical_alone"]
+    assert alone["reached"] and alone["value"] <= 1e-3, alone
+    assert "the learned layers led it into the stall" in stall.message
     assert "LASSO" not in stall.message
 
 

@@ -123,9 +123,15 @@ def test_check_command_on_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFix
     ckpt = _train_module(tmp_path, "lista_cp")
     out = tmp_path / "rep"
     code = checks.check_command([str(ckpt), "--suite", "coupling,descent", "--out", str(out)])
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert code == 0, printed
     assert "coupling" in printed and "PASS" in printed
+    # progress on stderr, one line as each check starts and one as it ends
+    lines = captured.err.strip().splitlines()
+    assert lines[0] == "[1/2] coupling …" and lines[2] == "[2/2] descent …", lines
+    assert lines[1].startswith("[1/2] coupling: PASS in ") and lines[1].endswith(" s")
+    assert len(lines) == 4 and lines[3].startswith("[2/2] descent: PASS in ")
     js = json.loads((out / "report.json").read_text())
     assert [c["name"] for c in js["checks"]] == ["coupling", "descent"]
     assert js["model"]["variant"] == "lista_cp" and (out / "coupling.png").exists()

@@ -101,7 +101,9 @@ def test_safeguard_passes_for_garbage_weights_when_continued() -> None:
 def test_safeguard_fails_without_enough_continuation() -> None:
     r = checks.safeguard(_overshooting_lista(), _PROBLEM, _DATA, tol=1e-6, max_iter=5)
     assert not r.passed and r.value is not None and r.value > 1e-6
-    assert "raise max_iter" in r.message and "not at fault" in r.message
+    assert "raise max_iter" in r.message and "not the learned layers" in r.message
+    alone = r.details["classical_alone"]
+    assert not alone["reached"] and alone["iterations"] == DEPTH + 5 and alone["value"] > 1e-6
 
 
 def test_safeguard_uses_a_safeguarded_models_own_settings() -> None:

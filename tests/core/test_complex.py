@@ -185,27 +185,16 @@ def test_inductive_bias_and_black_box_produce_complex_estimates() -> None:
     assert all(p.grad is not None for p in bb.parameters())
 
 
-def _trainer(**kw: Any) -> L.Trainer:
-    opts: dict[str, Any] = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    opts.update(kw)
-    return L.Trainer(**opts)
-
-
 @pytest.mark.parametrize("paradigm", ["objective", "black_box"])
-def test_complex_model_trains_keeps_unit_modulus_and_round_trips(paradigm: str) -> None:
+def test_complex_model_trains_keeps_unit_modulus_and_round_trips(
+    paradigm: str, quiet_trainer: Any
+) -> None:
     L.seed_everything(0, verbose=False)
     module = UnfoldedModule(
         PROBLEM, algorithm="rotated_gradient_test", paradigm=paradigm, depth=3, lr=1e-2
     )
     data = SyntheticDataModule(PROBLEM, batch_size=16, train_batches=8, val_size=64, test_size=64)
-    trainer = _trainer(max_epochs=3)
+    trainer = quiet_trainer(max_epochs=3)
     trainer.validate(module, data, verbose=False)
     before = module.nmse_curves["val"][-1]
     trainer.fit(module, data)

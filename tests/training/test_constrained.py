@@ -16,26 +16,15 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_unfold import SparseRecovery, SyntheticDataModule, UnfoldedModule
 from lightning_unfold.training import DescendingConstraints
 from lightning_unfold.training.constrained import layer_measure
+from lightning_unfold.training.study import study_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBLEM = SparseRecovery(m=12, n=24, seed=0)
 
 
 def _trainer(callbacks: list[Any], **kw: Any) -> L.Trainer:
-    opts: dict[str, Any] = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        max_epochs=2,
-        callbacks=callbacks,
-    )
-    opts.update(kw)
-    return L.Trainer(**opts)
+    """The library's quiet study trainer (no validation loop), two epochs unless told."""
+    return study_trainer(kw.pop("max_steps", -1), callbacks=callbacks, **{"max_epochs": 2, **kw})
 
 
 def _module(lr: float = 1e-2, depth: int = 4) -> UnfoldedModule:

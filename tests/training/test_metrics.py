@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import lightning as L
 import pytest
 import torch
 from torch import Tensor
@@ -110,26 +109,15 @@ def test_metric_declaration_errors_are_clear() -> None:
         bad.statistics(torch.ones(3, 2), torch.ones(3, 2), torch.ones(3, 2))
 
 
-def _trainer(**kw: Any) -> L.Trainer:
-    opts: dict[str, Any] = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    opts.update(kw)
-    return L.Trainer(**opts)
-
-
-def test_module_logs_every_problem_metric_per_layer_with_the_primary_first() -> None:
+def test_module_logs_every_problem_metric_per_layer_with_the_primary_first(
+    quiet_trainer: Any,
+) -> None:
     problem = ScoredByObjective(m=16, n=32, sparsity=0.1, rho=0.05, seed=0)
     module = UnfoldedModule(
         problem, paradigm="hyperparameters", depth=4, supervision="unsupervised"
     )
     data = SyntheticDataModule(problem, batch_size=32, train_batches=4, val_size=64, test_size=64)
-    trainer = _trainer(max_epochs=1)
+    trainer = quiet_trainer(max_epochs=1)
     trainer.fit(module, data)
     logged = trainer.callback_metrics
     for name in ("neg_lasso", "nmse_db"):
@@ -150,23 +138,23 @@ def test_module_logs_every_problem_metric_per_layer_with_the_primary_first() -> 
     assert curve[-1] == pytest.approx(float(direct.mean()), rel=1e-6)
 
 
-def test_nmse_curves_says_what_to_read_for_a_problem_without_nmse() -> None:
+def test_nmse_curves_says_what_to_read_for_a_problem_without_nmse(quiet_trainer: Any) -> None:
     problem = ScoredWithoutNMSE(m=16, n=32, sparsity=0.1, rho=0.05, seed=0)
     module = UnfoldedModule(problem, paradigm="classical", depth=3)
     data = SyntheticDataModule(problem, batch_size=32, train_batches=1, val_size=32, test_size=32)
-    _trainer().test(module, data, verbose=False)
+    quiet_trainer().test(module, data, verbose=False)
     assert len(module.primary_curves["test"]) == 4
     with pytest.raises(ValueError, match="not scored by NMSE"):
         _ = module.nmse_curves
 
 
-def test_rpca_is_scored_by_relative_error_then_nmse() -> None:
+def test_rpca_is_scored_by_relative_error_then_nmse(quiet_trainer: Any) -> None:
     problem = RPCAProblem(n1=12, n2=10, rank=2, outlier_fraction=0.05, seed=0)
     names = [m.name for m in problem.metrics()]
     assert names == ["rel_error", "nmse_db"]
     module = UnfoldedModule(problem, paradigm="classical", depth=3)
     data = SyntheticDataModule(problem, batch_size=8, train_batches=1, val_size=16, test_size=16)
-    _trainer().test(module, data, verbose=False)
+    quiet_trainer().test(module, data, verbose=False)
     x, target = problem.sample(16, seed=(2, 0))
     with torch.no_grad():
         traj = module.model(x)
@@ -179,14 +167,14 @@ def test_rpca_is_scored_by_relative_error_then_nmse() -> None:
     assert len(module.curves["test"]["rel_error"]) == 4
 
 
-def test_schedule_held_out_curve_uses_the_primary_metric() -> None:
+def test_schedule_held_out_curve_uses_the_primary_metric(quiet_trainer: Any) -> None:
     problem = ScoredByObjective(m=16, n=32, sparsity=0.1, rho=0.05, seed=0)
     module = UnfoldedModule(
         problem, paradigm="hyperparameters", depth=2, supervision="unsupervised"
     )
     data = SyntheticDataModule(problem, batch_size=16, train_batches=2, val_size=32, test_size=32)
     schedule = SequentialSchedule(steps_per_layer=2)
-    _trainer(max_epochs=-1, callbacks=[schedule]).fit(module, data)
+    quiet_trainer(max_epochs=-1, callbacks=[schedule]).fit(module, data)
     assert sorted(schedule.curves) == [1, 2]
     x, target = next(iter(data.val_dataloader()))
     with torch.no_grad():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +21,15 @@ from lightning_unfold.training import (
     TwoStageSchedule,
 )
 from lightning_unfold.training.schedules import Scope
+from lightning_unfold.training.study import study_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBLEM = SparseRecovery(m=10, n=20, seed=0)
 
 
 def _trainer(callbacks: list[Callback], **kw: Any) -> L.Trainer:
-    opts: dict[str, Any] = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "max_epochs": -1,
-        "limit_val_batches": 0,
-        "num_sanity_val_steps": 0,
-    }
-    opts.update(kw)
-    return L.Trainer(callbacks=callbacks, **opts)
+    """The library's quiet study trainer (no validation loop, no step limit unless given)."""
+    return study_trainer(kw.pop("max_steps", -1), callbacks=callbacks, **kw)
 
 
 def _data(**kw: Any) -> SyntheticDataModule:
@@ -412,15 +403,8 @@ def test_yaml_config_builds_the_schedule(
     assert cli.model.hparams["variant"] == variant and cli.model.depth == 16
 
 
-def test_lista_benchmark_tiny_preset(tmp_path: Path) -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "lista_benchmark", ROOT / "examples" / "lista_benchmark.py"
-    )
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_lista_benchmark_tiny_preset(tmp_path: Path, load_example: Callable[[str], Any]) -> None:
+    bench = load_example("lista_benchmark")
     bench.main(["--preset", "tiny", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "results.json").read_text())
     assert list(results) == ["ista", "fista", "lista", "lista_cp", "lista_cpss", "alista"]

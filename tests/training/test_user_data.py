@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import pytest
 import scipy.io
@@ -23,20 +22,6 @@ PROB = SparseRecovery(m=8, n=16, seed=0)
 def _data(n: int = 50) -> tuple[np.ndarray, np.ndarray]:
     x, s = PROB.sample(n, seed=1, dtype=torch.float64)
     return x.numpy(), s.numpy()
-
-
-def _trainer(**kw: Any) -> L.Trainer:
-    opts: dict[str, Any] = dict(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    opts.update(kw)
-    return L.Trainer(**opts)
 
 
 def _all_rows(dm: UserDataModule) -> tuple[torch.Tensor, torch.Tensor]:
@@ -270,7 +255,7 @@ def test_too_few_rows_and_a_missing_problem() -> None:
 
 
 # -- labelled, unlabelled and partly labelled data -----------------------------------------------
-def test_unlabelled_data_trains_unsupervised(tmp_path: Path) -> None:
+def test_unlabelled_data_trains_unsupervised(tmp_path: Path, quiet_trainer: Any) -> None:
     x, _ = _data(64)
     np.save(tmp_path / "x.npy", x)
     dm = UserDataModule(PROB, path=str(tmp_path / "x.npy"), target_key=None, batch_size=16)
@@ -278,11 +263,13 @@ def test_unlabelled_data_trains_unsupervised(tmp_path: Path) -> None:
     assert torch.isnan(ss).all() and dm.labelled_count == 0
     module = UnfoldedModule(PROB, paradigm="hyperparameters", depth=3, supervision="unsupervised")
     before = [p.detach().clone() for p in module.parameters()]
-    _trainer(limit_val_batches=0).fit(module, dm)
+    quiet_trainer(max_epochs=1, limit_val_batches=0).fit(module, dm)
     assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
 
 
-def test_partly_labelled_data_trains_semi_supervised_and_scores_labelled_rows_only() -> None:
+def test_partly_labelled_data_trains_semi_supervised_and_scores_labelled_rows_only(
+    quiet_trainer: Any,
+) -> None:
     x, s = _data(80)
     s = s.copy()
     s[::2] = np.nan  # every other row unlabelled
@@ -294,7 +281,7 @@ def test_partly_labelled_data_trains_semi_supervised_and_scores_labelled_rows_on
     module = UnfoldedModule(
         PROB, paradigm="objective", variant="lista", depth=3, supervision="semi_supervised"
     )
-    _trainer().fit(module, dm)
+    quiet_trainer(max_epochs=1).fit(module, dm)
     # the validation NMSE is the one of the labelled validation rows alone
     keep = labelled_rows(val_s)
     with torch.no_grad():
@@ -305,7 +292,7 @@ def test_partly_labelled_data_trains_semi_supervised_and_scores_labelled_rows_on
     assert dm.test_dataloader() == []
 
 
-def test_detection_targets_with_unlabelled_rows(tmp_path: Path) -> None:
+def test_detection_targets_with_unlabelled_rows(tmp_path: Path, quiet_trainer: Any) -> None:
     prob = MIMODetection(n_users=2, n_antennas=3, snr_db=10.0)
     x, s = prob.sample(40, seed=0)
     s[::4] = -1
@@ -320,41 +307,43 @@ def test_detection_targets_with_unlabelled_rows(tmp_path: Path) -> None:
         depth=2,
         supervision="semi_supervised",
     )
-    _trainer(max_steps=3).fit(module, dm)
+    quiet_trainer(max_epochs=1, max_steps=3).fit(module, dm)
     assert 0.0 <= module.curves["val"]["ber"][-1] <= 1.0
 
 
 @pytest.mark.parametrize(
     "paradigm", ["hyperparameters", "objective", "correction", "inductive_bias", "black_box"]
 )
-def test_every_paradigm_trains_on_user_data(paradigm: str) -> None:
+def test_every_paradigm_trains_on_user_data(paradigm: str, quiet_trainer: Any) -> None:
     x, s = _data(64)
     dm = UserDataModule(PROB, x=x, target=s, batch_size=16)
     module = UnfoldedModule(PROB, paradigm=paradigm, depth=3)
     before = [p.detach().clone() for p in module.parameters()]
-    _trainer(max_steps=3).fit(module, dm)
+    quiet_trainer(max_epochs=1, max_steps=3).fit(module, dm)
     assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
     curve = module.curves["val"]["nmse_db"]  # every layer scored on the user's rows
     assert len(curve) == module.depth + 1 and all(np.isfinite(curve))
 
 
-def test_the_classical_baseline_validates_on_user_data() -> None:
+def test_the_classical_baseline_validates_on_user_data(quiet_trainer: Any) -> None:
     x, s = _data(64)
     dm = UserDataModule(PROB, x=x, target=s)
     module = UnfoldedModule(PROB, paradigm="classical", depth=5)
-    _trainer().validate(module, dm, verbose=False)
+    quiet_trainer(max_epochs=1).validate(module, dm, verbose=False)
     curve = module.curves["val"]["nmse_db"]
     assert curve[5] < curve[1] < 0.0  # ISTA improves layer by layer on the user's rows
 
 
 # -- DDP and the CLI -----------------------------------------------------------------------------
 @pytest.mark.ddp
-def test_ddp_spawn_on_two_cpu_processes(tmp_path: Path) -> None:
+def test_ddp_spawn_on_two_cpu_processes(tmp_path: Path, quiet_trainer: Any) -> None:
     x, s = _data(96)
     np.savez(tmp_path / "obs.npz", x=x, s=s)
     dm = UserDataModule(PROB, path=str(tmp_path / "obs.npz"), batch_size=8)
     module = UnfoldedModule(PROB, paradigm="objective", variant="lista_cp", depth=2)
-    trainer = _trainer(devices=2, strategy="ddp_spawn", max_epochs=2, default_root_dir=tmp_path)
+    trainer = quiet_trainer(
+        devices=2, strategy="ddp_spawn", max_epochs=2, default_root_dir=tmp_path
+    )
     before = [p.detach().clone() for p in module.parameters()]
     trainer.fit(module, dm)
     assert trainer.state.finished

@@ -316,6 +316,11 @@ class SCN(SparseCodingSR):
             "threshold": torch.full((self.atoms,), mu * self.lam, dtype=torch.float64),
         }
 
+    def classical_operator(self) -> Algorithm[Any]:
+        """The fixed-point operator is ISTA per patch (:class:`SparseCodingSR` with the same
+        dictionary settings): SCN's classical values make its layer exactly that step."""
+        return SparseCodingSR(**self._options())
+
     def step(self, s: SRState, x: Tensor, p: Mapping[str, Tensor], k: int) -> SRState:
         y = features(x, p["extractor"])
         pre = _mix(p["W"], y) + _mix(p["S"], s.codes)
