@@ -273,10 +273,8 @@ def _classical_rate(
         cfit = fit_linear_rate(np.maximum(cmean, 1e-300), start=fit.start, stop=fit.stop)
     except ValueError:
         return None
-    alg = ctx.algorithm()
-    op = alg.classical_operator() if alg is not None else None
     return {
-        "operator": type(op).__name__,
+        "operator": type(cctx.inner.algorithm).__name__,
         "mean_error": cmean.tolist(),
         "fit": {"q": cfit.q, "c": cfit.c, "r2": cfit.r2, "start": cfit.start, "stop": cfit.stop},
     }
@@ -302,8 +300,7 @@ def _classical_descent(
         return None, ""
     mean = Q.mean(axis=0)
     bad = (np.flatnonzero(violated(mean)) + 1).tolist()
-    alg = ctx.algorithm()
-    op = type(alg.classical_operator()).__name__ if alg is not None else "solver"
+    op = type(cctx.inner.algorithm).__name__
     where = (
         f"layers {', '.join(map(str, bad))}" if len(bad) > 1 else f"layer {bad[0]}" if bad else ""
     )
